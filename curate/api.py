@@ -1,0 +1,49 @@
+"""Python API: ``curate.run(config)`` and ``curate.select(data, method=..., budget=...)``."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from curate import io as cio
+from curate.config import build_stage
+from curate.pipeline import Runner, plan, run  # noqa: F401  (re-exported)
+from curate.provenance import Ledger
+from curate.store import StageStore, table_fingerprint
+
+
+def select(data, method: str, budget=None, *, format: str | None = None, id_field: str | None = None,
+           cache_dir: str | Path | None = None, show_progress: bool = False, return_provenance: bool = False, **params):
+    """One-off selection on in-memory or on-disk data.
+
+    Args:
+        data: ``datasets.Dataset``, ``pa.Table``, pandas DataFrame, list of dicts, or a path.
+        method: a stage type, e.g. ``"random"``, ``"top_k"``, ``"exact_dedup"``, ``"minhash_dedup"``,
+            ``"semdedup"``, ``"d4"``. Stages it needs first (e.g. ``embed`` + ``kmeans`` for
+            ``semdedup``) are added automatically.
+        budget: passed as the stage's ``budget`` when given (int count or float fraction).
+        format: input format for raw records (default auto-detect).
+        id_field: field holding row ids (default ``id`` if present, else ``memory:<row>``).
+        cache_dir: stage cache folder (default: a temporary folder, i.e. no reuse).
+        show_progress: draw progress bars (default False).
+        return_provenance: also return the provenance table.
+        **params: the stage's other keyword arguments.
+
+    Returns:
+        ``datasets.Dataset`` of the kept rows (canonical columns, original extras, and any
+        columns the stages added), or ``(dataset, provenance)`` if ``return_provenance``.
+    """
+    import datasets
+
+    spec = {"type": method, **params}
+    if budget is not None:
+        spec["budget"] = budget
+    stage = build_stage(spec, where=f"select(method={method!r})")
+    got = cio.from_records(data, format=format, id_field=id_field) if not isinstance(data, (str, Path)) \
+        else cio.read_input(data, format=format, id_field=id_field)
+    table = got.table
+    with tempfile.TemporaryDirectory(prefix="curate-select-") as tmp:
+        runner = Runner(StageStore(cache_dir or tmp), show_progress=show_progress)
+        ledger = Ledger(table.column("id").to_pylist(), got.quarantine, table.column("source").to_pylist())
+        table, _, _ = runner.run_stages([stage], table, table_fingerprint(table), ledger)
+        ds = datasets.Dataset(table.combine_chunks())
+        return (ds, ledger.to_table()) if return_provenance else ds

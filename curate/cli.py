@@ -1,0 +1,108 @@
+"""The ``curate`` command: run, plan, report, stages (and train-scorer when scoring is installed)."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="curate: dedup, embed, cluster, score and select LLM training data.")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="recipe YAML"),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="output dir (overrides output.dir)"),
+        cache_dir: Optional[Path] = typer.Option(None, help="stage cache dir (overrides cache_dir)"),
+        progress: bool = typer.Option(True, help="show progress bars"),
+        verbose: bool = typer.Option(True, help="log each step")):
+    """Run a recipe end to end and write the output directory."""
+    from curate.config import ConfigError
+    from curate.io import InputError
+    from curate.pipeline import run as run_recipe
+
+    _setup_logging(verbose)
+    try:
+        res = run_recipe(config, output_dir=str(output) if output else None, show_progress=progress,
+                         cache_dir=str(cache_dir) if cache_dir else None)
+    except (ConfigError, InputError) as e:
+        _fail(str(e))
+    c = res.counts
+    typer.echo(f"{c['n_input']} in -> {c['n_selected']} selected, {c['n_dropped']} dropped, "
+               f"{c['n_quarantined']} quarantined")
+    for s in res.report["stages"]:
+        typer.echo(f"  {s['label']:<24} {s['rows_in']:>8} -> {s['rows_out']:<8} {'cached' if s['cached'] else format(s['seconds'], '.2f') + 's'}")
+    typer.echo(f"output: {res.output_dir}  hash {res.output_hash}{'' if res.did_work else '  (up to date: no work done)'}")
+
+
+@app.command()
+def plan(config: Path = typer.Argument(..., help="recipe YAML"),
+         output: Optional[Path] = typer.Option(None, "--output", "-o")):
+    """Show each step's cache key and whether it is cached (nothing is computed)."""
+    from curate.config import ConfigError
+    from curate.io import InputError
+    from curate.pipeline import plan as plan_recipe
+
+    try:
+        rows = plan_recipe(config, str(output) if output else None)
+    except (ConfigError, InputError) as e:
+        _fail(str(e))
+    for r in rows:
+        typer.echo(f"{'cached ' if r['cached'] else 'will run'}  {r['step']:<28} {r['key']}")
+    todo = sum(not r["cached"] for r in rows)
+    typer.echo(f"{len(rows) - todo}/{len(rows)} steps cached; {todo} to run")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run's output dir"),
+           dups: Optional[str] = typer.Option(None, "--dups", help="print duplicate cluster(s): a dup_cluster id, a row id, or 'top'"),
+           limit: int = typer.Option(3, help="clusters to print with --dups top")):
+    """Print a run's report, or the members of duplicate clusters side by side."""
+    if not (run_dir / "report.md").exists():
+        _fail(f"{run_dir}: no report.md (not a curate run output?)")
+    if dups is None:
+        typer.echo((run_dir / "report.md").read_text())
+        return
+    from curate.inspect_run import print_dup_clusters
+
+    typer.echo(print_dup_clusters(run_dir, dups, limit))
+
+
+@app.command()
+def stages():
+    """List the stage types a recipe may use, with their parameters."""
+    from curate.registry import get_stage, known_stages
+
+    for name in known_stages():
+        cls = get_stage(name)
+        typer.echo(f"{name:<16} {cls.__name__:<20} params: {', '.join(cls._param_names())}")
+
+
+def _mount_optional() -> None:
+    try:
+        from curate.score.cli import train_scorer_command
+    except ImportError:
+        return
+    app.command("train-scorer")(train_scorer_command)
+
+
+_mount_optional()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

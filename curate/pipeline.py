@@ -1,0 +1,235 @@
+"""plan() and run(): the whole recipe in plain Python, no orchestrator needed.
+
+Rows flow through the stages in order: an Annotator's new columns are appended to the table
+(replacing same-named ones), a Selector's kept rows go on, its dropped rows are recorded in the
+ledger with the stage and reason. Every step is cached in the StageStore by a key chained from
+the input fingerprint, so an unchanged recipe recomputes nothing, changing one stage's
+parameters reruns that stage and what follows it, and a killed run resumes at the first stage
+without a committed output (long annotators also resume shard by shard inside it).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from curate import io as cio
+from curate.config import RunConfig, load_config
+from curate.provenance import Ledger
+from curate.stage import Annotator, Selection, Selector, Stage, StageContext
+from curate.store import StageStore, stable_hash, stage_key
+
+log = logging.getLogger(__name__)
+
+INGEST_VERSION = "1"
+
+
+@dataclass
+class StepRecord:
+    """What one step did (a row of report.json's ``stages``)."""
+
+    label: str
+    type: str
+    kind: str
+    key: str
+    params: dict
+    cached: bool = False
+    auto: bool = False
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict = field(default_factory=dict)
+    columns_added: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Ingest:
+    key: str
+    table: pa.Table
+    quarantine: list[dict]
+    warnings: list[str]
+    files: list[str]
+    cached: bool
+    seconds: float
+
+
+def ingest_key(cfg: RunConfig) -> str:
+    inp = cfg.input
+    return stable_hash({"ingest": INGEST_VERSION, "fingerprint": cio.input_fingerprint(inp.path),
+                        "params": inp.model_dump(exclude={"path"})})
+
+
+def ingest(cfg: RunConfig, store: StageStore) -> Ingest:
+    """Read the input (or load it from the cache when the input bytes and options are unchanged)."""
+    import json
+
+    t0 = time.perf_counter()
+    key = ingest_key(cfg)
+    if store.has(key):
+        m = store.manifest(key)
+        qpath = store.artifacts(key) / "quarantine.jsonl"
+        quarantine = [json.loads(l) for l in qpath.read_text().splitlines()] if qpath.exists() else []
+        return Ingest(key, store.load_table(key), quarantine, m.get("warnings", []), m.get("files", []),
+                      True, time.perf_counter() - t0)
+    inp = cfg.input
+    got = cio.read_input(inp.path, format=inp.format, id_field=inp.id_field, text_field=inp.text_field,
+                         fields=inp.fields, max_row_bytes=inp.max_row_bytes, source=inp.source)
+    for w in got.warnings:
+        log.warning("%s", w)
+    art = store.work_dir(key) / "artifacts"
+    art.mkdir(parents=True, exist_ok=True)
+    if got.quarantine:
+        with open(art / "quarantine.jsonl", "w") as f:
+            for r in got.quarantine:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    store.commit(key, got.table, {"stage": "ingest", "warnings": got.warnings, "files": [str(p) for p in got.files]})
+    return Ingest(key, store.load_table(key), got.quarantine, got.warnings, [str(p) for p in got.files],
+                  False, time.perf_counter() - t0)
+
+
+def _known_columns(stage: Stage) -> list[str]:
+    fn = getattr(stage, "output_columns", None)
+    return list(fn()) if callable(fn) else []
+
+
+class Runner:
+    """Executes stages against a StageStore, recording every decision in a Ledger.
+
+    Args:
+        store: the cache.
+        seed: run-level seed given to stages through their context (default 0).
+        show_progress: draw progress bars (default True).
+    """
+
+    def __init__(self, store: StageStore, seed: int = 0, show_progress: bool = True):
+        self.store = store
+        self.seed = seed
+        self.show_progress = show_progress
+
+    def context(self, key: str) -> StageContext:
+        work = self.store.work_dir(key)
+        (work / "artifacts").mkdir(parents=True, exist_ok=True)
+        return StageContext(work_dir=work, artifact_dir=work / "artifacts", seed=self.seed,
+                            show_progress=self.show_progress, store=self.store)
+
+    def apply(self, stage: Stage, table: pa.Table, parent_key: str, label: str) -> tuple[pa.Table, StepRecord, pa.Table | Selection]:
+        """Run (or load) one stage on ``table``; return the next table, its record and its output."""
+        key = stage_key(parent_key, stage)
+        kind = "selector" if isinstance(stage, Selector) else "annotator"
+        rec = StepRecord(label=label, type=stage.name, kind=kind, key=key, params=stage.cache_params(), rows_in=len(table))
+        t0 = time.perf_counter()
+        rec.cached = self.store.has(key)
+        if isinstance(stage, Annotator):
+            if rec.cached:
+                out = self.store.load_table(key)
+            else:
+                log.info("running %s on %d rows", label, len(table))
+                out = stage.annotate(table, self.context(key))
+                if len(out) != len(table):
+                    raise RuntimeError(f"{label}: annotator returned {len(out)} rows for {len(table)}")
+                self.store.commit(key, out, {"stage": label, "params": rec.params})
+            for name in out.column_names:
+                col = out.column(name)
+                i = table.schema.get_field_index(name)
+                table = table.set_column(i, name, col) if i >= 0 else table.append_column(name, col)
+            rec.columns_added = out.column_names
+            result: pa.Table | Selection = out
+        elif isinstance(stage, Selector):
+            if rec.cached:
+                sel = Selection.from_table(self.store.load_table(key))
+            else:
+                log.info("running %s on %d rows", label, len(table))
+                sel = stage.check(stage.select(table, self.context(key)), len(table))
+                self.store.commit(key, sel.to_table(), {"stage": label, "params": rec.params})
+            reasons, counts = np.unique(sel.reason[~sel.keep].astype(str), return_counts=True)
+            rec.dropped = {str(r): int(c) for r, c in zip(reasons, counts)}
+            table = table.filter(pa.array(sel.keep))
+            result = sel
+        else:
+            raise TypeError(f"{label}: {type(stage).__name__} is neither an Annotator nor a Selector")
+        rec.rows_out = len(table)
+        rec.seconds = time.perf_counter() - t0
+        return table, rec, result
+
+    def run_stages(self, stages: list[Stage], table: pa.Table, key: str, ledger: Ledger) -> tuple[pa.Table, str, list[StepRecord]]:
+        """Run ``stages`` in order (each preceded by the prerequisites its input lacks).
+
+        Returns:
+            (final table, final key, one StepRecord per step).
+        """
+        records: list[StepRecord] = []
+        for stage in stages:
+            # prerequisites are decided on the real columns at this point, so a recipe that
+            # already embeds does not embed twice
+            for step, auto in [(p, True) for p in stage.prerequisites(table.column_names)] + [(stage, False)]:
+                ids = table.column("id").to_pylist()
+                table, rec, result = self.apply(step, table, key, f"{len(records)}:{step.name}")
+                rec.auto = auto
+                if isinstance(result, Selection):
+                    ledger.record_selection(rec.label, ids, result)
+                else:
+                    ledger.record_scores(ids, result)
+                records.append(rec)
+                key = rec.key
+                log.info("%s: %d -> %d rows%s", rec.label, rec.rows_in, rec.rows_out, " (cached)" if rec.cached else "")
+        ledger.check()
+        return table, key, records
+
+    def execute(self, cfg: RunConfig) -> tuple[Ingest, pa.Table, Ledger, list[StepRecord], str]:
+        """Ingest and run a whole recipe; returns (ingest, final table, ledger, records, final key)."""
+        ing = ingest(cfg, self.store)
+        ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist())
+        table, key, records = self.run_stages(cfg.build_stages(), ing.table, ing.key, ledger)
+        return ing, table, ledger, records, key
+
+
+def plan(config, output_dir: str | None = None) -> list[dict]:
+    """What a run would do: one row per step with its key and whether it is cached.
+
+    Keys chain from the input fingerprint, so this reads no data except cached column lists.
+    """
+    cfg = load_config(config, output_dir)
+    store = StageStore(cfg.cache_dir)
+    key = ingest_key(cfg)
+    rows = [{"step": "ingest", "key": key, "cached": store.has(key)}]
+    columns = store.manifest(key)["columns"] if store.has(key) else ["id", "text", "instruction", "input", "output", "messages", "source"]
+    i = 0
+    for stage in cfg.build_stages():
+        for pre in stage.prerequisites(columns):
+            key = stage_key(key, pre)
+            rows.append({"step": f"{i}:{pre.name} (auto)", "key": key, "cached": store.has(key)})
+            columns += store.manifest(key)["columns"] if store.has(key) else _known_columns(pre)
+            i += 1
+        key = stage_key(key, stage)
+        rows.append({"step": f"{i}:{stage.name}", "key": key, "cached": store.has(key)})
+        if isinstance(stage, Annotator):
+            columns += store.manifest(key)["columns"] if store.has(key) else _known_columns(stage)
+        i += 1
+    return rows
+
+
+def run(config, output_dir: str | None = None, show_progress: bool = True, cache_dir: str | None = None):
+    """Run a recipe end to end and write the output directory.
+
+    Args:
+        config: YAML path, dict or RunConfig.
+        output_dir: overrides ``output.dir``.
+        show_progress: draw progress bars (default True).
+        cache_dir: overrides ``cache_dir``.
+
+    Returns:
+        ``curate.output.RunResult``.
+    """
+    from curate.output import write_run
+
+    cfg = load_config(config, output_dir)
+    if cache_dir is not None:
+        cfg = cfg.model_copy(update={"cache_dir": str(cache_dir)})
+    t0 = time.perf_counter()
+    runner = Runner(StageStore(cfg.cache_dir), seed=cfg.seed, show_progress=show_progress)
+    ing, table, ledger, records, final_key = runner.execute(cfg)
+    return write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0)

@@ -1,0 +1,1 @@
+"""Prefect flows wrapping curate.pipeline (thin glue; the library never imports Prefect)."""
