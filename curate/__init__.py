@@ -20,7 +20,7 @@ def __getattr__(name):
 
         return getattr(pipeline, name)
     if name == "select":
-        from curate.api import select
+        import curate.select as select  # a callable module (see curate/select/__init__.py)
 
         return select
     raise AttributeError(f"module 'curate' has no attribute {name!r}")
