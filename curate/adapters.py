@@ -17,7 +17,10 @@ Formats (``format=`` in :func:`curate.io.read_input`; ``"auto"`` detects per fil
 For both conversation formats ``instruction`` = the first user turn and ``output`` = the first
 assistant turn after it, so instruction-level scorers work on multi-turn data; ``input`` is null.
 A conversation without a user turn or without an assistant turn is quarantined
-(``missing_field``).
+(``missing_field``). Required fields must be present, non-null strings; a blank required field
+(e.g. Alpaca's 26 empty outputs) is NOT quarantined, because it is a quality problem for a
+filter stage, not an unreadable row; only a row whose whole rendered text is blank is
+(``empty_text``).
 
 Auto-detection looks at a file's records in order and takes the first one whose keys match a
 rule, in this priority: ``messages`` -> messages, ``conversations`` -> sharegpt, an instruction
@@ -49,7 +52,7 @@ REASONS = {
     "invalid_utf8": "the raw bytes are not valid UTF-8 (or hold an unpaired surrogate escape)",
     "missing_field": "a required field is absent or null",
     "wrong_type": "a field has the wrong type (e.g. a number where a string is needed)",
-    "empty_text": "nothing is left after stripping whitespace (the text or a required field)",
+    "empty_text": "the rendered text is blank after stripping whitespace",
     "row_too_large": "the raw row is larger than max_row_bytes",
     "duplicate_id": "the row's id was already used by an earlier row (both places named)",
     "malformed_row": "a CSV/TSV row has more fields than the header",
@@ -159,8 +162,6 @@ def _require_str(rec: dict, kind: str, fields: dict[str, str], required: bool) -
         return next((k for k in keys if k in rec), None), None
     if not isinstance(val, str):
         raise RowError("wrong_type", f"field {key!r} must be a string, got {type(val).__name__}")
-    if required and not val.strip():
-        raise RowError("empty_text", f"field {key!r} is empty")
     return key, val
 
 
@@ -251,6 +252,8 @@ def make_adapter(fmt: str, fields: dict[str, str] | None = None) -> Callable[[di
             ko, out = _require_str(rec, "output", fields, True)
             kx, inp = _require_str(rec, "input", fields, False)
             text = render_text(ins, inp, out)
+            if not text:
+                raise RowError("empty_text", "instruction, input and output are all blank")
             _check_utf8(text)
             return (ins, inp, out, None, text), {ki, ko, kx}
     elif fmt in ("sharegpt", "messages"):

@@ -50,6 +50,7 @@ class InputConfig(_Strict):
     fields: dict[str, str] | None = None
     max_row_bytes: int = Field(default=1_000_000, gt=0)
     source: str | None = None
+    split: str = "train"  # for a DatasetDict folder or a hub dataset
 
 
 class OutputConfig(_Strict):

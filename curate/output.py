@@ -78,7 +78,8 @@ def _hash_files(paths: list[Path]) -> str:
     return h.hexdigest()[:32]
 
 
-def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, seconds: float) -> RunResult:
+def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, seconds: float,
+              show_progress: bool = True) -> RunResult:
     """Write every output of a run (skipped when the folder already holds this exact result)."""
     from curate.report import build_report, write_report
 
@@ -115,6 +116,8 @@ def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, second
     if cfg.output.save_dataset:
         import datasets
 
+        if not show_progress:
+            datasets.disable_progress_bars()
         datasets.Dataset(table.combine_chunks()).save_to_disk(str(out / "dataset"))
     output_hash = _hash_files(shards + [out / "provenance.parquet"])
     report = build_report(cfg, ing, ledger, records, provenance, seconds)

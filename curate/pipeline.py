@@ -63,7 +63,7 @@ def ingest_key(cfg: RunConfig) -> str:
                         "params": inp.model_dump(exclude={"path"})})
 
 
-def ingest(cfg: RunConfig, store: StageStore) -> Ingest:
+def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ingest:
     """Read the input (or load it from the cache when the input bytes and options are unchanged)."""
     import json
 
@@ -77,7 +77,8 @@ def ingest(cfg: RunConfig, store: StageStore) -> Ingest:
                       True, time.perf_counter() - t0)
     inp = cfg.input
     got = cio.read_input(inp.path, format=inp.format, id_field=inp.id_field, text_field=inp.text_field,
-                         fields=inp.fields, max_row_bytes=inp.max_row_bytes, source=inp.source)
+                         fields=inp.fields, max_row_bytes=inp.max_row_bytes, source=inp.source, split=inp.split,
+                         show_progress=show_progress)
     for w in got.warnings:
         log.warning("%s", w)
     art = store.work_dir(key) / "artifacts"
@@ -181,7 +182,7 @@ class Runner:
 
     def execute(self, cfg: RunConfig) -> tuple[Ingest, pa.Table, Ledger, list[StepRecord], str]:
         """Ingest and run a whole recipe; returns (ingest, final table, ledger, records, final key)."""
-        ing = ingest(cfg, self.store)
+        ing = ingest(cfg, self.store, self.show_progress)
         ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist())
         table, key, records = self.run_stages(cfg.build_stages(), ing.table, ing.key, ledger)
         return ing, table, ledger, records, key
@@ -232,4 +233,5 @@ def run(config, output_dir: str | None = None, show_progress: bool = True, cache
     t0 = time.perf_counter()
     runner = Runner(StageStore(cfg.cache_dir), seed=cfg.seed, show_progress=show_progress)
     ing, table, ledger, records, final_key = runner.execute(cfg)
-    return write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0)
+    return write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0,
+                     show_progress=show_progress)

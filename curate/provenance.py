@@ -91,8 +91,9 @@ class Ledger:
         self.check()
         q = self.quarantine
         nq = len(q)
-        qids = [f"{r.get('file')}:{r.get('line')}" if r.get("id") is None or r.get("reason") == "duplicate_id"
-                else str(r["id"]) for r in q]
+        # a quarantined row's own id may be missing or (duplicate_id) taken: name it by its place
+        qids = [str(r["id"]) if r.get("id") is not None and r.get("reason") != "duplicate_id"
+                else r.get("file") if r.get("line") is None else f"{r.get('file')}:{r.get('line')}" for r in q]
         cols = {
             "id": list(self.ids) + qids,
             "status": list(self.status) + [QUARANTINED] * nq,

@@ -46,6 +46,7 @@ def build_report(cfg, ing, ledger, records, provenance: pa.Table, seconds: float
         "input": {"files": ing.files, "rows_read": len(ing.table), "cached": ing.cached,
                   "seconds": round(ing.seconds, 3), "warnings": ing.warnings},
         "quarantine_by_reason": dict(Counter(r.get("reason") for r in ing.quarantine)),
+        "quarantine_examples": [{k: r.get(k) for k in ("file", "line", "reason", "error")} for r in ing.quarantine[:20]],
         "stages": [asdict(r) for r in records],
         "dropped_by_stage_and_reason": dict(reasons),
         "scores": {},
@@ -85,6 +86,11 @@ def render_markdown(rep: dict, plots: list[str]) -> str:
                        [[r["label"] + (" (auto)" if r["auto"] else ""), r["kind"], r["rows_in"], r["rows_out"],
                          ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-", r["cached"], f"{r['seconds']:.2f}"]
                         for r in rep["stages"]])]
+    if rep["quarantine_examples"]:
+        parts += ["", f"## Quarantine (first {len(rep['quarantine_examples'])}; all in quarantine.jsonl)", "",
+                  _md_table(["file", "line", "reason", "error"],
+                            [[q["file"], q["line"], q["reason"], str(q["error"]).replace("|", "\\|")[:160]]
+                             for q in rep["quarantine_examples"]])]
     if rep["input"]["warnings"]:
         parts += ["", "## Input warnings", ""] + [f"- {w}" for w in rep["input"]["warnings"]]
     if rep["scores"]:

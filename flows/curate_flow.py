@@ -48,7 +48,7 @@ def write_task(config: str, output_dir: str | None, final_key: str) -> dict:
     return {"output_dir": str(res.output_dir), "output_hash": res.output_hash, "counts": res.counts}
 
 
-@flow(name="curate", log_prints=True)
+@flow(name="curate")
 def curate_flow(config: str = "configs/quickstart.yaml", output_dir: str | None = None) -> dict:
     """Run a recipe as one Prefect task per step; returns output dir, hash and counts."""
     cfg = load_config(config, output_dir)  # fail before any task on a bad recipe
@@ -60,7 +60,7 @@ def curate_flow(config: str = "configs/quickstart.yaml", output_dir: str | None 
     return result
 
 
-@flow(name="curate-refresh", log_prints=True)
+@flow(name="curate-refresh")
 def refresh_flow(config: str = "configs/refresh.yaml", output_dir: str | None = None) -> dict:
     """Scheduled refresh: re-read the input (new files change its fingerprint), dedup against
     the curated set named in the recipe (e.g. ``minhash_dedup`` with ``against:``) and
