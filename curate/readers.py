@@ -1,0 +1,269 @@
+"""File readers for ingest: each yields ``(line, record_or_RowError, raw)`` per row.
+
+``raw`` is a str snippet, or None (then it is rendered from the record only if the row turns
+out bad). Whole-file problems raise ``_FileError`` (turned into a warning or an
+:class:`InputError` by :func:`curate.io.read_input`). See :mod:`curate.io` for the rules.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from curate.adapters import FIELD_KEYS, INPUT_KEYS, INSTRUCTION_KEYS, OUTPUT_KEYS, RowError
+
+SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv",
+                      ".jsonl.gz", ".ndjson.gz", ".json.gz")
+_HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_RAW_CHARS = 500
+_RECORD_KEYS = {None, *FIELD_KEYS, *INSTRUCTION_KEYS, *INPUT_KEYS, *OUTPUT_KEYS}
+
+
+class InputError(ValueError):
+    """One-line, user-facing error naming the file (empty input, not what it claims, unknown format)."""
+
+
+class _FileError(Exception):
+    """A whole file cannot be read as what it claims to be."""
+
+
+def _suffix(p: Path) -> str:
+    name = p.name.lower()
+    return next((s for s in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True) if name.endswith(s)), p.suffix.lower())
+
+
+def _is_hf_dir(p: Path) -> bool:
+    return p.is_dir() and any((p / m).is_file() for m in _HF_MARKERS)
+
+
+# ---------------------------------------------------------------- readers
+# Each reader yields (line, record_or_RowError, raw) where raw is a str snippet or None (then it
+# is rendered from the record only if the row turns out bad).
+
+def _open_bytes(p: Path):
+    return gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")
+
+
+def _head(p: Path, n: int = 8192) -> bytes:
+    try:
+        with _open_bytes(p) as fh:
+            return fh.read(n)
+    except (OSError, EOFError) as e:  # BadGzipFile is an OSError
+        raise _FileError(f"cannot read ({e})") from None
+
+
+def _check_text_file(p: Path, head: bytes, what: str) -> None:
+    if b"\0" in head:
+        raise _FileError(f"not a {what} file (binary content)")
+
+
+def _parse_line(b: bytes, max_row_bytes: int):
+    b = b.rstrip(b"\r\n")
+    if len(b) > max_row_bytes:
+        return RowError("row_too_large", f"row is {len(b)} bytes > max_row_bytes={max_row_bytes}"), b[:_RAW_CHARS].decode("utf-8", "replace")
+    try:
+        s = b.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start}: {e.reason}"), b.decode("utf-8", "backslashreplace")[:_RAW_CHARS]
+    try:
+        return json.loads(s), s
+    except json.JSONDecodeError as e:
+        return RowError("malformed_json", f"malformed JSON: {e.msg} at column {e.colno}"), s[:_RAW_CHARS]
+
+
+def _read_jsonl(p: Path, max_row_bytes: int) -> Iterator[tuple]:
+    head = _head(p)
+    _check_text_file(p, head, "JSON Lines")
+    with _open_bytes(p) as fh:
+        for lineno, b in enumerate(fh, 1):
+            if lineno == 1 and b.startswith(b"\xef\xbb\xbf"):
+                b = b[3:]
+            if not b.strip():
+                continue
+            rec, raw = _parse_line(b, max_row_bytes)
+            yield lineno, rec, raw
+
+
+def _read_json(p: Path, max_row_bytes: int) -> Iterator[tuple]:
+    head = _head(p).lstrip(b"\xef\xbb\xbf \t\r\n")
+    _check_text_file(p, head, "JSON")
+    if not head:
+        return
+    if head[:1] not in (b"[", b"{"):
+        raise _FileError(f"not a JSON file (starts with {head[:20]!r})")
+    with _open_bytes(p) as fh:
+        data = fh.read()
+    # surrogateescape keeps invalid bytes as lone surrogates so each element can be checked.
+    text = data.decode("utf-8", "surrogateescape").lstrip("\ufeff \t\r\n")
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:  # "Extra data": JSON Lines content in a .json file
+            yield from _read_jsonl(p, max_row_bytes)
+            return
+        (key, val), = obj.items() if isinstance(obj, dict) and len(obj) == 1 else ((None, None),)
+        if key not in _RECORD_KEYS and isinstance(val, list) and val and all(isinstance(v, dict) for v in val):
+            obj = val  # {"data": [...]} wrapper (a one-key record such as {"messages": [...]} is not one)
+            text = json.dumps(obj, ensure_ascii=False)
+        else:
+            yield 1, obj, None
+            return
+    yield from _iter_json_array(text, max_row_bytes)
+
+
+def _iter_json_array(text: str, max_row_bytes: int) -> Iterator[tuple]:
+    dec = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+    pos = ws.match(text, 1).end()
+    if text[pos:pos + 1] == "]":
+        return
+    row = 0
+    while True:
+        row += 1
+        try:
+            obj, end = dec.raw_decode(text, pos)
+            err = None
+        except json.JSONDecodeError as e:
+            obj, end, err = None, pos, e
+        if err is None:
+            nxt = ws.match(text, end).end()
+            if text[nxt:nxt + 1] not in (",", "]"):
+                err = json.JSONDecodeError("expected ',' or ']' after an element", text, nxt)
+        if err is not None:
+            yield row, RowError("malformed_json", f"malformed JSON array at line {err.lineno} column {err.colno}: "
+                                f"{err.msg}; rows from {row} on cannot be split and are quarantined as one record"), \
+                text[pos:pos + _RAW_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
+            return
+        span = text[pos:end]
+        try:
+            nbytes = len(span.encode("utf-8"))
+            bad = None
+        except UnicodeEncodeError as e:
+            nbytes, bad = len(span), e
+        if nbytes > max_row_bytes:
+            yield row, RowError("row_too_large", f"row is {nbytes} bytes > max_row_bytes={max_row_bytes}"), span[:_RAW_CHARS]
+        elif bad is not None:
+            yield row, RowError("invalid_utf8", f"invalid UTF-8 at character {bad.start} of the element"), \
+                span[:_RAW_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
+        else:
+            yield row, obj, None
+        if text[nxt] == "]":
+            return
+        pos = ws.match(text, nxt + 1).end()
+
+
+def _read_csv(p: Path, max_row_bytes: int) -> Iterator[tuple]:
+    _check_text_file(p, _head(p), "CSV")
+    csv.field_size_limit(2**31 - 1)
+    delim = "\t" if _suffix(p) == ".tsv" else ","
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rt", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delim)
+        header = next(reader, None)
+        if header is None:
+            return
+        if header and header[0].startswith("\ufeff"):
+            header[0] = header[0][1:]
+        last = reader.line_num
+        for values in reader:
+            line, last = last + 1, reader.line_num
+            if not values:
+                continue
+            raw = delim.join(values)[:_RAW_CHARS]
+            if len(values) > len(header):
+                yield line, RowError("malformed_row", f"row has {len(values)} fields, header has {len(header)}"), raw
+                continue
+            rec = dict(zip(header, values))
+            size = sum(len(v) for v in values)
+            if size > max_row_bytes:
+                yield line, RowError("row_too_large", f"row is ~{size} bytes > max_row_bytes={max_row_bytes}"), raw
+                continue
+            try:
+                "".join(values).encode("utf-8")
+            except UnicodeEncodeError as e:
+                yield line, RowError("invalid_utf8", f"invalid UTF-8 in row (character {e.start})"), \
+                    raw.encode("utf-8", "backslashreplace").decode("utf-8")
+                continue
+            yield line, rec, None
+
+
+def _iter_table(table: pa.Table, max_row_bytes: int) -> Iterator[tuple]:
+    row = 0
+    for batch in table.to_batches(max_chunksize=8192):
+        for rec in batch.to_pylist():
+            row += 1
+            size = sum(len(v) for v in rec.values() if isinstance(v, str))
+            if size > max_row_bytes:
+                yield row, RowError("row_too_large", f"row is ~{size} bytes > max_row_bytes={max_row_bytes}"), None, rec
+                continue
+            yield row, rec, None
+
+
+def _read_parquet(p: Path, max_row_bytes: int) -> Iterator[tuple]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(p)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise _FileError(f"not a Parquet file ({str(e).splitlines()[0]})") from None
+    yield from _iter_table(table, max_row_bytes)
+
+
+def _dataset_table(ds, split: str, name: str) -> pa.Table:
+    import datasets
+
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise InputError(f"{name}: no split {split!r} (have {sorted(ds)})")
+        ds = ds[split]
+    if getattr(ds, "_indices", None) is not None:
+        ds = ds.flatten_indices()
+    return ds.data.table
+
+
+def _read_hf_dir(p: Path, max_row_bytes: int, split: str) -> Iterator[tuple]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except Exception as e:  # datasets raises many types for a damaged dir
+        raise _FileError(f"not a readable datasets.save_to_disk directory ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    yield from _iter_table(_dataset_table(ds, split, str(p)), max_row_bytes)
+
+
+def _load_hub(entry: str, split: str) -> pa.Table:
+    import datasets
+
+    name = entry.removeprefix("hf://")
+    hint = "" if entry.startswith("hf://") else f" ({entry!r} is not a local path either)"
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # offline, missing, gated: all surface as one line
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise InputError(f"hf://{name}: could not load from the Hugging Face hub{hint}; is it reachable? offline runs "
+                         f"need a local path - {type(e).__name__}: {msg[:200]}") from None
+    return _dataset_table(ds, split, name)
+
+
+def _records_for(entry: Path | str, max_row_bytes: int, split: str) -> Iterator[tuple]:
+    if isinstance(entry, str):
+        return _iter_table(_load_hub(entry, split), max_row_bytes)
+    if entry.is_dir():
+        return _read_hf_dir(entry, max_row_bytes, split)
+    suf = _suffix(entry)
+    if suf in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
+        return _read_jsonl(entry, max_row_bytes)
+    if suf in (".json", ".json.gz"):
+        return _read_json(entry, max_row_bytes)
+    if suf in (".csv", ".tsv"):
+        return _read_csv(entry, max_row_bytes)
+    if suf == ".parquet":
+        return _read_parquet(entry, max_row_bytes)
+    raise InputError(f"{entry}: unsupported file type {suf!r} (supported: {', '.join(SUPPORTED_SUFFIXES)})")
+
+
