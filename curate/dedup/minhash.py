@@ -1,0 +1,260 @@
+"""``minhash_dedup``: near-duplicate removal with MinHash-LSH and union-find.
+
+Method: MinHash (Broder 1997, "On the resemblance and containment of documents") over word
+n-gram (or character n-gram) shingles of datatrove-normalised text; LSH banding with b x r
+chosen by minimising the weighted false-positive + false-negative area under the S-curve
+(Leskovec, Rajaraman & Ullman, "Mining of Massive Datasets", ch. 3; datasketch/text-dedup
+``optimal_param``); connected components of all band collisions; optional exact-Jaccard check
+of candidate pairs; deterministic keep rule. See docs/dedup.md and METHODS.md section 7.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from curate.dedup.lsh import band_edges, connected_components, representatives
+from curate.dedup.minhash_core import optimal_param, pair_jaccard, shingle_hashes
+from curate.dedup.minhash_index import (MinHashIndex, compute_band_keys, index_for_against,
+                                        signature_params)
+from curate.registry import register
+from curate.stage import Selection, Selector, StageContext
+
+log = logging.getLogger(__name__)
+
+_KEEP = re.compile(r"^(first|longest|highest:.+)$")
+_ALL_PAIRS_MAX = 64  # candidate clusters up to this size get all pairs checked, larger ones their LSH edges
+
+
+@register
+class MinHashDedup(Selector):
+    """Drop rows whose text near-duplicates another row's (estimated Jaccard >= threshold).
+
+    Args:
+        threshold: Jaccard similarity t in (0, 1) above which two texts are duplicates
+            (default 0.8). Sets the band choice and the exact check's cut.
+        num_perm: MinHash permutations P (default 128).
+        bands: LSH bands b; None (default) picks b and r by the FP/FN integral.
+        rows: rows per band r; set together with ``bands`` (b * r <= num_perm).
+        false_positive_weight: w_fp in the band optimiser (default 0.1).
+        false_negative_weight: w_fn in the band optimiser (default 0.9). Recall-leaning: with
+            (0.5, 0.5) and P=128 the curve passes t=0.8 at only 40% candidate probability
+            (9 x 13); with (0.1, 0.9) it is 14 x 9 and 87%, and the exact check removes the
+            extra candidates below t (benchmarks/results/minhash_quality.md).
+        ngram: word n-gram length (default 5). Texts with fewer words get one shingle of all
+            their words (so short instructions still dedup); empty texts get none.
+        char_ngram: if an int, use character n-grams of that length instead of words
+            (default None). NeMo Curator uses 24.
+        normalize: datatrove ``simplify_text``-style folding before shingling (default True).
+        seed: seeds the permutations (default 42).
+        check_false_positives: compute the exact Jaccard of candidate pairs and drop those
+            below ``threshold`` before taking components (default True).
+        keep: which row of a cluster survives: ``"first"`` (lowest input position),
+            ``"longest"`` (most characters; ties first) or ``"highest:<column>"`` (largest
+            value of a numeric column; NaN lowest; ties first). Default ``"first"``.
+        against: path to a saved index (``MinHashIndex.save``) or a previous curate run's
+            output dir; rows near-duplicating a row there are dropped as
+            ``duplicate_of_curated`` with ``dup_of`` = that curated row's id. Default None.
+        save_index: also write the kept rows' index (band keys, ids, texts) to the stage's
+            artifact dir (default False: it copies the kept texts; ``against`` a run dir builds
+            and caches the index on first use instead).
+        backend: ``"rensa"`` (default) or ``"numpy"`` signatures (see ``minhash_signatures``).
+        text_column: column to read (default ``"text"``).
+        batch_size: rows per shard (default 10,000; execution only).
+        num_proc: worker processes for signatures (default 1; execution only).
+
+    Extras in the Selection: ``dup_of`` (object, id of the kept row of the cluster, or None) and
+    ``dup_cluster`` (int64 cluster id shared by every member, -1 for rows in no cluster).
+    """
+
+    name = "minhash_dedup"
+    version = "1"
+    reasons = {
+        "near_duplicate": "MinHash-LSH near-duplicate of a kept row of this input (dup_of names it)",
+        "duplicate_of_curated": "near-duplicate of an already curated row in `against` (dup_of names it)",
+    }
+
+    def __init__(self, *, threshold: float = 0.8, num_perm: int = 128, bands: int | None = None,
+                 rows: int | None = None, false_positive_weight: float = 0.1, false_negative_weight: float = 0.9,
+                 ngram: int = 5, char_ngram: int | None = None, normalize: bool = True, seed: int = 42,
+                 check_false_positives: bool = True, keep: str = "first", against: str | None = None,
+                 save_index: bool = False, backend: str = "rensa", text_column: str = "text",
+                 batch_size: int = 10_000, num_proc: int = 1):
+        def need(cond: bool, name: str, value, what: str) -> None:
+            if not cond:
+                raise ValueError(f"{name} must be {what}, got {value!r}")
+
+        isint = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+        need(isinstance(threshold, (int, float)) and 0 < threshold < 1, "threshold", threshold, "in (0, 1)")
+        need(isint(num_perm) and num_perm >= 1, "num_perm", num_perm, "a positive int")
+        need((bands is None) == (rows is None), "bands/rows", (bands, rows), "both set or both None")
+        if bands is not None:
+            need(isint(bands) and bands >= 1, "bands", bands, "a positive int")
+            need(isint(rows) and rows >= 1, "rows", rows, "a positive int")
+            need(bands * rows <= num_perm, "bands*rows", bands * rows, f"<= num_perm ({num_perm})")
+        for nm, w in (("false_positive_weight", false_positive_weight), ("false_negative_weight", false_negative_weight)):
+            need(isinstance(w, (int, float)) and w >= 0, nm, w, "a number >= 0")
+        need(isint(ngram) and ngram >= 1, "ngram", ngram, "a positive int")
+        need(char_ngram is None or (isint(char_ngram) and char_ngram >= 1), "char_ngram", char_ngram,
+             "None or a positive int")
+        need(isinstance(normalize, bool), "normalize", normalize, "true or false")
+        need(isint(seed), "seed", seed, "an int")
+        need(isinstance(check_false_positives, bool), "check_false_positives", check_false_positives, "true or false")
+        need(isinstance(keep, str) and bool(_KEEP.match(keep)), "keep", keep, "'first', 'longest' or 'highest:<column>'")
+        need(against is None or isinstance(against, (str, Path)), "against", against, "None or a path")
+        need(isinstance(save_index, bool), "save_index", save_index, "true or false")
+        need(backend in ("rensa", "numpy"), "backend", backend, "'rensa' or 'numpy'")
+        need(isinstance(text_column, str), "text_column", text_column, "a column name")
+        need(isint(batch_size) and batch_size >= 1, "batch_size", batch_size, "a positive int")
+        need(isint(num_proc) and num_proc >= 1, "num_proc", num_proc, "a positive int")
+        self.threshold = threshold
+        self.num_perm = num_perm
+        self.bands = bands
+        self.rows = rows
+        self.false_positive_weight = false_positive_weight
+        self.false_negative_weight = false_negative_weight
+        self.ngram = ngram
+        self.char_ngram = char_ngram
+        self.normalize = normalize
+        self.seed = seed
+        self.check_false_positives = check_false_positives
+        self.keep = keep
+        self.against = against
+        self.save_index = save_index
+        self.backend = backend
+        self.text_column = text_column
+        self.batch_size = batch_size
+        self.num_proc = num_proc
+
+    # -- helpers -----------------------------------------------------------------------------
+    def band_shape(self) -> tuple[int, int]:
+        """(bands, rows): the explicit ones, or the FP/FN-integral optimum."""
+        if self.bands is not None:
+            return self.bands, self.rows
+        return optimal_param(float(self.threshold), int(self.num_perm), float(self.false_positive_weight),
+                             float(self.false_negative_weight))
+
+    def signature_params(self) -> dict:
+        """Parameters an index must share with this stage to be comparable."""
+        b, r = self.band_shape()
+        return signature_params(num_perm=int(self.num_perm), bands=b, rows=r,
+                                ngram=int(self.char_ngram or self.ngram),
+                                shingle="char" if self.char_ngram else "word",
+                                normalize=self.normalize, seed=int(self.seed), backend=self.backend)
+
+    def _verify(self, src: np.ndarray, dst: np.ndarray, n_nodes: int, text_of, params: dict):
+        """Exact-Jaccard check: all pairs in small candidate clusters, LSH edges in large ones."""
+        lab = connected_components(n_nodes, src, dst)
+        members = np.flatnonzero(np.bincount(lab, minlength=n_nodes)[lab] > 1)
+        if len(members) == 0:
+            return src, dst
+        sh, off = shingle_hashes(text_of(members), ngram=params["ngram"], shingle=params["shingle"],
+                                 normalize=params["normalize"])
+        order = members[np.argsort(lab[members], kind="stable")]
+        cuts = np.flatnonzero(np.diff(lab[order])) + 1
+        pairs = []
+        for comp in np.split(order, cuts):
+            if len(comp) <= _ALL_PAIRS_MAX:
+                i, j = np.triu_indices(len(comp), 1)
+                pairs.append(np.stack([comp[i], comp[j]], 1))
+            else:
+                m = np.isin(src, comp)
+                pairs.append(np.stack([src[m], dst[m]], 1))
+        pairs = np.concatenate(pairs)
+        # members is sorted, so searchsorted maps node ids to rows of (sh, off)
+        sim = pair_jaccard(sh, off, np.searchsorted(members, pairs[:, 0]), np.searchsorted(members, pairs[:, 1]))
+        ok = sim >= self.threshold
+        log.info("minhash_dedup: exact Jaccard kept %d of %d candidate pairs", int(ok.sum()), len(pairs))
+        return pairs[ok, 0], pairs[ok, 1]
+
+    def _priority(self, table: pa.Table, texts: pa.Array) -> np.ndarray | None:
+        if self.keep == "first":
+            return None
+        if self.keep == "longest":
+            import pyarrow.compute as pc
+
+            return np.nan_to_num(pc.utf8_length(texts).to_numpy(zero_copy_only=False).astype(np.float64))
+        col = self.keep.split(":", 1)[1]
+        if col not in table.column_names:
+            raise ValueError(f"keep={self.keep!r}: column {col!r} not in table; have {table.column_names}")
+        arr = table.column(col)
+        if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)):
+            raise ValueError(f"keep={self.keep!r}: column {col!r} has type {arr.type}, expected numeric")
+        return arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+    # -- the stage ---------------------------------------------------------------------------
+    def select(self, table: pa.Table, ctx: StageContext) -> Selection:
+        if self.text_column not in table.column_names:
+            raise ValueError(f"text_column={self.text_column!r} not in table; have {table.column_names}")
+        texts = table.column(self.text_column)  # chunked: > 2 GiB of text cannot be one string array
+        if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+            raise ValueError(f"text_column={self.text_column!r} has type {texts.type}, expected strings")
+        ids = np.array(table.column("id").to_pylist(), dtype=object)
+        n = len(ids)
+        params = self.signature_params()
+        b, r = params["bands"], params["rows"]
+        log.info("minhash_dedup: %d rows, threshold %.2f, %d bands x %d rows of %d perms", n, self.threshold, b, r,
+                 self.num_perm)
+        keys, valid = compute_band_keys(texts, params, batch_size=int(self.batch_size), num_proc=int(self.num_proc),
+                                        work_dir=ctx.work_dir, show_progress=ctx.show_progress)
+        idx = None
+        m = 0
+        if self.against is not None:
+            idx = index_for_against(self.against, params, batch_size=int(self.batch_size), num_proc=int(self.num_proc),
+                                    show_progress=ctx.show_progress)
+            m = len(idx)
+        all_keys = np.concatenate([np.asarray(idx.keys), keys]) if m else keys
+        all_valid = np.concatenate([idx.valid, valid]) if m else valid
+        src, dst = band_edges(all_keys, all_valid)
+        new_edge = (src >= m) | (dst >= m)  # curated rows are already deduplicated among themselves
+        src, dst = src[new_edge], dst[new_edge]
+        if self.check_false_positives and len(src):
+            if m and idx.texts is None:
+                raise ValueError(f"against={str(self.against)!r}: index holds no texts, needed by "
+                                 "check_false_positives=True; rebuild it with texts or set check_false_positives=false")
+
+            def text_of(nodes: np.ndarray) -> pa.Array:
+                parts = [idx.texts.take(pa.array(nodes[nodes < m]))] if m else []
+                parts.append(texts.take(pa.array(nodes[nodes >= m] - m)))
+                chunks = [c.cast(pa.large_string()) for p in parts
+                          for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])]
+                return pa.chunked_array(chunks, pa.large_string()).combine_chunks()
+
+            src, dst = self._verify(src, dst, m + n, text_of, params)
+        labels = connected_components(m + n, src, dst)
+        pr_new = self._priority(table, texts)
+        if m:
+            pr = np.concatenate([np.full(m, np.inf), pr_new if pr_new is not None else np.zeros(n)])
+        else:
+            pr = pr_new
+        rep = representatives(labels, pr)
+        sizes = np.bincount(labels, minlength=m + n)
+        node = np.arange(m, m + n)
+        in_cluster = sizes[labels[node]] > 1
+        rep_new = rep[node]
+        dropped = in_cluster & (rep_new != node)
+        curated = dropped & (rep_new < m)
+        reason = np.full(n, None, dtype=object)
+        reason[dropped & ~curated] = "near_duplicate"
+        reason[curated] = "duplicate_of_curated"
+        dup_of = np.full(n, None, dtype=object)
+        if curated.any():
+            dup_of[curated] = idx.ids[rep_new[curated]]
+        local = dropped & ~curated
+        dup_of[local] = ids[rep_new[local] - m]
+        cluster = np.full(n, -1, dtype=np.int64)
+        if in_cluster.any():
+            _, cid = np.unique(labels[node][in_cluster], return_inverse=True)
+            cluster[in_cluster] = cid
+        keep = ~dropped
+        log.info("minhash_dedup: %d clusters, %d near-duplicates, %d duplicates of curated rows, largest cluster %d",
+                 int(cluster.max() + 1) if n else 0, int((dropped & ~curated).sum()), int(curated.sum()),
+                 int(sizes.max()) if len(sizes) else 0)
+        if self.save_index and ctx.artifact_dir is not None:
+            kept = np.flatnonzero(keep)
+            MinHashIndex(ids[kept], keys[kept], valid[kept], params, texts.take(pa.array(kept))).save(
+                Path(ctx.artifact_dir) / "minhash_index")
+        return Selection(keep=keep, reason=reason, extras={"dup_of": dup_of, "dup_cluster": cluster})

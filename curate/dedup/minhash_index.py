@@ -1,0 +1,259 @@
+"""Sharded, resumable band-key computation and the persistent MinHash signature index.
+
+The index of a curated dataset lets a later run drop new rows that near-duplicate rows already
+curated (``minhash_dedup(against=...)``, the scheduled refresh). It stores only what LSH needs:
+the (n, b) uint64 band keys, the row ids, the texts (for the optional exact-Jaccard check) and
+the signature parameters, which must match the querying stage's exactly.
+
+On-disk layout of an index directory::
+
+    meta.json        {"format": 1, "params": {...}, "n": ..., "rensa": "0.5.0"}
+    band_keys.npy    (n, b) uint64, memory-mapped on load
+    valid.npy        (n,) bool, False for rows with no signature
+    rows.parquet     columns id (string), text (string)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.dedup.minhash_core import text_band_keys
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+SIGNATURE_PARAMS = ("num_perm", "bands", "rows", "ngram", "shingle", "normalize", "seed", "backend")
+
+
+def _algo_version(backend: str) -> str:
+    if backend != "rensa":
+        return "numpy-mod-mersenne-1"
+    import rensa
+
+    return f"rensa-rminhash-{getattr(rensa.RMinHash, 'ALGORITHM_VERSION', 'unknown')}"
+
+
+def signature_params(**params: Any) -> dict[str, Any]:
+    """The parameters that make two indexes comparable, plus the hash algorithm's version."""
+    out = {k: params[k] for k in SIGNATURE_PARAMS}
+    out["algorithm"] = _algo_version(params["backend"])
+    return out
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _shard_worker(args: tuple[pa.Array, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    texts, params = args
+    return text_band_keys(texts, **params)
+
+
+def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any], *, batch_size: int = 10_000,
+                      num_proc: int = 1, work_dir: Path | None = None,
+                      show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Band keys for all texts, shard by shard, optionally in parallel processes and resumable.
+
+    Memory: one shard's shingles and signatures at a time per process (about
+    batch_size * (shingles per text * 8 B + num_perm * 4 B)), plus the (n, b) uint64 result.
+
+    Args:
+        texts: (n,) Arrow string array.
+        params: signature parameters (``SIGNATURE_PARAMS`` keys, ``algorithm`` ignored).
+        batch_size: rows per shard (default 10,000).
+        num_proc: worker processes (default 1 = in-process).
+        work_dir: when given, finished shards are saved under ``work_dir/minhash_shards`` and
+            reused by a re-run after a crash.
+        show_progress: draw a tqdm bar.
+
+    Returns:
+        ((n, b) uint64 keys, (n,) bool valid).
+    """
+    from tqdm.auto import tqdm
+
+    kw = {k: params[k] for k in SIGNATURE_PARAMS}
+    n = len(texts)
+    starts = list(range(0, n, batch_size))
+    keys = np.empty((n, kw["bands"]), dtype=np.uint64)
+    valid = np.empty(n, dtype=bool)
+    shard_dir = Path(work_dir) / "minhash_shards" if work_dir is not None else None
+    if shard_dir is not None:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(s: int) -> Path | None:
+        return None if shard_dir is None else shard_dir / f"{s:012d}-{min(s + batch_size, n):012d}.npz"
+
+    todo = []
+    for s in starts:
+        p = path(s)
+        if p is not None and p.exists():
+            with np.load(p) as z:
+                keys[s:s + batch_size], valid[s:s + batch_size] = z["keys"], z["valid"]
+        else:
+            todo.append(s)
+
+    def done(s: int, k: np.ndarray, v: np.ndarray) -> None:
+        keys[s:s + len(v)], valid[s:s + len(v)] = k, v
+        p = path(s)
+        if p is not None:
+            tmp = p.with_suffix(".tmp.npz")
+            np.savez(tmp, keys=k, valid=v)
+            os.replace(tmp, p)  # a shard is whole or absent
+
+    bar = tqdm(total=len(starts), initial=len(starts) - len(todo), desc="minhash", unit="shard",
+               disable=not show_progress)
+    parallel = num_proc > 1 and len(todo) > 1
+    # For workers, slices are copied (take) so each receives only its shard's bytes.
+    jobs = ((texts.slice(s, batch_size).take(pa.array(np.arange(min(batch_size, n - s)))) if parallel
+             else texts.slice(s, batch_size), kw) for s in todo)
+    if parallel:
+        import multiprocessing as mp
+
+        # spawn: Arrow's thread pools make fork unsafe in the parent. At most 2 shards per
+        # worker are in flight (Executor.map would pickle every shard up front).
+        with ProcessPoolExecutor(max_workers=num_proc, mp_context=mp.get_context("spawn")) as ex:
+            pending: deque = deque()
+            for s, job in zip(todo, jobs):
+                pending.append((s, ex.submit(_shard_worker, job)))
+                while len(pending) >= 2 * num_proc or (pending and pending[0][1].done()):
+                    s0, fut = pending.popleft()
+                    done(s0, *fut.result())
+                    bar.update()
+            for s0, fut in pending:
+                done(s0, *fut.result())
+                bar.update()
+    else:
+        for s, job in zip(todo, jobs):
+            done(s, *_shard_worker(job))
+            bar.update()
+    bar.close()
+    return keys, valid
+
+
+class MinHashIndex:
+    """Band keys + ids (+ texts) of a curated dataset, saved to and loaded from a directory.
+
+    Attributes:
+        ids: (n,) object array of row ids.
+        keys: (n, b) uint64 band keys.
+        valid: (n,) bool, rows with a signature.
+        texts: Arrow string array of the rows' texts, or None.
+        params: signature parameters (see :func:`signature_params`).
+    """
+
+    def __init__(self, ids: np.ndarray, keys: np.ndarray, valid: np.ndarray, params: dict[str, Any],
+                 texts: pa.Array | None = None):
+        self.ids = np.asarray(ids, dtype=object)
+        self.keys = keys
+        self.valid = valid
+        self.params = dict(params)
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def build(cls, ids, texts, *, num_perm: int = 128, bands: int = 9, rows: int = 13, ngram: int = 5,
+              shingle: str = "word", normalize: bool = True, seed: int = 42, backend: str = "rensa",
+              batch_size: int = 10_000, num_proc: int = 1, show_progress: bool = False) -> "MinHashIndex":
+        """Index texts with the given signature parameters (same meaning as ``minhash_dedup``'s).
+
+        Args:
+            ids: (n,) row ids.
+            texts: (n,) texts (Arrow array or list of str).
+            num_perm, bands, rows, ngram, shingle, normalize, seed, backend: signature params;
+                a stage can only query an index built with identical values.
+            batch_size, num_proc, show_progress: execution only.
+        """
+        texts = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.cast(pa.large_string()).combine_chunks()  # large: may exceed 2 GiB
+        params = signature_params(num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, shingle=shingle,
+                                  normalize=normalize, seed=seed, backend=backend)
+        keys, valid = compute_band_keys(texts, params, batch_size=batch_size, num_proc=num_proc,
+                                        show_progress=show_progress)
+        return cls(np.asarray(list(ids), dtype=object), keys, valid, params, texts)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index to ``path`` atomically (temp dir, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.save(tmp / "band_keys.npy", self.keys)
+        np.save(tmp / "valid.npy", self.valid)
+        cols = {"id": pa.array(self.ids.tolist(), pa.string())}
+        if self.texts is not None:
+            cols["text"] = self.texts
+        pq.write_table(pa.table(cols), tmp / "rows.parquet")
+        (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "params": self.params, "n": len(self)}, indent=1))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MinHashIndex":
+        """Read an index saved by :meth:`save` (band keys memory-mapped)."""
+        path = Path(path)
+        meta_p = path / "meta.json"
+        if not meta_p.exists():
+            raise FileNotFoundError(f"{path} holds no MinHash index (no meta.json)")
+        meta = json.loads(meta_p.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"MinHash index {path} has format {meta.get('format')!r}; this curate reads {FORMAT}")
+        rows = pq.read_table(path / "rows.parquet")
+        texts = rows.column("text").cast(pa.large_string()).combine_chunks() if "text" in rows.column_names else None
+        return cls(np.array(rows.column("id").to_pylist(), dtype=object), np.load(path / "band_keys.npy", mmap_mode="r"),
+                   np.load(path / "valid.npy"), meta["params"], texts)
+
+    def check_params(self, params: dict[str, Any], where: str = "index") -> None:
+        """Raise ValueError naming every signature parameter that differs from ``params``."""
+        diff = {k: (self.params.get(k), params.get(k)) for k in set(self.params) | set(params)
+                if self.params.get(k) != params.get(k)}
+        if diff:
+            detail = ", ".join(f"{k}: index={a!r} stage={b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"{where} was built with other MinHash parameters ({detail}); "
+                             "rebuild it with the stage's parameters or change the stage's")
+
+
+def index_for_against(against: str | Path, params: dict[str, Any], **exec_kw: Any) -> MinHashIndex:
+    """Resolve ``against``: a saved index directory, or a curate run's output directory.
+
+    For a run directory (one holding ``data/*.parquet`` with ``id`` and ``text``), the index is
+    built from those rows once and cached at ``<run>/minhash_index/<params-hash>/``.
+
+    Raises:
+        FileNotFoundError: neither an index nor a run directory.
+        ValueError: a saved index built with other signature parameters.
+    """
+    p = Path(against)
+    if (p / "meta.json").exists():
+        idx = MinHashIndex.load(p)
+        idx.check_params(params, where=f"against={str(against)!r}")
+        return idx
+    files = sorted((p / "data").glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"against={str(against)!r} is neither a MinHash index (meta.json) "
+                                "nor a curate run directory (data/*.parquet)")
+    cache = p / "minhash_index" / params_hash(params)
+    if (cache / "meta.json").exists():
+        idx = MinHashIndex.load(cache)
+        idx.check_params(params, where=str(cache))
+        return idx
+    tab = pa.concat_tables([pq.read_table(f, columns=["id", "text"]) for f in files])
+    kw = {k: params[k] for k in SIGNATURE_PARAMS}
+    idx = MinHashIndex.build(tab.column("id").to_pylist(), tab.column("text"), **kw, **exec_kw)
+    idx.save(cache)
+    log.info("built MinHash index of %d curated rows at %s", len(idx), cache)
+    return idx
