@@ -1,1 +1,2 @@
-"""curate.cluster."""
+"""curate.cluster: FAISS k-means stage (``kmeans``) and array helpers (assignment, plots)."""
+from curate.cluster.faiss_utils import assign, default_k, plot_cluster_sizes, train_kmeans  # noqa: F401

