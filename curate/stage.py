@@ -74,6 +74,9 @@ class StageContext:
         shard_dir = self.work_dir / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
         starts = list(range(0, n_rows, shard_size)) or [0]
+        done = sum((shard_dir / f"{a:012d}-{min(a + shard_size, n_rows):012d}.npz").exists() for a in starts)
+        if done:
+            log.info("%s: resuming, %d of %d shards already finished", desc, done, len(starts))
         parts: list[dict[str, np.ndarray]] = []
         for start in tqdm(starts, desc=desc, disable=not self.show_progress, unit="shard"):
             stop = min(start + shard_size, n_rows)
