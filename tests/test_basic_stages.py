@@ -77,3 +77,19 @@ def test_score_filter_quantiles_and_bounds(ctx):
     sel = ScoreFilter(column="s", min=3, max=5, keep_missing=True).select(t, ctx)
     assert np.flatnonzero(sel.keep).tolist() == [3, 4, 5, 10]
     assert sel.reason[0] == "below_min" and sel.reason[9] == "above_max"
+
+
+def test_score_selectors_add_the_annotator_that_makes_a_known_score():
+    assert [s.name for s in TopK(budget=1, score="quality").prerequisites(["id", "text"])] == ["quality_model"]
+    assert [s.name for s in ScoreFilter(column="ppl_text", max=50).prerequisites(["id", "text"])] == ["perplexity"]
+    assert [s.name for s in TopK(budget=1, score="h_words").prerequisites(["id", "text"])] == ["heuristics"]
+    assert TopK(budget=1, score="quality").prerequisites(["id", "text", "quality"]) == []
+    assert TopK(budget=1, score="my_own_score").prerequisites(["id", "text"]) == []
+
+
+def test_select_top_k_by_heuristic_on_raw_rows():
+    import curate
+
+    rows = [{"text": " ".join(["word"] * n)} for n in (3, 9, 5, 7)]
+    ds = curate.select(rows, method="top_k", budget=2, score="h_words")
+    assert sorted(ds["h_words"]) == [7.0, 9.0]

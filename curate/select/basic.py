@@ -14,6 +14,25 @@ from curate.registry import register
 from curate.stage import Selection, Selector, StageContext
 
 
+# Score columns built-in annotators make: a top_k / score_filter on one of them adds that
+# annotator (with its defaults) when the column is missing, so
+# curate.select(rows, method="top_k", score="quality", budget=100) works on raw rows.
+SCORE_PRODUCERS = {"quality": "quality_model", "ppl_response": "perplexity", "ppl_text": "perplexity",
+                   "ifd": "ifd", "ifd_loss_cond": "ifd", "ifd_loss_uncond": "ifd"}
+
+
+def score_producer(column: str, columns: list[str]) -> list:
+    """The annotator that makes ``column`` (as a one-item list), or [] if present or unknown."""
+    if column in columns:
+        return []
+    name = SCORE_PRODUCERS.get(column) or ("heuristics" if column.startswith("h_") else None)
+    if name is None:
+        return []
+    from curate.registry import get_stage
+
+    return [get_stage(name)()]
+
+
 def _score_column(table: pa.Table, column: str, stage: str) -> np.ndarray:
     if column not in table.column_names:
         raise KeyError(f"{stage}: score column {column!r} not in table; have {table.column_names} "
@@ -70,6 +89,9 @@ class TopK(Selector):
             raise ValueError(f"score must name a column, got {score!r}")
         self.budget, self.score, self.ascending = budget, score, ascending
 
+    def prerequisites(self, columns: list[str]) -> list:
+        return score_producer(self.score, columns)
+
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         s = _score_column(table, self.score, self.name)
         k = resolve_budget(self.budget, len(s))
@@ -114,6 +136,9 @@ class ScoreFilter(Selector):
             quantile_range = [float(q) for q in quantile_range]
         self.column, self.min, self.max = column, min, max
         self.quantile_range, self.keep_missing = quantile_range, keep_missing
+
+    def prerequisites(self, columns: list[str]) -> list:
+        return score_producer(self.column, columns)
 
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         s = _score_column(table, self.column, self.name)
