@@ -1,10 +1,14 @@
 """Shared fixtures: every test gets its own stage cache; helpers to build canonical toy tables."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
+# Before any test module imports huggingface_hub: the models come from installed packages.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"

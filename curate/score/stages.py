@@ -42,7 +42,14 @@ def _check_common(model, template, max_length, dtype, batch_size, device) -> Non
 
 
 class _LMStage(Annotator):
-    """Shared plumbing of the proxy-LM scorers."""
+    """Shared parameters and plumbing of the proxy-LM scorers (see ``Perplexity`` for the args)."""
+
+    def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
+                 max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
+                 device: str | None = None, show_progress: bool = True):
+        _check_common(model, template, max_length, dtype, batch_size, device)
+        self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
+        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
 
     def _load(self):
         from curate.models import load_causal_lm
@@ -79,13 +86,6 @@ class Perplexity(_LMStage):
 
     name = "perplexity"
     version = "1"
-
-    def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
-                 max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
-                 device: str | None = None, show_progress: bool = True):
-        _check_common(model, template, max_length, dtype, batch_size, device)
-        self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
-        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
@@ -125,13 +125,6 @@ class IFD(_LMStage):
 
     name = "ifd"
     version = "1"
-
-    def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
-                 max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
-                 device: str | None = None, show_progress: bool = True):
-        _check_common(model, template, max_length, dtype, batch_size, device)
-        self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
-        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
