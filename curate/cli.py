@@ -1,7 +1,6 @@
 """The ``curate`` command: run, plan, report, stages (and train-scorer when scoring is installed)."""
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path

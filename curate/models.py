@@ -11,7 +11,6 @@ a hub or local weights).
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from functools import lru_cache

@@ -9,10 +9,10 @@ without a committed output (long annotators also resume shard by shard inside it
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ import pyarrow as pa
 from curate import io as cio
 from curate.config import RunConfig, load_config
 from curate.provenance import Ledger
+from curate.schema import CANONICAL_COLUMNS
 from curate.stage import Annotator, Selection, Selector, Stage, StageContext
 from curate.store import StageStore, stable_hash, stage_key
 
@@ -65,8 +66,6 @@ def ingest_key(cfg: RunConfig) -> str:
 
 def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ingest:
     """Read the input (or load it from the cache when the input bytes and options are unchanged)."""
-    import json
-
     t0 = time.perf_counter()
     key = ingest_key(cfg)
     if store.has(key):
@@ -197,19 +196,15 @@ def plan(config, output_dir: str | None = None) -> list[dict]:
     store = StageStore(cfg.cache_dir)
     key = ingest_key(cfg)
     rows = [{"step": "ingest", "key": key, "cached": store.has(key)}]
-    columns = store.manifest(key)["columns"] if store.has(key) else ["id", "text", "instruction", "input", "output", "messages", "source"]
-    i = 0
+    columns = store.manifest(key)["columns"] if store.has(key) else list(CANONICAL_COLUMNS)
     for stage in cfg.build_stages():
-        for pre in stage.prerequisites(columns):
-            key = stage_key(key, pre)
-            rows.append({"step": f"{i}:{pre.name} (auto)", "key": key, "cached": store.has(key)})
-            columns += store.manifest(key)["columns"] if store.has(key) else _known_columns(pre)
-            i += 1
-        key = stage_key(key, stage)
-        rows.append({"step": f"{i}:{stage.name}", "key": key, "cached": store.has(key)})
-        if isinstance(stage, Annotator):
-            columns += store.manifest(key)["columns"] if store.has(key) else _known_columns(stage)
-        i += 1
+        for step, auto in [(p, True) for p in stage.prerequisites(columns)] + [(stage, False)]:
+            key = stage_key(key, step)
+            cached = store.has(key)
+            rows.append({"step": f"{len(rows) - 1}:{step.name}" + (" (auto)" if auto else ""), "key": key, "cached": cached})
+            if isinstance(step, Annotator):
+                # an uncached annotator's columns are known only if it declares them
+                columns += store.manifest(key)["columns"] if cached else _known_columns(step)
     return rows
 
 

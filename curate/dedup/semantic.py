@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.registry import register
-from curate.schema import CLUSTER_ID, DUP_OF, embedding_matrix
+from curate.schema import CLUSTER_ID, embedding_matrix
 from curate.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
 
 log = logging.getLogger(__name__)
