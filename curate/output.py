@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -92,6 +92,7 @@ def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, second
         if old.get("final_key") == final_key and old.get("config") == config_dump and (out / "dataset").is_dir():
             log.info("output %s is up to date (final key %s): nothing to do", out, final_key)
             report = json.loads((out / "report.json").read_text())
+            report["stages"] = [asdict(r) for r in records]  # this run's steps: all cache hits
             return RunResult(out, report["counts"], old["output_hash"], False, report)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,7 @@ def test_second_run_does_no_work_and_plan_says_cached(recipe):
     first = curate.run(recipe, show_progress=False)
     second = curate.run(recipe, show_progress=False)
     assert not second.did_work and second.output_hash == first.output_hash
+    assert all(s["cached"] for s in second.report["stages"])
     assert all(row["cached"] for row in plan(recipe))
 
 
