@@ -280,3 +280,79 @@ def test_chunked_large_string_column_same_result(tmp_path):
     sel = MinHashDedup(keep="longest", batch_size=2, **EXACT).select(chunked, ctx(tmp_path, "c"))
     assert sel.keep.tolist() == plain.keep.tolist() == [False, True, True, True, False]
     assert sel.extras["dup_of"].tolist() == plain.extras["dup_of"].tolist() == ["r2", None, None, None, "r1"]
+
+
+def _tokens_via_kernels(texts):
+    """Token hashes of ascii_split_whitespace(normalize_texts(texts)), the documented definition."""
+    import pyarrow.compute as pc
+
+    from curate.dedup import minhash_core as mc
+
+    toks = pc.ascii_split_whitespace(normalize_texts(pa.array(texts, pa.string()), True,
+                                                     collapse_whitespace=False)).to_pylist()
+    joined = pa.array([" ".join(t) for t in toks], pa.large_string())
+    data, off = mc._string_buffers(joined)
+    buf = np.zeros(len(data) + 8, np.uint8)
+    buf[:len(data)] = data
+    return mc._split_hash(buf, off)
+
+
+def test_fused_word_tokens_equal_normalize_texts_tokens():
+    # The fused numpy path (normalise + split + hash per shard) must give the tokens of the
+    # documented kernels: Unicode folding, numbers, controls, long tokens, rows back to back.
+    from curate.dedup.minhash_core import normalized_word_token_hashes
+
+    tricky = ["Hello,   World! 3.14 is PI.", "Café  naïve_x", None, "a\tb\nc", "", "   ", "x", "ab",
+              "1\u03012 and 1\u0301.5 3.4.5.6 1.2.3", "ΟΔΟΣ ΣΑΣ İstanbul ǅ ß ﬁ Ω K Å", "a\x01b c\x7fd", "é\x01x",
+              "\u037e1;2", "“quoted” — dash… emoji 😀🎉 中文字符 한국어 العربية", "\u00a0nbsp\u2028ls\u3000ideo",
+              "endword", "startword", "abcdefghi" * 9 + " short", "\x85nel", "\x1cé x\x1d", "é \x1f", "ab\x1e",
+              "y" * 8, "z" * 9, "w" * 16, "v" * 17, "u" * 64, "t" * 65, "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 3,
+              "ⅷ ² ① ．全角 𝐀𝐁𝐂"]
+    rng = np.random.default_rng(0)
+    alphabet = list("abcXYZ019.,;:!? \t\n_-") + ["é", "É", "\u0301", "ß", "—", "“", "\u00a0", "中", "😀", "\x01",
+                                                  "İ", "\x1c", "\x85", "\u037e", "\u00b2"]
+    rand = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 40)))) for _ in range(2000)]
+    for texts in (tricky, rand, [t for t in rand if "\x85" not in t and "\x1c" not in t]):
+        want, want_off = _tokens_via_kernels(texts)
+        got, got_off = normalized_word_token_hashes(pa.array(texts, pa.string()))
+        assert got_off.tolist() == want_off.tolist()
+        assert (got == want).all()
+
+
+def test_shingle_hash_properties_after_fused_path():
+    sh, off = shingle_hashes(pa.array(["one two three four five six", "zero One two THREE four five!",
+                                       "five four three two one", "Two words", "two   WORDS.", "two words more"]))
+    s = [set(sh[off[i]:off[i + 1]].tolist()) for i in range(6)]
+    assert len(s[0] & s[1]) == 1  # "one two three four five" anywhere in the text
+    assert not (s[0] & s[2])  # order-sensitive
+    assert s[3] == s[4] and len(s[3]) == 1 and not (s[3] & s[5])  # short-text rule
+
+
+def test_index_from_older_shingle_hashes_is_refused(tmp_path):
+    from curate.dedup.minhash_core import SHINGLE_HASH_VERSION
+
+    stage = MinHashDedup(**EXACT)
+    params = stage.signature_params()
+    assert params["algorithm"].endswith(f"shingle-{SHINGLE_HASH_VERSION}")
+    kw = {k: v for k, v in params.items() if k != "algorithm"}
+    idx = MinHashIndex.build(["c0"], [words(0, 40)], **kw)
+    idx.params["algorithm"] = "rensa-rminhash-2"  # what a version-1 index recorded
+    idx.save(tmp_path / "old")
+    with pytest.raises(ValueError, match="algorithm"):
+        MinHashDedup(against=str(tmp_path / "old"), **EXACT).select(table([words(0, 40)]), ctx(tmp_path))
+
+
+def test_fold_numbers_matches_the_number_regex():
+    import re
+
+    from curate.dedup.minhash_core import _fold_numbers
+
+    rng = np.random.default_rng(3)
+    for alphabet in ("0123456789..ab ", "0.1.", "0."):
+        rows = ["".join(rng.choice(list(alphabet), size=int(rng.integers(0, 30)))) for _ in range(3000)]
+        rows += ["1.2.3", "1.2.3.4", "..1..2.", "12.34.56.78.9", "", "1.", "2", ".3", "1", ".", "2"]
+        data = np.frombuffer("".join(rows).encode(), np.uint8)
+        offs = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
+        out, new = _fold_numbers(data, offs)
+        got = [bytes(out[new[i]:new[i + 1]]).decode() for i in range(len(rows))]
+        assert got == [re.sub(r"[0-9]+(\.[0-9]+)?", "0", r) for r in rows]

@@ -71,7 +71,7 @@ class MinHashDedup(Selector):
     """
 
     name = "minhash_dedup"
-    version = "1"
+    version = "2"  # 2: new shingle hashes (minhash_core.SHINGLE_HASH_VERSION 2)
     reasons = {
         "near_duplicate": "MinHash-LSH near-duplicate of a kept row of this input (dup_of names it)",
         "duplicate_of_curated": "near-duplicate of an already curated row in `against` (dup_of names it)",

@@ -13,8 +13,10 @@ Pipeline for a batch of n texts::
 """
 from __future__ import annotations
 
+import array
 import functools
 import logging
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +26,11 @@ import xxhash
 from curate.dedup.minhash_jaccard import jaccard, pair_jaccard  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
+
+# Version of curate's shingle hashing (token hash, n-gram combination). Part of every index's
+# "algorithm" parameter: bump it whenever a shingle hash value changes, so saved indexes and
+# cached run indexes built with the old hashes are refused / rebuilt.
+SHINGLE_HASH_VERSION = 2
 
 MERSENNE = (1 << 61) - 1
 _U64 = np.uint64
@@ -40,6 +47,21 @@ def mix64(x: np.ndarray) -> np.ndarray:
         x ^= x >> _U64(27)
         x *= _C2
         x ^= x >> _U64(31)
+    return x
+
+
+def _mix64_inplace(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser applied to a uint64 array in place (one scratch array, no copies)."""
+    t = np.empty_like(x)
+    with np.errstate(over="ignore"):
+        np.right_shift(x, _U64(30), out=t)
+        x ^= t
+        x *= _C1
+        np.right_shift(x, _U64(27), out=t)
+        x ^= t
+        x *= _C2
+        np.right_shift(x, _U64(31), out=t)
+        x ^= t
     return x
 
 
@@ -109,6 +131,262 @@ def _normalize_ascii(t: pa.Array, collapse_whitespace: bool) -> pa.Array:
     return pc.ascii_trim_whitespace(t) if collapse_whitespace else t
 
 
+# --- fused word path: normalise + split + hash on the shard's byte buffer (numpy) ------------
+_LOW_MASKS = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [(1 << 64) - 1], dtype=_U64)
+_LONG_TOKEN = 64  # bytes; longer tokens are hashed with xxh3 one by one (rare: URLs, base64)
+# code point -> its normalised UTF-8 bytes (lower, NFD, no Mn, P/S/Z/_ -> " "), or None when the
+# per-character mapping could differ from the whole-string kernels (then the shard falls back).
+_CP_MAP: dict[int, bytes | None] = {}
+
+
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(data uint8, offsets int64 starting at 0) of a null-free string/large_string array."""
+    off_t = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    bufs = arr.buffers()
+    offs = np.frombuffer(bufs[1], dtype=off_t)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+    if bufs[2] is None or len(arr) == 0:
+        return np.zeros(0, np.uint8), offs - offs[0] if len(offs) else np.zeros(1, np.int64)
+    data = np.frombuffer(bufs[2], dtype=np.uint8)[offs[0]:offs[-1]]
+    return data, offs - offs[0]
+
+
+def _cp_replacements(cps: np.ndarray) -> list[bytes | None]:
+    missing = [int(c) for c in cps if int(c) not in _CP_MAP]
+    if missing:
+        chars = pa.array([chr(c) for c in missing], pa.string())
+        g = pc.replace_substring_regex(pc.utf8_normalize(pc.utf8_lower(chars), form="NFD"), r"\p{Mn}+", "")
+        p = pc.replace_substring_regex(g, r"[\p{P}\p{S}\p{Z}_]+", " ")
+        for c, gs, ps in zip(missing, g.to_pylist(), p.to_pylist()):
+            ch = chr(c)
+            # Unsafe: results that the later ASCII steps would treat differently from the
+            # whole-string kernels (digits/'.' for the number regex, upper case for the byte
+            # table), and non-Mn characters with a combining class (NFD may reorder them).
+            # U+0085 (Cc) is trimmed at a row's edges by utf8_trim_whitespace.
+            unsafe = (c == 0x85 or any(x in "0123456789." or "A" <= x <= "Z" for x in gs)
+                      or (unicodedata.combining(ch) and unicodedata.category(ch) != "Mn"))
+            _CP_MAP[c] = None if unsafe else ps.encode("utf-8")
+    return [_CP_MAP[int(c)] for c in cps]
+
+
+def _map_non_ascii(data: np.ndarray, offs: np.ndarray):
+    """Replace every non-ASCII character by its normalised bytes (numpy edit of the buffer).
+
+    Returns (data, offs, nonascii_rows) or None when some character needs the Unicode kernels.
+    """
+    hi_pos = np.flatnonzero(data >= 0x80)
+    n = len(offs) - 1
+    if len(hi_pos) == 0:
+        return data, offs, np.zeros(n, dtype=bool)
+    N = len(data)
+    b = data[hi_pos]
+    lead_sel = b >= 0xC0
+    lead = hi_pos[lead_sel]
+    lb = b[lead_sel].astype(np.int64)
+    c = [data[np.minimum(lead + k, N - 1)].astype(np.int64) & 0x3F for k in (1, 2, 3)]
+    cp = np.where(lb >= 0xF0, ((lb & 0x07) << 18) | (c[0] << 12) | (c[1] << 6) | c[2],
+                  np.where(lb >= 0xE0, ((lb & 0x0F) << 12) | (c[0] << 6) | c[1], ((lb & 0x1F) << 6) | c[0]))
+    uniq, inv = np.unique(cp, return_inverse=True)
+    reps = _cp_replacements(uniq)
+    if any(r is None for r in reps):
+        return None
+    rep_len = np.fromiter((len(r) for r in reps), dtype=np.int64, count=len(reps))
+    rep_off = np.zeros(len(reps) + 1, np.int64)
+    np.cumsum(rep_len, out=rep_off[1:])
+    pool = np.frombuffer(b"".join(reps), dtype=np.uint8) if rep_off[-1] else np.zeros(0, np.uint8)
+    ln = rep_len[inv]
+    tot = int(ln.sum())
+    starts = np.repeat(rep_off[:-1][inv], ln)
+    within = np.arange(tot) - np.repeat(np.cumsum(ln) - ln, ln)
+    values = pool[starts + within]
+    ins = np.repeat(lead - np.flatnonzero(lead_sel), ln)  # position in the ASCII-only buffer
+    keep = np.ones(N, dtype=bool)
+    keep[hi_pos] = False
+    out = np.insert(data[keep], ins, values)
+    row_hi = np.searchsorted(offs, hi_pos, side="right") - 1
+    removed = np.bincount(row_hi, minlength=n)
+    added = np.bincount(row_hi[lead_sel], weights=ln, minlength=n).astype(np.int64)
+    new_offs = offs.copy()
+    new_offs[1:] += np.cumsum(added - removed)
+    return out, new_offs, removed > 0
+
+
+def _fold_numbers(data: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``re.sub(r"\\d+(\\.\\d+)?", "0")`` (ASCII digits, leftmost-longest like RE2) on a byte buffer.
+
+    Works on the digit positions only: each maximal digit run becomes "0"; a run followed by
+    "." and another run swallows them, except a run already swallowed by its predecessor
+    ("1.2.3.4" -> "0.0", "1.2.3" -> "0.0" as the regex gives).
+    """
+    tmp = np.subtract(data, np.uint8(48))
+    D = np.flatnonzero(tmp < 10)
+    if len(D) == 0:
+        return data, offs
+    row_start = np.zeros(len(data) + 1, dtype=bool)
+    row_start[offs] = True  # runs and links never cross rows
+    brk = np.flatnonzero((np.diff(D) != 1) | row_start[D[1:]]) + 1
+    rs = D[np.r_[0, brk]]  # run starts
+    re_ = D[np.r_[brk - 1, len(D) - 1]] + 1  # run ends (exclusive)
+    R = len(rs)
+    link = np.zeros(R, dtype=bool)
+    if R > 1:
+        link[:-1] = ((re_[:-1] + 1 == rs[1:]) & (data[re_[:-1]] == 46)  # run "." run, all in one row
+                     & ~row_start[re_[:-1]] & ~row_start[rs[1:]])
+    k = np.arange(R)
+    chain0 = np.maximum.accumulate(np.where(np.r_[True, ~link[:-1]], k, 0))
+    take = link & ((k - chain0) % 2 == 0)
+    absorbed = np.r_[False, take[:-1]]
+    first = rs[~absorbed]
+    is_first = np.zeros(len(D), dtype=bool)
+    is_first[np.searchsorted(D, first)] = True
+    dele = np.sort(np.concatenate([D[~is_first], re_[take]]))
+    keep = np.ones(len(data), dtype=bool)
+    keep[dele] = False
+    out = data[keep]
+    out[first - np.searchsorted(dele, first)] = 48  # "0"
+    n = len(offs) - 1
+    removed = np.bincount(np.searchsorted(offs, dele, side="right") - 1, minlength=n)
+    new_offs = offs.copy()
+    new_offs[1:] -= np.cumsum(removed)
+    return out, new_offs
+
+
+def _normalized_bytes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Texts as (buffer, offsets, token flags) ready for :func:`_split_hash`.
+
+    The buffer (8 zero bytes of padding at the end) has numbers folded to "0", non-ASCII
+    characters normalised and ASCII lower-cased; the token flags (see :func:`_token_flags`)
+    mark the bytes that ``normalize_texts`` would keep in a token (punctuation is left in the
+    buffer but is never part of a token).
+
+    Same tokens as ``ascii_split_whitespace(normalize_texts(texts))`` (non-ASCII characters are
+    mapped one distinct code point at a time with the same Arrow kernels; a shard holding a
+    character whose per-character result could differ falls back to those kernels).
+    """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = texts.cast(pa.string())
+    if texts.null_count:
+        texts = pc.coalesce(texts, pa.scalar("", texts.type))
+    data, offs = _string_buffers(texts)
+    mapped = _map_non_ascii(data, offs)
+    if mapped is None:  # rare characters: whole-string Unicode kernels, as normalize_texts
+        return _normalized_bytes_kernels(texts)
+    data, offs, uni_rows = mapped
+    data, offs = _fold_numbers(data, offs)
+    N = len(data)
+    out = np.empty(N + 8, np.uint8)
+    tmp = np.subtract(data, np.uint8(65))
+    up = tmp < 26  # ASCII upper case -> lower case (data + 32)
+    np.left_shift(up.view(np.uint8), np.uint8(5), out=tmp)
+    np.add(data, tmp, out=out[:N])
+    out[N:] = 0
+    # Token bytes: ASCII letters and digits, and UTF-8 bytes (the non-ASCII characters left are
+    # letters, digits or marks). Punctuation, symbols, "_", whitespace and, in ASCII rows,
+    # control characters separate tokens, as _ASCII_LUT's " " does.
+    t = np.zeros(N + 2, dtype=np.int8)
+    tok = t[1:N + 1].view(bool)
+    np.bitwise_or(data, np.uint8(32), out=tmp)
+    tmp -= np.uint8(97)
+    np.less(tmp, 26, out=tok)
+    np.subtract(data, np.uint8(48), out=tmp)
+    tok |= tmp < 10
+    tok |= data >= 128
+    if uni_rows.any():  # Unicode-path rows keep ASCII control characters (not P/S/Z)
+        np.subtract(data, np.uint8(14), out=tmp)  # 14..31 -> 0..17 (uint8 wraps)
+        is_ctrl = tmp < 18
+        is_ctrl |= data < 9
+        is_ctrl |= data == 127
+        ctrl = np.flatnonzero(is_ctrl) if is_ctrl.any() else np.zeros(0, np.int64)
+        if len(ctrl):
+            ctrl = ctrl[uni_rows[np.searchsorted(offs, ctrl, side="right") - 1]]
+            if ((data[ctrl] >= 0x1C) & (data[ctrl] <= 0x1F)).any():
+                return _normalized_bytes_kernels(texts)  # trimmed at row edges by utf8_trim_whitespace
+            tok[ctrl] = True
+    return out, offs, t
+
+
+def _normalized_bytes_kernels(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    norm = normalize_texts(texts, True, collapse_whitespace=False)
+    if isinstance(norm, pa.ChunkedArray):
+        norm = norm.combine_chunks()
+    d, o = _string_buffers(norm)
+    out = np.zeros(len(d) + 8, np.uint8)
+    out[:len(d)] = d
+    return out, o, _token_flags(out, len(d))
+
+
+def _token_flags(buf: np.ndarray, N: int) -> np.ndarray:
+    """(N+2,) int8, 1 at index i+1 when byte i is not Arrow ASCII whitespace (\\t..\\r, space)."""
+    t = np.zeros(N + 2, dtype=np.int8)
+    tok = t[1:N + 1].view(bool)
+    np.not_equal(buf[:N], 32, out=tok)
+    c = np.subtract(buf[:N], np.uint8(9))
+    tok &= c >= 5
+    return t
+
+
+def _split_hash(buf: np.ndarray, offs: np.ndarray, t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Whitespace tokens of each row of a byte buffer, hashed: ((m,) uint64, (n+1,) int64 offsets).
+
+    ``buf`` holds the rows' bytes back to back followed by >= 8 zero bytes; ``t`` (from
+    :func:`_token_flags`, the default) marks token bytes. A token's hash is its bytes read as
+    little-endian 64-bit words (zero padded), folded with its length and the splitmix64
+    finaliser; tokens over 64 bytes use xxh3-64.
+    Tokens never cross rows.
+    """
+    N = int(offs[-1])
+    n = len(offs) - 1
+    if N == 0:
+        return np.zeros(0, _U64), np.zeros(n + 1, np.int64)
+    if t is None:
+        t = _token_flags(buf, N)
+    d = np.diff(t)  # d[i]: +1 where a token starts at byte i, -1 where one ended at byte i-1
+    # Rows are back to back: a token running across a row boundary is cut there (an end + a start).
+    bp = offs[1:-1]
+    bp = bp[(bp > 0) & (bp < N)]
+    cross = bp[(t[bp] == 1) & (t[bp + 1] == 1)] if len(bp) else bp
+    if len(cross):
+        d[cross] = 1
+    starts = np.flatnonzero(d > 0)
+    e = d < 0
+    if len(cross):
+        e[cross] = True
+    ends = np.flatnonzero(e)
+    lens = ends - starts
+    words = np.ndarray((N + 1,), dtype="<u8", buffer=buf, strides=(1,))  # 8 bytes from any offset
+    with np.errstate(over="ignore"):
+        h = words[starts]
+        h &= _LOW_MASKS[np.minimum(lens, 8)]
+        h ^= lens.astype(_U64) * _GOLD
+        idx = np.flatnonzero(lens > 8)
+        k = 1
+        while len(idx) and k * 8 < _LONG_TOKEN:
+            rem = lens[idx] - 8 * k
+            w = words[starts[idx] + 8 * k]
+            w &= _LOW_MASKS[np.minimum(rem, 8)]
+            h[idx] = _mix64_inplace(h[idx]) ^ w
+            idx = idx[rem > 8]
+            k += 1
+        if len(idx):
+            very = np.flatnonzero(lens > _LONG_TOKEN)
+            h[very] = np.fromiter((xxhash.xxh3_64_intdigest(buf[s:s + ln].tobytes())
+                                   for s, ln in zip(starts[very].tolist(), lens[very].tolist())),
+                                  dtype=_U64, count=len(very))
+    _mix64_inplace(h)
+    return h, np.searchsorted(starts, offs).astype(np.int64)
+
+
+def normalized_word_token_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Token hashes of ``ascii_split_whitespace(normalize_texts(texts))`` in one numpy pass.
+
+    Returns:
+        (hashes, offsets) as in :func:`word_token_hashes`.
+    """
+    buf, offs, t = _normalized_bytes(texts)
+    return _split_hash(buf, offs, t)
+
+
 def _hash_strings(values: list[str]) -> np.ndarray:
     return np.fromiter((xxhash.xxh3_64_intdigest(v.encode("utf-8")) for v in values), dtype=_U64, count=len(values))
 
@@ -165,14 +443,20 @@ def ngram_hashes(tok: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarr
     A text with 0 < len < n tokens gets ONE shingle made of all its tokens (text-dedup's rule;
     datatrove would give it no signature). A text with no tokens gets no shingle.
 
+    The n token hashes t_0..t_{n-1} of a shingle are combined by Horner's rule
+    (((t_0 * G + t_1) * G + t_2) ... , i.e. sum t_j G^(n-1-j) mod 2^64 with G odd) and then the
+    splitmix64 finaliser: order-sensitive, and the same n tokens give the same shingle anywhere.
+
     Args:
-        tok: (m,) uint64 token hashes.
+        tok: (m,) uint64 token hashes (well mixed, e.g. from :func:`word_token_hashes`).
         offsets: (n_texts+1,) int64 offsets into ``tok``.
         n: shingle length in tokens (>= 1).
 
     Returns:
         (shingles, sh_offsets): (k,) uint64 shingle hashes and (n_texts+1,) int64 offsets.
     """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    tok = np.asarray(tok, dtype=_U64)
     lens = np.diff(offsets)
     counts = np.where(lens >= n, lens - n + 1, (lens > 0).astype(np.int64))
     sh_off = np.zeros(len(lens) + 1, np.int64)
@@ -180,34 +464,40 @@ def ngram_hashes(tok: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarr
     total = int(sh_off[-1])
     if total == 0:
         return np.zeros(0, _U64), sh_off
-    doc = np.repeat(np.arange(len(lens)), counts)
-    pos = offsets[:-1][doc] + (np.arange(total) - sh_off[:-1][doc])
     m = len(tok)
-    # Combine n consecutive tokens at EVERY flat position using shifted views (no gathers), then
-    # pick the shingle starts; texts shorter than n are recomputed below without crossing
-    # into the next text.
-    pad = np.concatenate([tok, np.zeros(n - 1, _U64)])
-    acc = pad[:m].copy()
+    short_docs = np.flatnonzero((lens > 0) & (lens < n))
     with np.errstate(over="ignore"):
+        # Combine n consecutive tokens at EVERY flat position in place (shifted views, no
+        # gathers); positions whose n-gram would cross a text's end are dropped below.
+        acc = tok.copy()
         for j in range(1, n):
             acc *= _GOLD
-            acc ^= pad[j:m + j]
-            acc ^= acc >> _U64(29)
-        h = acc[pos]
-        short_docs = np.flatnonzero((lens > 0) & (lens < n))
+            if j < m:
+                acc[:m - j] += tok[j:]
+        if n == 1:  # every token is a shingle (no text is shorter than 1 token)
+            h = acc
+        else:
+            # Texts with >= n tokens lose their last n-1 positions; short texts all theirs.
+            drop = np.zeros(m, dtype=bool)
+            long_ends = offsets[1:][lens >= n]
+            for j in range(1, n):
+                drop[long_ends - j] = True
+            for j in range(n - 1):
+                sel = short_docs[lens[short_docs] > j]
+                drop[offsets[sel] + j] = True
+            np.logical_not(drop, out=drop)
+            h = acc[drop]
         if len(short_docs):
+            # A short text repeats its last token to length n, then gets a flag so that it
+            # differs from a real n-gram of the same tokens.
             first, last = offsets[short_docs], offsets[short_docs + 1] - 1
             hs = tok[first].copy()
             for j in range(1, n):
-                # A short text repeats its last token to length n, then gets a flag (below).
                 hs *= _GOLD
-                hs ^= tok[np.minimum(first + j, last)]
-                hs ^= hs >> _U64(29)
-            h[sh_off[short_docs]] = hs
-        h = mix64(h)
-        if len(short_docs):
-            h[sh_off[short_docs]] ^= _C2
-    return h, sh_off
+                hs += tok[np.minimum(first + j, last)]
+            hs ^= _C2
+            h = np.insert(h, sh_off[short_docs] - np.arange(len(short_docs)), hs)
+    return _mix64_inplace(h), sh_off
 
 
 def shingle_hashes(texts: pa.Array, *, ngram: int = 5, shingle: str = "word",
@@ -223,8 +513,11 @@ def shingle_hashes(texts: pa.Array, *, ngram: int = 5, shingle: str = "word",
     Returns:
         ((k,) uint64 shingle hashes, (n+1,) int64 offsets).
     """
-    norm = normalize_texts(texts, normalize, collapse_whitespace=shingle != "word")
-    tok, off = word_token_hashes(norm, normalize) if shingle == "word" else char_token_hashes(norm)
+    if shingle == "word" and normalize:
+        tok, off = normalized_word_token_hashes(texts)
+    else:
+        norm = normalize_texts(texts, normalize, collapse_whitespace=shingle != "word")
+        tok, off = word_token_hashes(norm, normalize) if shingle == "word" else char_token_hashes(norm)
     return ngram_hashes(tok, off, ngram)
 
 
@@ -293,7 +586,13 @@ def minhash_signatures(sh: np.ndarray, off: np.ndarray, *, num_perm: int = 128, 
         return np.zeros((0, num_perm), np.uint32)
     m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
         np.ascontiguousarray(sh, dtype=_U64), np.ascontiguousarray(off, dtype=_U64), num_perm, seed)
-    return np.array(m.to_rows(), dtype=np.uint32).reshape(n, num_perm)
+    # rensa hands the matrix back only as lists of ints; array.extend per row is the cheapest
+    # way into a buffer (about 2x np.array on the nested lists).
+    buf = array.array("I")
+    ext = buf.extend
+    for row in m.to_rows():
+        ext(row)
+    return np.frombuffer(buf, dtype=np.uint32).reshape(n, num_perm)
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -309,14 +608,16 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """
     if bands * rows > sig.shape[1]:
         raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {sig.shape[1]}")
-    out = np.empty((sig.shape[0], bands), dtype=_U64)
+    n = sig.shape[0]
+    # all bands at once, one signature column per band per step (same values as band by band)
+    cols = sig[:, :bands * rows].reshape(n, bands, rows)
     with np.errstate(over="ignore"):
-        for i in range(bands):
-            h = np.full(sig.shape[0], _U64(i) * _GOLD, dtype=_U64)
-            for j in range(i * rows, (i + 1) * rows):
-                h = mix64(h * _GOLD + sig[:, j].astype(_U64))
-            out[:, i] = h
-    return out
+        h = np.broadcast_to(np.arange(bands, dtype=_U64) * _GOLD, (n, bands)).copy()
+        for j in range(rows):
+            h *= _GOLD
+            h += cols[:, :, j]
+            _mix64_inplace(h)
+    return h
 
 
 def candidate_probability(s, bands: int, rows: int):

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.dedup.minhash_core import text_band_keys
+from curate.dedup.minhash_core import SHINGLE_HASH_VERSION, text_band_keys
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,14 @@ SIGNATURE_PARAMS = ("num_perm", "bands", "rows", "ngram", "shingle", "normalize"
 
 
 def _algo_version(backend: str) -> str:
+    # The shingle hashes (token hash + n-gram combination, minhash_core.SHINGLE_HASH_VERSION)
+    # feed every signature: an index built with other shingle hashes is not comparable.
+    shingles = f"shingle-{SHINGLE_HASH_VERSION}"
     if backend != "rensa":
-        return "numpy-mod-mersenne-1"
+        return f"numpy-mod-mersenne-1+{shingles}"
     import rensa
 
-    return f"rensa-rminhash-{getattr(rensa.RMinHash, 'ALGORITHM_VERSION', 'unknown')}"
+    return f"rensa-rminhash-{getattr(rensa.RMinHash, 'ALGORITHM_VERSION', 'unknown')}+{shingles}"
 
 
 def signature_params(**params: Any) -> dict[str, Any]:
@@ -114,28 +117,46 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
     bar = tqdm(total=len(starts), initial=len(starts) - len(todo), desc="minhash", unit="shard",
                disable=not show_progress)
     parallel = num_proc > 1 and len(todo) > 1
-    # For workers, slices are copied (take) so each receives only its shard's bytes.
-    jobs = ((texts.slice(s, batch_size).take(pa.array(np.arange(min(batch_size, n - s)))) if parallel
-             else texts.slice(s, batch_size), kw) for s in todo)
     if parallel:
         import multiprocessing as mp
 
-        # spawn: Arrow's thread pools make fork unsafe in the parent. At most 2 shards per
-        # worker are in flight (Executor.map would pickle every shard up front).
-        with ProcessPoolExecutor(max_workers=num_proc, mp_context=mp.get_context("spawn")) as ex:
+        # The parent is one of the num_proc processes: num_proc - 1 spawned workers take shards
+        # from the front of the queue (each gets a copy: take, so only its shard's bytes are
+        # pickled), the parent computes shards from the back in between. spawn: Arrow's thread
+        # pools make fork unsafe in the parent. At most 2 shards per worker are in flight
+        # (Executor.map would pickle every shard up front).
+        from curate.dedup.lsh import warm_up
+
+        n_workers = num_proc - 1
+        queue = deque(todo)
+        warmed = False
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn")) as ex:
             pending: deque = deque()
-            for s, job in zip(todo, jobs):
-                pending.append((s, ex.submit(_shard_worker, job)))
-                while len(pending) >= 2 * num_proc or (pending and pending[0][1].done()):
+            while queue or pending:
+                while queue and len(pending) < 2 * n_workers:
+                    s = queue.popleft()
+                    shard = texts.slice(s, batch_size).take(pa.array(np.arange(min(batch_size, n - s))))
+                    pending.append((s, ex.submit(_shard_worker, (shard, kw))))
+                while pending and pending[0][1].done():
                     s0, fut = pending.popleft()
                     done(s0, *fut.result())
                     bar.update()
-            for s0, fut in pending:
-                done(s0, *fut.result())
-                bar.update()
+                if not queue and pending and pending[-1][1].cancel():  # not started yet: do it here
+                    queue.append(pending.pop()[0])
+                if queue:
+                    s = queue.pop()
+                    done(s, *_shard_worker((texts.slice(s, batch_size), kw)))
+                    bar.update()
+                elif pending:
+                    if not warmed:  # nothing left for the parent: prepare the LSH step meanwhile
+                        warm_up()
+                        warmed = True
+                    s0, fut = pending.popleft()
+                    done(s0, *fut.result())
+                    bar.update()
     else:
-        for s, job in zip(todo, jobs):
-            done(s, *_shard_worker(job))
+        for s in todo:
+            done(s, *_shard_worker((texts.slice(s, batch_size), kw)))
             bar.update()
     bar.close()
     return keys, valid
