@@ -356,3 +356,18 @@ def test_fold_numbers_matches_the_number_regex():
         out, new = _fold_numbers(data, offs)
         got = [bytes(out[new[i]:new[i + 1]]).decode() for i in range(len(rows))]
         assert got == [re.sub(r"[0-9]+(\.[0-9]+)?", "0", r) for r in rows]
+
+
+def test_exact_check_in_small_batches_gives_the_same_selection(tmp_path, monkeypatch):
+    # many small candidate clusters, some with a pair below the threshold
+    texts = []
+    for k in range(12):
+        a = words(k * 50, k * 50 + 24)
+        texts += [a, a + " " + words(9000 + k * 10, 9002 + k * 10), a + " " + words(9500 + k * 10, 9506 + k * 10)]
+    whole = MinHashDedup(threshold=0.8).select(table(texts), ctx(tmp_path / "a"))
+    verify = MinHashDedup._verify
+    monkeypatch.setattr(MinHashDedup, "_verify", lambda self, *a, **k: verify(self, *a, **{**k, "batch_rows": 3}))
+    batched = MinHashDedup(threshold=0.8).select(table(texts), ctx(tmp_path / "b"))
+    assert whole.keep.tolist() == batched.keep.tolist()
+    assert whole.extras["dup_of"].tolist() == batched.extras["dup_of"].tolist()
+    assert whole.n_kept == 24  # per group: the base and its J=0.769 variant stay, the 0.909 one goes
