@@ -18,6 +18,7 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 _NOT_SCORES = {"dup_cluster", "cluster_id"}
+_PLOT_FIRST = ("quality", "reward", "ppl_response", "ppl_text", "ifd", "h_words", "centroid_distance")
 
 
 def _score_columns(provenance: pa.Table) -> list[str]:
@@ -132,10 +133,18 @@ def make_plots(rep: dict, provenance: pa.Table, out: Path) -> list[str]:
     plt.close(fig)
     made.append("plots/funnel.png")
     status = np.array(provenance.column("status").to_pylist(), dtype=object)
-    cols = list(rep["scores"])[:8]
+    # the scores people select by first (a selector's own score column, then the LM/quality
+    # scores), then whatever else was computed
+    used = [r["params"].get("score") or r["params"].get("column") for r in rep["stages"] if r["kind"] == "selector"]
+    first = [c for c in used if c in rep["scores"]] + [c for c in _PLOT_FIRST if c in rep["scores"]]
+    cols = list(dict.fromkeys(first + list(rep["scores"])))[:8]
     if cols:
-        fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3), squeeze=False)
-        for ax, col in zip(axes[0], cols):
+        ncol = min(4, len(cols))
+        nrow = (len(cols) + ncol - 1) // ncol
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False)
+        for ax in axes.flat[len(cols):]:
+            ax.axis("off")
+        for ax, col in zip(axes.flat, cols):
             v = provenance.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
             ok = ~np.isnan(v)
             bins = np.histogram_bin_edges(v[ok], bins=40)
