@@ -6,7 +6,7 @@ from pathlib import Path
 
 from curate import io as cio
 from curate.config import build_stage
-from curate.pipeline import Runner, plan, run  # noqa: F401  (re-exported)
+from curate.pipeline import Runner
 from curate.provenance import Ledger
 from curate.store import StageStore, table_fingerprint
 
@@ -38,8 +38,7 @@ def select(data, method: str, budget=None, *, format: str | None = None, id_fiel
     if budget is not None:
         spec["budget"] = budget
     stage = build_stage(spec, where=f"select(method={method!r})")
-    got = cio.from_records(data, format=format, id_field=id_field) if not isinstance(data, (str, Path)) \
-        else cio.read_input(data, format=format, id_field=id_field)
+    got = cio.from_records(data, format=format, id_field=id_field)  # paths go through read_input
     table = got.table
     with tempfile.TemporaryDirectory(prefix="curate-select-") as tmp:
         runner = Runner(StageStore(cache_dir or tmp), show_progress=show_progress)

@@ -7,23 +7,11 @@ id (MinHash) or the group of rows sharing a ``dup_of`` representative (exact/sem
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from curate.store import StageStore, default_cache_dir
-
-
-def _clusters(prov) -> dict[str, list[str]]:
-    """{representative id: [representative, members...]} from dup_of (plus dup_cluster if present)."""
-    ids = prov.column("id").to_pylist()
-    dup_of = prov.column("dup_of").to_pylist() if "dup_of" in prov.column_names else [None] * len(ids)
-    groups: dict[str, list[str]] = defaultdict(list)
-    for i, d in zip(ids, dup_of):
-        if d is not None:
-            groups[d].append(i)
-    return {rep: [rep] + members for rep, members in groups.items()}
 
 
 def _texts(run_dir: Path) -> dict[str, str]:
@@ -45,28 +33,24 @@ def print_dup_clusters(run_dir: Path, which: str = "top", limit: int = 3, width:
         limit: how many clusters with ``top`` (default 3).
         width: characters per member line (default 100).
     """
-    from curate.dedup.inspect import format_dup_cluster
+    from curate.dedup.inspect import dup_clusters_from_provenance, format_dup_cluster
 
     prov = pq.read_table(run_dir / "provenance.parquet")
-    clusters = _clusters(prov)
+    clusters = dup_clusters_from_provenance(prov)  # {cluster id: [kept id, members...]}
     if not clusters:
         return "no duplicates were dropped in this run"
     if which == "top":
-        chosen = sorted(clusters, key=lambda r: -len(clusters[r]))[:limit]
+        chosen = sorted(clusters.values(), key=len, reverse=True)[:limit]
     else:
-        chosen = [r for r, members in clusters.items() if which == r or which in members]
-        if not chosen and "dup_cluster" in prov.column_names:
-            ids, dc = prov.column("id").to_pylist(), prov.column("dup_cluster").to_pylist()
-            members = {i for i, c in zip(ids, dc) if c is not None and str(c) == which}
-            chosen = [r for r, m in clusters.items() if members & set(m)]
+        chosen = [m for c, m in clusters.items() if which == str(c) or which in m]
         if not chosen:
             return f"no duplicate cluster contains {which!r}"
     texts = _texts(run_dir)
     status = dict(zip(prov.column("id").to_pylist(), prov.column("status").to_pylist()))
     reason = dict(zip(prov.column("id").to_pylist(), prov.column("reason").to_pylist()))
     out = []
-    for rep in chosen:
+    for members in chosen:
         rows = [{"id": m, "text": texts.get(m, "<text not in cache>"), "status": status.get(m), "reason": reason.get(m)}
-                for m in clusters[rep]]
-        out.append(format_dup_cluster(rows, kept_id=rep, width=width))
+                for m in members]
+        out.append(format_dup_cluster(rows, kept_id=members[0], width=width))
     return "\n\n".join(out)

@@ -58,7 +58,8 @@ class Ledger:
             col = columns.column(name)
             t = col.type
             if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t):
-                self._column(name, col.to_numpy(zero_copy_only=False))[pos] = col.to_numpy(zero_copy_only=False)
+                values = col.to_numpy(zero_copy_only=False)
+                self._column(name, values)[pos] = values
 
     def _column(self, name: str, like: np.ndarray) -> np.ndarray:
         if name not in self.extras:
