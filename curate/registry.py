@@ -23,6 +23,7 @@ BUILTIN_MODULES = (
     "curate.cluster.kmeans",
     "curate.score.stages",
     "curate.select.basic",
+    "curate.select.tokens",
 )
 _IMPORT_ERRORS: dict[str, str] = {}
 

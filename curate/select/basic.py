@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from curate.budget import resolve_budget, validate_budget
 from curate.registry import register
+from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
 from curate.stage import Selection, Selector, StageContext
 
 
@@ -41,11 +41,14 @@ def _score_column(table: pa.Table, column: str, stage: str) -> np.ndarray:
 
 
 @register
-class RandomSelect(Selector):
+class RandomSelect(BudgetSelector):
     """Keep a uniformly random subset of ``budget`` rows (seeded, order-preserving).
 
+    The rows are taken in the order of one seeded permutation, so a smaller budget's subset is
+    contained in a larger one's (and a token budget is a prefix of the same order).
+
     Args:
-        budget: int count or float fraction in (0, 1] (required).
+        budget: rows (int), fraction (float in (0, 1]) or ``{tokens: N}`` (required).
         seed: RNG seed (default 0); same seed + same input gives the same subset.
     """
 
@@ -53,29 +56,22 @@ class RandomSelect(Selector):
     reasons = {"not_sampled": "not drawn in the random subset"}
 
     def __init__(self, *, budget, seed: int = 0):
-        validate_budget(budget)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.budget = budget
-        self.seed = seed
+        self._init_budget(budget, seed)
 
-    def select(self, table: pa.Table, ctx: StageContext) -> Selection:
+    def pick(self, table: pa.Table, ctx: StageContext | None, k: int) -> Picks:
         n = len(table)
-        k = resolve_budget(self.budget, n)
-        rng = np.random.default_rng(self.seed)
-        keep = np.zeros(n, dtype=bool)
-        keep[rng.choice(n, size=k, replace=False)] = True
-        return Selection.keep_mask(keep, "not_sampled")
+        order = np.random.default_rng(self.seed).permutation(n)
+        return Picks(order=order, reasons=np.full(n, "not_sampled", dtype=object))
 
 
 @register
-class TopK(Selector):
+class TopK(BudgetSelector):
     """Keep the ``budget`` rows with the highest (or lowest) value of a score column.
 
     NaN scores rank last in either direction. Ties are broken by input order (stable sort).
 
     Args:
-        budget: int count or float fraction in (0, 1] (required).
+        budget: rows (int), fraction (float in (0, 1]) or ``{tokens: N}`` (required).
         score: name of the score column (required), e.g. ``quality`` or ``ifd``.
         ascending: keep the lowest scores instead (default False), e.g. for perplexity.
     """
@@ -84,22 +80,19 @@ class TopK(Selector):
     reasons = {"below_top_k": "score not within the budget's best rows"}
 
     def __init__(self, *, budget, score: str, ascending: bool = False):
-        validate_budget(budget)
+        self._init_budget(budget, 0)
+        del self.seed  # deterministic: no randomness to seed
         if not isinstance(score, str) or not score:
             raise ValueError(f"score must name a column, got {score!r}")
-        self.budget, self.score, self.ascending = budget, score, ascending
+        self.score, self.ascending = score, ascending
 
-    def prerequisites(self, columns: list[str]) -> list:
+    def method_prerequisites(self, columns: list[str]) -> list:
         return score_producer(self.score, columns)
 
-    def select(self, table: pa.Table, ctx: StageContext) -> Selection:
+    def pick(self, table: pa.Table, ctx: StageContext | None, k: int) -> Picks:
         s = _score_column(table, self.score, self.name)
-        k = resolve_budget(self.budget, len(s))
-        key = np.where(np.isnan(s), np.inf, s if self.ascending else -s)
-        order = np.argsort(key, kind="stable")
-        keep = np.zeros(len(s), dtype=bool)
-        keep[order[:k]] = True
-        return Selection.keep_mask(keep, "below_top_k", score=s)
+        return Picks(order=pick_order_from_scores(s, descending=not self.ascending), score=s,
+                     reasons=np.full(len(s), "below_top_k", dtype=object))
 
 
 @register
