@@ -76,7 +76,8 @@ class RowError(Exception):
     """A row that cannot be used; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, message: str):
-        assert reason in REASONS, reason
+        if reason not in REASONS:  # a bug in curate, not in the input; not an assert (python -O)
+            raise ValueError(f"RowError reason must be one of {sorted(REASONS)}, got {reason!r}")
         super().__init__(message)
         self.reason = reason
         self.message = message

@@ -51,6 +51,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 from curate import schema
+from curate.provenance import LedgerError
 from curate.adapters import FORMATS, RowError, TableBuilder, check_fields, detect_format, make_adapter, render_text
 from curate.readers import (_RAW_CHARS, SUPPORTED_SUFFIXES, InputError, _dataset_table, _FileError, _is_hf_dir,
                             _iter_table, _records_for, _suffix)
@@ -80,11 +81,40 @@ class Ingested:
     quarantine: list[dict] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    record_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_records(self) -> int:
+        """Records counted where they were read (non-blank lines, JSON array items, Parquet/CSV
+        rows, one per unreadable file), independently of what was kept or quarantined: the
+        ``n_input`` the provenance invariant is checked against."""
+        return sum(self.record_counts.values()) if self.record_counts else self.table.num_rows + len(self.quarantine)
 
     @property
     def n_rows_seen(self) -> int:
-        """Rows kept plus rows quarantined: the ``n_input`` of the provenance invariant."""
+        """Rows kept plus rows quarantined (equals :attr:`n_records` when nothing was lost)."""
         return self.table.num_rows + len(self.quarantine)
+
+
+class _Counted:
+    """Iterator wrapper counting the records a reader yields (the independent ingest count)."""
+
+    def __init__(self, records: Iterator[tuple]):
+        self.it, self.n = iter(records), 0
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self) -> tuple:
+        item = next(self.it)
+        self.n += 1
+        return item
+
+
+def _check_file_count(name: str, counted: int, kept: int, quarantined: int) -> None:
+    if counted != kept + quarantined:
+        raise LedgerError(f"{name}: provenance invariant broken at ingest: {counted} records read, but "
+                          f"{kept} kept + {quarantined} quarantined = {kept + quarantined}")
 
 
 def _expand_one(path: str | Path) -> tuple[list[Path | str], Path | None]:
@@ -302,15 +332,22 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
     col = _Collector(format, id_field, fields, source)
     entries = _expand_with_names(path)
     files, warnings, empty, unreadable = [], [], [], []
+    counts: dict[str, int] = {}
     for entry, name in tqdm(entries, desc="ingest", unit="file", disable=not show_progress or len(entries) < 2):
         files.append(str(entry))
+        n0, q0 = len(col.builder), len(col.quarantine)
+        records = _Counted(_records_for(entry, max_row_bytes, split))
         try:
-            n_ok, n_bad = col.add_file(name, _records_for(entry, max_row_bytes, split))
+            n_ok, n_bad = col.add_file(name, records)
         except _FileError as e:
             unreadable.append(f"{name}: {e}")
             col.quarantine.append({"file": name, "line": None, "id": None, "reason": "unreadable_file",
                                    "error": str(e), "raw": _head_repr(entry)})
+            counts[name] = records.n + 1  # the file itself is one quarantine record
+            _check_file_count(name, counts[name], len(col.builder) - n0, len(col.quarantine) - q0)
             continue
+        counts[name] = records.n
+        _check_file_count(name, records.n, n_ok, n_bad)
         log.info("read %s: %d rows, %d quarantined", name, n_ok, n_bad)
         if n_ok + n_bad == 0:
             empty.append(name)
@@ -332,7 +369,7 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
         log.warning(w)
     if col.quarantine:
         log.warning("quarantined %d rows (%s)", len(col.quarantine), _summary(col.quarantine))
-    return Ingested(table=table, quarantine=col.quarantine, files=files, warnings=warnings)
+    return Ingested(table=table, quarantine=col.quarantine, files=files, warnings=warnings, record_counts=counts)
 
 
 def _head_repr(entry) -> str:
@@ -371,15 +408,19 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
                 raise TypeError(f"data must be a list of dicts, pa.Table, DataFrame, datasets.Dataset or path, "
                                 f"got {type(data).__name__}")
         if {schema.ID, schema.TEXT} <= set(data.column_names) and id_field is None and format in (None, "auto"):
-            return Ingested(table=_canonical_passthrough(data, source), files=[source])
+            return Ingested(table=_canonical_passthrough(data, source), files=[source],
+                            record_counts={source: data.num_rows})
         records = _iter_table(data, 2**62)
     col = _Collector(format, id_field, None, source)
-    n_ok, n_bad = col.add_file(source, records)
+    counted = _Counted(records)
+    n_ok, n_bad = col.add_file(source, counted)
+    _check_file_count(source, counted.n, n_ok, n_bad)
     if n_ok == 0:
         if n_bad:
             raise InputError(f"{source}: no valid rows; {n_bad} quarantined ({_summary(col.quarantine)})")
         raise InputError(f"{source}: input is empty")
-    return Ingested(table=col.builder.build(), quarantine=col.quarantine, files=[source])
+    return Ingested(table=col.builder.build(), quarantine=col.quarantine, files=[source],
+                    record_counts={source: counted.n})
 
 
 def _canonical_passthrough(data: pa.Table, source: str) -> pa.Table:
