@@ -5,10 +5,10 @@ hidden entries skipped), a glob, a list of those, a ``datasets.save_to_disk`` di
 Hugging Face hub name (``hf://owner/name`` or a bare ``owner/name`` that is not a path; needs a
 reachable hub). Readers:
 
-* ``.jsonl`` / ``.ndjson`` (and ``.gz``): streamed as bytes, decoded and parsed per line, so one
+* ``.jsonl`` / ``.ndjson`` (and ``.gz``, ``.zst``): streamed as bytes, decoded and parsed per line, so one
   bad line (invalid UTF-8, broken JSON) is quarantined and the rest is read. Blank lines are not
   rows.
-* ``.json`` (and ``.gz``): a JSON array of objects (parsed element by element, so rows before a
+* ``.json`` (and ``.gz``, ``.zst``): a JSON array of objects (parsed element by element, so rows before a
   syntax error are kept and the rest of the file becomes ONE ``malformed_json`` quarantine record
   plus a warning), a single object, ``{"data": [...]}``, or JSON Lines content in a ``.json``.
 * ``.parquet`` (pyarrow), ``.csv`` / ``.tsv`` (csv module; every value is a string; a row with

@@ -103,3 +103,74 @@ def recipe(tmp_path: Path, data: Path, out: str = "run", cache: str = "cache", *
         {"type": "exact_dedup"}, {"type": "tagger"}, {"type": "sleepy_select"}, {"type": "random", "budget": 30}]
     return {"name": "rel", "input": {"path": str(data)}, "stages": stages,
             "output": {"dir": str(tmp_path / out), "plots": False}, "cache_dir": str(tmp_path / cache), **extra}
+
+
+# A script run as ``python -c FAULT_RUNNER <recipe json>``: it runs the recipe in a fresh process,
+# logging every computed shard (any sharded annotator, through StageContext.map_shards) and
+# SIGKILLing itself at the point named by $CURATE_FAULT:
+#   ingest:<n>        after parsing n JSON lines
+#   shards:<n>        before computing the (n+1)-th shard of any sharded annotator
+#   select            inside sleepy_select (via $CURATE_TEST_KILL_IN_SELECT)
+#   output            while writing provenance.parquet into the output dir
+FAULT_RUNNER = """
+import json, os, signal, sys
+sys.path.insert(0, {tests!r})
+import reliability_helpers
+from reliability_helpers import _log
+import curate, curate.readers, curate.output
+from curate.stage import StageContext
+
+fault = os.environ.get("CURATE_FAULT", "")
+kind, _, arg = fault.partition(":")
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+
+orig_map = StageContext.map_shards
+def map_shards(self, n_rows, fn, shard_size=4096, desc="shards"):
+    done = [0]
+    def counted(a, b):
+        if kind == "shards" and done[0] >= int(arg):
+            die()
+        out = fn(a, b)
+        done[0] += 1
+        _log(f"shard:{{desc}}:{{a}}")
+        return out
+    return orig_map(self, n_rows, counted, shard_size=shard_size, desc=desc)
+StageContext.map_shards = map_shards
+
+if kind == "ingest":
+    orig_parse, seen = curate.readers._parse_line, [0]
+    def parse(b, m):
+        seen[0] += 1
+        if seen[0] > int(arg):
+            die()
+        return orig_parse(b, m)
+    curate.readers._parse_line = parse
+if kind == "select":
+    os.environ["CURATE_TEST_KILL_IN_SELECT"] = "1"
+if kind == "output":
+    orig_write = curate.output._write_parquet
+    def write(table, path):
+        if path.name == "provenance.parquet":
+            die()
+        return orig_write(table, path)
+    curate.output._write_parquet = write
+
+res = curate.run(json.loads(sys.argv[1]), show_progress=False)
+print("RESULT " + json.dumps({{"hash": res.output_hash, "counts": res.counts,
+                              "stages": [[s["type"], s["cached"]] for s in res.report["stages"]],
+                              "ingest_cached": res.report["input"]["cached"]}}))
+"""
+
+
+def run_in_process(cfg: dict, log: Path, fault: str = "", timeout: float = 600):
+    """Run ``cfg`` in a fresh Python process with an optional fault; return (returncode, result|None, stderr)."""
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(tests.parent), "CURATE_TEST_LOG": str(log), "CURATE_FAULT": fault}
+    env.pop("CURATE_TEST_KILL_IN_SELECT", None)
+    p = subprocess.run([sys.executable, "-c", FAULT_RUNNER.format(tests=str(tests)), json.dumps(cfg)],
+                       capture_output=True, text=True, env=env, timeout=timeout)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+    return p.returncode, json.loads(line[7:]) if line else None, p.stderr
