@@ -193,8 +193,11 @@ def _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show
 
             if not show_progress:
                 datasets.disable_progress_bars()
-            # a fingerprint from the content, not a random one, so dataset/ is byte-identical across runs
-            datasets.Dataset(data.combine_chunks(), fingerprint=output_hash).save_to_disk(str(tmp / "dataset"))
+            # a fingerprint from the content (not a random one, not the shard layout), so dataset/ is
+            # byte-identical across runs, num_proc and shard sizes
+            fp = stable_hash({"final_key": final_key, "dropped": drop,
+                              "provenance": _hash_files([tmp / "provenance.parquet"])}, 16)
+            datasets.Dataset(data.combine_chunks(), fingerprint=fp).save_to_disk(str(tmp / "dataset"))
         report = build_report(cfg, ing, ledger, records, provenance, seconds)
         report["output_hash"] = output_hash
         report["columns_left_out"] = vectors

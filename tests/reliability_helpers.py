@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.registry import _REGISTRY, register
-from curate.stage import Annotator, Selection, Selector, StageContext
+from curate.stage import EXECUTION_PARAMS, Annotator, Selection, Selector, StageContext
 
 
 def _log(event: str) -> None:
@@ -36,9 +36,13 @@ class Tagger(Annotator):
     """Adds ``tag`` = len(text) % 7 as float, shard by shard (shard_size rows per shard)."""
 
     name = "tagger"
+    execution_params = EXECUTION_PARAMS + ("shard_size", "sleep")  # like embed's shard_size
 
     def __init__(self, *, shard_size: int = 10, sleep: float = 0.0):
         self.shard_size, self.sleep = shard_size, sleep
+
+    def output_columns(self) -> list[str]:
+        return ["tag"]
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         texts = table.column("text").to_pylist()
@@ -61,6 +65,7 @@ class SleepySelect(Selector):
     """Drops rows whose ``tag`` is 0 (reason ``tag_zero``) after sleeping ``sleep`` seconds."""
 
     name = "sleepy_select"
+    execution_params = EXECUTION_PARAMS + ("sleep",)
     reasons = {"tag_zero": "tag is 0"}
 
     def __init__(self, *, sleep: float = 0.0):
