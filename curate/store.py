@@ -235,6 +235,10 @@ class StageStore:
                 fcntl.flock(fd, fcntl.LOCK_SH)
         self._held.add(key)
 
+    def __del__(self) -> None:  # a dropped store (e.g. after curate.select) lets go of its keys
+        with contextlib.suppress(Exception):
+            self.release()
+
     def release(self) -> None:
         """Drop every shared hold this store took (the end of a run)."""
         for key in list(self._held):
@@ -370,20 +374,17 @@ class StageStore:
         Returns:
             (table, cached): the table (memory-mapped from the cache) and whether it was reused.
         """
+        self.hold(key)  # shared from before the first look: gc cannot remove it under us
         table = self.fetch(key)
         if table is not None:
-            self.hold(key)
             return table, True
         with self.lock(key):
             table = self.fetch(key)  # another process may have committed it while we waited
             if table is not None:
-                cached = True
-            else:
-                out = compute()
-                self.commit(key, out, {**(meta or {}), **(meta_fn() if meta_fn else {})})
-                table, cached = self._open(key), False
-            self.hold(key)
-        return table, cached
+                return table, True
+            out = compute()
+            self.commit(key, out, {**(meta or {}), **(meta_fn() if meta_fn else {})})
+            return self._open(key), False
 
     def commit(self, key: str, table: pa.Table, meta: dict | None = None) -> None:
         """Atomically store ``table`` (+ the work dir's ``artifacts/``) under ``key``.
