@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -45,12 +44,8 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import xxhash
 
+from curate import locks
 from curate.stage import Stage
-
-try:  # POSIX; on other systems keys are not locked (logged once)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -112,50 +107,6 @@ def _curate_version() -> str | None:
         return None
 
 
-# ---------------------------------------------------------------- per-key locks
-
-_PROC_MUTEX = threading.Lock()
-_PROC_FDS: dict[str, list] = {}  # lock path -> [fd, shared holders, exclusive depth]; one fd per process and key
-_THREAD_LOCKS: dict[str, threading.RLock] = {}
-_warned_no_fcntl = False
-
-
-def _fd(path: str) -> int:
-    with _PROC_MUTEX:
-        if path not in _PROC_FDS:
-            _PROC_FDS[path] = [os.open(path, os.O_RDWR | os.O_CREAT, 0o644), 0, 0]
-        return _PROC_FDS[path][0]
-
-
-def _thread_lock(path: str) -> threading.RLock:
-    with _PROC_MUTEX:
-        return _THREAD_LOCKS.setdefault(path, threading.RLock())
-
-
-def _flock(fd: int, mode: int) -> bool:
-    global _warned_no_fcntl
-    if fcntl is None:  # pragma: no cover - Windows
-        if not _warned_no_fcntl:
-            log.warning("no fcntl on this system: cache keys are not locked between processes")
-            _warned_no_fcntl = True
-        return True
-    try:
-        fcntl.flock(fd, mode)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _release_if_unused(path: str) -> None:
-    with _PROC_MUTEX:
-        entry = _PROC_FDS.get(path)
-        if entry and entry[1] == 0 and entry[2] == 0:
-            if fcntl is not None:
-                fcntl.flock(entry[0], fcntl.LOCK_UN)
-            os.close(entry[0])
-            del _PROC_FDS[path]
-
-
 class CacheDamaged(Exception):
     """A cache entry failed verification (message says which file and how)."""
 
@@ -201,39 +152,15 @@ class StageStore:
     @contextlib.contextmanager
     def lock(self, key: str, blocking: bool = True) -> Iterator[bool]:
         """Hold ``key`` exclusively (compute-and-commit, gc, moving aside); yields False if
-        ``blocking`` is False and another process holds it. Within one process the lock is
-        re-entrant, and a shared hold of this process is upgraded then restored."""
-        path = self._lock_path(key)
-        with _thread_lock(path):
-            fd = _fd(path)
-            entry = _PROC_FDS[path]
-            if entry[2]:  # re-entered in this thread: already exclusive
-                got = True
-            else:
-                got = _flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)) if fcntl else True
-            if got:
-                entry[2] += 1
-            try:
-                yield got
-            finally:
-                if got:
-                    entry[2] -= 1
-                    if entry[2] == 0 and fcntl is not None:
-                        fcntl.flock(fd, fcntl.LOCK_SH if entry[1] > 0 else fcntl.LOCK_UN)
-                _release_if_unused(path)
+        ``blocking`` is False and another process holds it (see :mod:`curate.locks`)."""
+        with locks.exclusive(self._lock_path(key), blocking) as got:
+            yield got
 
     def hold(self, key: str) -> None:
         """Take a shared lock on ``key`` until :meth:`release` (a running run's claim on it)."""
-        if key in self._held:
-            return
-        path = self._lock_path(key)
-        with _thread_lock(path):
-            fd = _fd(path)
-            entry = _PROC_FDS[path]
-            entry[1] += 1
-            if fcntl is not None and not entry[2]:  # inside an exclusive section: it turns shared on exit
-                fcntl.flock(fd, fcntl.LOCK_SH)
-        self._held.add(key)
+        if key not in self._held:
+            locks.share(self._lock_path(key))
+            self._held.add(key)
 
     def __del__(self) -> None:  # a dropped store (e.g. after curate.select) lets go of its keys
         with contextlib.suppress(Exception):
@@ -242,11 +169,7 @@ class StageStore:
     def release(self) -> None:
         """Drop every shared hold this store took (the end of a run)."""
         for key in list(self._held):
-            path = self._lock_path(key)
-            with _thread_lock(path):
-                if path in _PROC_FDS:
-                    _PROC_FDS[path][1] -= 1
-                _release_if_unused(path)
+            locks.unshare(self._lock_path(key))
         self._held.clear()
 
     def in_use(self, key: str) -> bool:
