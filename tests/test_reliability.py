@@ -278,3 +278,19 @@ def test_row_error_validation_survives_python_O():
     r = _run_py(["-O", "-c", "from curate.adapters import RowError\n"
                  "try:\n    RowError('no_such_reason', 'x')\nexcept ValueError as e:\n    print('raised', e)"])
     assert "raised" in r.stdout, r.stdout + r.stderr
+
+
+def test_entry_from_store_format_1_is_still_used_and_a_broken_one_recomputed(tmp_path):
+    """Entries committed by curate before checksums (no ``checksums`` in the manifest) load if
+    their table opens; one that does not is moved aside like any damaged entry."""
+    store = StageStore(tmp_path / "c")
+    for key in ("old_ok", "old_bad"):
+        store.commit(key, pa.table({"a": [1, 2]}))
+        m = store.manifest(key)
+        for k in ("checksums", "store_format", "curate_version"):
+            m.pop(k)
+        (store.path(key) / "manifest.json").write_text(json.dumps(m))
+    (store.path("old_bad") / "table.arrow").write_bytes(b"garbage")
+    assert store.fetch("old_ok").column("a").to_pylist() == [1, 2]
+    assert store.fetch("old_bad") is None and not store.has("old_bad")
+    assert len(list((tmp_path / "c" / ".damaged").iterdir())) == 1
