@@ -19,8 +19,8 @@ from curate.config import ConfigError
 from curate.stage import Annotator, Selector, Stage
 
 # Selector attributes that name a column the selector reads (top_k.score, score_filter.column,
-# minhash_dedup's keep_column...). A stage may declare ``required_columns()`` instead.
-_COLUMN_ATTRS = ("score", "column", "score_column", "keep_column")
+# minhash_dedup's text_column...). A stage may declare ``required_columns()`` instead.
+_COLUMN_ATTRS = ("score", "column", "score_column", "text_column", "keep_column")
 
 
 def _where(i: int, stage: Stage) -> str:
