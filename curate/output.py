@@ -123,6 +123,10 @@ def _check_output_dir(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir: {out} is a file; choose a folder")
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == here or target in here.parents:
+        raise ConfigError(f"output.dir: {str(out)!r} is the working directory or holds it; choose a subfolder "
+                          f"such as runs/<name> (curate replaces the whole output dir)")
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUR_NAMES)
         if foreign:
@@ -142,6 +146,8 @@ def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, second
     import contextlib
 
     out = Path(cfg.output.dir)
+    if not out.name:  # "." or "/": resolve so the folder has a name (then refused by _check_output_dir)
+        out = out.resolve()
     lock = store.lock(f"output-{stable_hash(str(out.resolve()), 16)}") if store is not None else contextlib.nullcontext()
     with lock:
         return _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show_progress, store, out)

@@ -102,6 +102,18 @@ def test_output_dir_with_foreign_files_is_refused(tmp_path, pool):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_output_dir_that_is_the_working_directory_is_refused(tmp_path, pool, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for bad in (".", str(tmp_path)):
+        cfg = recipe(tmp_path, pool)
+        cfg["output"]["dir"] = bad
+        with pytest.raises(ConfigError, match="is the working directory or holds it; choose a subfolder"):
+            curate.run(cfg, show_progress=False)
+    assert work.is_dir() and pool.exists()
+
+
 def test_run_seed_is_the_default_stage_seed_and_enters_the_key(tmp_path, pool):
     base = recipe(tmp_path, pool, stages=[{"type": "random", "budget": 10}, {"type": "random", "budget": 5, "seed": 9}])
     unset = load_config(base).build_stages()
