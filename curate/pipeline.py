@@ -26,7 +26,7 @@ from curate.store import StageStore, stable_hash, stage_key
 
 log = logging.getLogger(__name__)
 
-INGEST_VERSION = "1"
+INGEST_VERSION = "2"  # 2: record counts in the manifest; zstd, NUL-line, deep-JSON and column-name rules
 
 
 @dataclass
