@@ -75,6 +75,9 @@ class Ingested:
         quarantine: one dict per bad row: file, line, id, reason, error, raw.
         files: files read, in order.
         warnings: file-level problems that did not stop the run.
+        record_counts: {file: records read} counted where they were read, independently of
+            the outcome (any reader, including a vectorised one, must fill it and check it with
+            ``_check_file_count``); ``n_records`` is the ledger's ``n_input``.
     """
 
     table: pa.Table
