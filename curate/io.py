@@ -46,15 +46,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 import xxhash
 from tqdm.auto import tqdm
 
 from curate import schema
-from curate.provenance import LedgerError
 from curate.adapters import FORMATS, RowError, TableBuilder, check_fields, detect_format, make_adapter, render_text
-from curate.readers import (_RAW_CHARS, SUPPORTED_SUFFIXES, InputError, _dataset_table, _FileError, _is_hf_dir,
-                            _iter_table, _records_for, _suffix)
+from curate.readers import (_RAW_CHARS, SUPPORTED_SUFFIXES, InputError, _canonical_passthrough, _check_file_count,
+                            _Counted, _dataset_table, _FileError, _is_hf_dir, _iter_table, _records_for, _suffix)
 
 __all__ = ["InputError", "Ingested", "read_input", "from_records", "input_fingerprint", "expand_paths",
            "render_text", "SUPPORTED_SUFFIXES"]
@@ -97,27 +95,6 @@ class Ingested:
     def n_rows_seen(self) -> int:
         """Rows kept plus rows quarantined (equals :attr:`n_records` when nothing was lost)."""
         return self.table.num_rows + len(self.quarantine)
-
-
-class _Counted:
-    """Iterator wrapper counting the records a reader yields (the independent ingest count)."""
-
-    def __init__(self, records: Iterator[tuple]):
-        self.it, self.n = iter(records), 0
-
-    def __iter__(self) -> "_Counted":
-        return self
-
-    def __next__(self) -> tuple:
-        item = next(self.it)
-        self.n += 1
-        return item
-
-
-def _check_file_count(name: str, counted: int, kept: int, quarantined: int) -> None:
-    if counted != kept + quarantined:
-        raise LedgerError(f"{name}: provenance invariant broken at ingest: {counted} records read, but "
-                          f"{kept} kept + {quarantined} quarantined = {kept + quarantined}")
 
 
 def _expand_one(path: str | Path) -> tuple[list[Path | str], Path | None]:
@@ -424,35 +401,3 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
         raise InputError(f"{source}: input is empty")
     return Ingested(table=col.builder.build(), quarantine=col.quarantine, files=[source],
                     record_counts={source: counted.n})
-
-
-def _canonical_passthrough(data: pa.Table, source: str) -> pa.Table:
-    n = data.num_rows
-    if n == 0:
-        raise InputError(f"{source}: input is empty")
-    ids = data.column(schema.ID)
-    if ids.null_count or not pa.types.is_string(ids.type):
-        ids = pa.chunked_array([pa.array([None if v is None else str(v) for v in ids.to_pylist()], pa.string())])
-    if ids.null_count:
-        raise InputError(f"{source}: the id column has {ids.null_count} nulls")
-    if pa.compute.count_distinct(ids).as_py() != n:
-        raise InputError(f"{source}: the id column has duplicates")
-    cols, names = [], []
-    for f in schema.CANONICAL_SCHEMA:
-        if f.name == schema.ID:
-            col = ids
-        elif f.name in data.column_names:
-            col = data.column(f.name)
-            if col.type != f.type:
-                try:
-                    col = col.cast(f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise InputError(f"{source}: column {f.name!r} is {col.type}, expected {f.type} ({e})") from None
-        elif f.name == schema.SOURCE:
-            col = pa.array([source] * n, pa.string())
-        else:
-            col = pa.nulls(n, f.type)
-        cols.append(col)
-        names.append(f.name)
-    rest = [c for c in data.column_names if c not in schema.CANONICAL_COLUMNS]
-    return pa.Table.from_arrays(cols + [data.column(c) for c in rest], names=names + rest)

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute in _canonical_passthrough)
 
+from curate import schema
 from curate.adapters import FIELD_KEYS, INPUT_KEYS, INSTRUCTION_KEYS, OUTPUT_KEYS, RowError
+from curate.provenance import LedgerError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv",
                       ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst")
@@ -314,3 +317,56 @@ def _records_for(entry: Path | str, max_row_bytes: int, split: str) -> Iterator[
     raise InputError(f"{entry}: unsupported file type {suf!r} (supported: {', '.join(SUPPORTED_SUFFIXES)})")
 
 
+# ---------------------------------------------------------------- counting (the ledger's n_input)
+
+class _Counted:
+    """Iterator wrapper counting the records a reader yields (the independent ingest count)."""
+
+    def __init__(self, records: Iterator[tuple]):
+        self.it, self.n = iter(records), 0
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self) -> tuple:
+        item = next(self.it)
+        self.n += 1
+        return item
+
+
+def _check_file_count(name: str, counted: int, kept: int, quarantined: int) -> None:
+    if counted != kept + quarantined:
+        raise LedgerError(f"{name}: provenance invariant broken at ingest: {counted} records read, but "
+                          f"{kept} kept + {quarantined} quarantined = {kept + quarantined}")
+
+
+def _canonical_passthrough(data: pa.Table, source: str) -> pa.Table:
+    n = data.num_rows
+    if n == 0:
+        raise InputError(f"{source}: input is empty")
+    ids = data.column(schema.ID)
+    if ids.null_count or not pa.types.is_string(ids.type):
+        ids = pa.chunked_array([pa.array([None if v is None else str(v) for v in ids.to_pylist()], pa.string())])
+    if ids.null_count:
+        raise InputError(f"{source}: the id column has {ids.null_count} nulls")
+    if pa.compute.count_distinct(ids).as_py() != n:
+        raise InputError(f"{source}: the id column has duplicates")
+    cols, names = [], []
+    for f in schema.CANONICAL_SCHEMA:
+        if f.name == schema.ID:
+            col = ids
+        elif f.name in data.column_names:
+            col = data.column(f.name)
+            if col.type != f.type:
+                try:
+                    col = col.cast(f.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise InputError(f"{source}: column {f.name!r} is {col.type}, expected {f.type} ({e})") from None
+        elif f.name == schema.SOURCE:
+            col = pa.array([source] * n, pa.string())
+        else:
+            col = pa.nulls(n, f.type)
+        cols.append(col)
+        names.append(f.name)
+    rest = [c for c in data.column_names if c not in schema.CANONICAL_COLUMNS]
+    return pa.Table.from_arrays(cols + [data.column(c) for c in rest], names=names + rest)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import curate
 from curate.store import StageStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_helpers import read_log, recipe, write_pool  # noqa: E402
+from reliability_helpers import recipe, write_pool  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
