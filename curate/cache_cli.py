@@ -171,6 +171,9 @@ def gc(store: StageStore, keep_last: int | None = None, older_than: float | None
        max_size: int | None = None, dry_run: bool = False) -> dict:
     """Apply :func:`plan_gc`; returns {"removed": [...], "skipped_in_use": [...], "freed", "kept_size"}."""
     remove, kept = plan_gc(store, keep_last, older_than, max_size)
+    if not dry_run:  # folders a gc killed half-way through deleting
+        for p in store.root.glob(".trash-*"):
+            shutil.rmtree(p, ignore_errors=True)
     removed, skipped = [], []
     for e in remove:
         if dry_run or remove_entry(store, e):
