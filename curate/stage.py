@@ -120,6 +120,9 @@ def _load_shard(path: Path) -> dict[str, np.ndarray] | None:
     problem = None
     try:
         data = path.read_bytes()
+        if not side.exists():  # written before checksums (or by hand): used if it loads, as cache entries are
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
         want = json.loads(side.read_text())
         if len(data) != want["size"]:
             problem = f"{len(data)} bytes, expected {want['size']}"
@@ -128,7 +131,7 @@ def _load_shard(path: Path) -> dict[str, np.ndarray] | None:
         else:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError) as e:  # missing sidecar, bad zip, bad JSON
+    except (OSError, ValueError, KeyError, EOFError) as e:  # bad zip, bad JSON, truncated
         problem = f"unreadable ({type(e).__name__}: {str(e)[:80]})"
     aside = path.parent / "damaged"
     aside.mkdir(exist_ok=True)

@@ -293,3 +293,23 @@ def test_entry_from_store_format_1_is_still_used_and_a_broken_one_recomputed(tmp
     assert store.fetch("old_ok").column("a").to_pylist() == [1, 2]
     assert store.fetch("old_bad") is None and not store.has("old_bad")
     assert len(list((tmp_path / "c" / ".damaged").iterdir())) == 1
+
+
+def test_shard_without_checksum_is_used_if_it_loads(tmp_path):
+    """Shards written before checksums (or by hand) are used when they load; a truncated one is recomputed."""
+    from curate.stage import StageContext
+
+    shards = tmp_path / "w" / "shards"
+    shards.mkdir(parents=True)
+    np.savez(shards / "000000000000-000000000010.npz", x=np.full(10, 7.0))
+    np.savez(shards / "000000000010-000000000020.npz", x=np.full(10, 7.0))
+    p = shards / "000000000010-000000000020.npz"
+    p.write_bytes(p.read_bytes()[:50])
+    calls = []
+
+    def fn(a, b):
+        calls.append(a)
+        return {"x": np.arange(a, b, dtype=np.float64)}
+
+    x = StageContext(work_dir=tmp_path / "w", show_progress=False).map_shards(20, fn, shard_size=10)["x"]
+    assert calls == [10] and (x[:10] == 7).all() and np.array_equal(x[10:], np.arange(10, 20))
