@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -131,7 +132,7 @@ def _load_shard(path: Path) -> dict[str, np.ndarray] | None:
         else:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError, EOFError) as e:  # bad zip, bad JSON, truncated
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # bad zip, bad JSON, truncated
         problem = f"unreadable ({type(e).__name__}: {str(e)[:80]})"
     aside = path.parent / "damaged"
     aside.mkdir(exist_ok=True)
