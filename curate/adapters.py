@@ -57,6 +57,7 @@ REASONS = {
     "duplicate_id": "the row's id was already used by an earlier row (both places named)",
     "malformed_row": "a CSV/TSV row has more fields than the header",
     "unreadable_file": "a whole file is not what its suffix claims (kept as one record)",
+    "truncated_file": "a (compressed) file ends early or is corrupt; rows before the damage are kept, the rest is one record",
 }
 
 INSTRUCTION_KEYS = ("instruction", "prompt", "question")
@@ -76,7 +77,8 @@ class RowError(Exception):
     """A row that cannot be used; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, message: str):
-        assert reason in REASONS, reason
+        if reason not in REASONS:  # a bug in curate, not in the input; not an assert (python -O)
+            raise ValueError(f"RowError reason must be one of {sorted(REASONS)}, got {reason!r}")
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -294,8 +296,10 @@ class TableBuilder:
 
     Columns are Python lists until :meth:`build`, which calls ``pa.array`` once per column.
     Extra (original) columns keep their first-seen order; a key that collides with a canonical
-    column name without being consumed (e.g. LIMA's ``source``) is kept as ``orig_<key>``. A
-    column whose values mix types across rows is stored as strings: strings unchanged, other
+    column name without being consumed (e.g. LIMA's ``source``) is kept as ``orig_<key>``; an
+    empty key or one with control characters becomes ``orig_<JSON-escaped key>``; names are
+    made unique with ``_2``, ``_3``... A column whose values mix types across rows (or hold
+    empty objects, which Parquet cannot store) is stored as strings: strings unchanged, other
     values JSON-encoded.
     """
 
@@ -303,6 +307,24 @@ class TableBuilder:
         self.cols: dict[str, list] = {name: [] for name in schema.CANONICAL_COLUMNS}
         self.extras: list[dict] = []
         self.extra_names: dict[str, None] = {}
+        self._names: dict[str, str] = {}  # record key -> column name (unique, printable)
+
+    def _column_name(self, key: str) -> str:
+        """A record key as a column name: canonical names get ``orig_``, an empty name or control
+        characters (which Arrow/Parquet/datasets cannot round-trip) are escaped, and the result
+        is unique among the columns."""
+        name = self._names.get(key)
+        if name is None:
+            name = f"orig_{key}" if key in schema.CANONICAL_COLUMNS else key
+            if not name or any(ord(ch) < 32 or ch == "\x7f" for ch in name):
+                name = "orig_" + json.dumps(name)[1:-1]
+            taken = set(self._names.values()) | set(schema.CANONICAL_COLUMNS)
+            base, k = name, 1
+            while name in taken:
+                k += 1
+                name = f"{base}_{k}"
+            self._names[key] = name
+        return name
 
     def __len__(self) -> int:
         return len(self.cols[schema.ID])
@@ -318,7 +340,7 @@ class TableBuilder:
         c[schema.MESSAGES].append(msgs)
         c[schema.SOURCE].append(source)
         if extras:
-            extras = {(f"orig_{k}" if k in schema.CANONICAL_COLUMNS else k): v for k, v in extras.items()}
+            extras = {self._column_name(k): v for k, v in extras.items()}
             for k in extras:
                 if k not in self.extra_names:
                     self.extra_names[k] = None
@@ -333,10 +355,24 @@ class TableBuilder:
         return pa.Table.from_arrays(arrays, names=names)
 
 
+def _has_empty_struct(t: pa.DataType) -> bool:
+    """True if ``t`` holds a struct without fields anywhere (Parquet cannot write those)."""
+    if pa.types.is_struct(t):
+        return t.num_fields == 0 or any(_has_empty_struct(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _has_empty_struct(t.value_type)
+    if pa.types.is_map(t):
+        return _has_empty_struct(t.key_type) or _has_empty_struct(t.item_type)
+    return False
+
+
 def _extra_array(values: list) -> pa.Array:
     try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeEncodeError, OverflowError):
+        arr = pa.array(values)
+        if not _has_empty_struct(arr.type):
+            return arr
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeEncodeError, OverflowError,
+            RecursionError):
         pass
     for ascii_only in (False, True):  # True also escapes unpaired surrogates
         try:

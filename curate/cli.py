@@ -98,6 +98,9 @@ def _mount_optional() -> None:
 
 _mount_optional()
 
+from curate.cache_cli import app as _cache_app  # noqa: E402  (curate cache ls|gc|verify)
+app.add_typer(_cache_app, name="cache")
+
 
 def main() -> None:  # pragma: no cover
     app()

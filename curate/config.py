@@ -9,6 +9,7 @@ A recipe is YAML::
       - {type: exact_dedup}
       - {type: random, budget: 1000, seed: 0}
     output: {dir: runs/quickstart}
+    seed: 0                            # optional: default `seed` of every stage that takes one
 
 Relative ``input.path``/``output.dir`` resolve against the working directory (as datatrove
 and the HF CLIs do); ``extends:`` resolves against the file that names it.
@@ -54,12 +55,17 @@ class InputConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    """Where results go. ``shard_rows`` bounds rows per ``data/*.parquet`` file."""
+    """Where results go. ``shard_rows`` bounds rows per ``data/*.parquet`` file.
+
+    ``drop_columns``: columns left out of ``dataset/`` and ``data/`` (None, the default: every
+    vector column such as ``embedding``, which stays in the stage cache; ``[]`` keeps all).
+    """
 
     dir: str = "runs/curate"
     shard_rows: int = Field(default=100_000, gt=0)
     save_dataset: bool = True
     plots: bool = True
+    drop_columns: list[str] | None = None
 
 
 class RunConfig(_Strict):
@@ -69,7 +75,7 @@ class RunConfig(_Strict):
     input: InputConfig
     stages: list[dict[str, Any]] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    seed: int = 0
+    seed: int | None = None  # when set: the seed of every stage that takes one and does not set its own
     cache_dir: str | None = None
 
     @field_validator("stages")
@@ -81,13 +87,27 @@ class RunConfig(_Strict):
         return stages
 
     def build_stages(self) -> list[Stage]:
-        """Instantiate every stage; raise ConfigError naming ``stages[i].param`` on any problem."""
-        return [build_stage(spec, f"stages[{i}]") for i, spec in enumerate(self.stages)]
+        """Instantiate every stage; raise ConfigError naming ``stages[i].param`` on any problem.
+
+        The run-level ``seed`` (when the recipe sets one) is the default ``seed`` of every stage
+        that takes one and whose spec does not set it (so it enters that stage's cache key like
+        any parameter); without it each stage keeps its own default.
+        """
+        return [build_stage(spec, f"stages[{i}]", default_seed=self.seed) for i, spec in enumerate(self.stages)]
 
 
-def build_stage(spec: dict[str, Any], where: str = "stage") -> Stage:
-    """Instantiate one stage from ``{type: name, **params}``, with errors naming the key path."""
+def build_stage(spec: dict[str, Any], where: str = "stage", default_seed: int | None = None) -> Stage:
+    """Instantiate one stage from ``{type: name, **params}``, with errors naming the key path.
+
+    Args:
+        spec: ``{"type": name, **params}``.
+        where: key path used in error messages (default ``"stage"``).
+        default_seed: given as ``seed`` to a stage class that has a ``seed`` parameter when the
+            spec does not set it (default None: the class's own default).
+    """
     spec = dict(spec)
+    if "type" not in spec:
+        raise ConfigError(f"{where}: missing `type`")
     type_name = spec.pop("type")
     try:
         cls = get_stage(type_name)
@@ -96,6 +116,8 @@ def build_stage(spec: dict[str, Any], where: str = "stage") -> Stage:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"{where}.type: unknown stage type {type_name!r}{hint}; known: {', '.join(known_stages())}") from None
     allowed = cls._param_names()
+    if default_seed is not None and "seed" in allowed and "seed" not in spec:
+        spec["seed"] = default_seed
     for key in spec:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)

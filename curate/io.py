@@ -5,10 +5,10 @@ hidden entries skipped), a glob, a list of those, a ``datasets.save_to_disk`` di
 Hugging Face hub name (``hf://owner/name`` or a bare ``owner/name`` that is not a path; needs a
 reachable hub). Readers:
 
-* ``.jsonl`` / ``.ndjson`` (and ``.gz``): streamed as bytes, decoded and parsed per line, so one
+* ``.jsonl`` / ``.ndjson`` (and ``.gz``, ``.zst``): streamed as bytes, decoded and parsed per line, so one
   bad line (invalid UTF-8, broken JSON) is quarantined and the rest is read. Blank lines are not
   rows.
-* ``.json`` (and ``.gz``): a JSON array of objects (parsed element by element, so rows before a
+* ``.json`` (and ``.gz``, ``.zst``): a JSON array of objects (parsed element by element, so rows before a
   syntax error are kept and the rest of the file becomes ONE ``malformed_json`` quarantine record
   plus a warning), a single object, ``{"data": [...]}``, or JSON Lines content in a ``.json``.
 * ``.parquet`` (pyarrow), ``.csv`` / ``.tsv`` (csv module; every value is a string; a row with
@@ -46,14 +46,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 import xxhash
 from tqdm.auto import tqdm
 
 from curate import schema
 from curate.adapters import FORMATS, RowError, TableBuilder, check_fields, detect_format, make_adapter, render_text
-from curate.readers import (_RAW_CHARS, SUPPORTED_SUFFIXES, InputError, _dataset_table, _FileError, _is_hf_dir,
-                            _iter_table, _records_for, _suffix)
+from curate.readers import (_RAW_CHARS, SUPPORTED_SUFFIXES, InputError, _canonical_passthrough, _check_file_count,
+                            _Counted, _dataset_table, _FileError, _is_hf_dir, _iter_table, _records_for, _suffix)
 
 __all__ = ["InputError", "Ingested", "read_input", "from_records", "input_fingerprint", "expand_paths",
            "render_text", "SUPPORTED_SUFFIXES"]
@@ -74,16 +73,27 @@ class Ingested:
         quarantine: one dict per bad row: file, line, id, reason, error, raw.
         files: files read, in order.
         warnings: file-level problems that did not stop the run.
+        record_counts: {file: records read} counted where they were read, independently of
+            the outcome (any reader, including a vectorised one, must fill it and check it with
+            ``_check_file_count``); ``n_records`` is the ledger's ``n_input``.
     """
 
     table: pa.Table
     quarantine: list[dict] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    record_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_records(self) -> int:
+        """Records counted where they were read (non-blank lines, JSON array items, Parquet/CSV
+        rows, one per unreadable file), independently of what was kept or quarantined: the
+        ``n_input`` the provenance invariant is checked against."""
+        return sum(self.record_counts.values()) if self.record_counts else self.table.num_rows + len(self.quarantine)
 
     @property
     def n_rows_seen(self) -> int:
-        """Rows kept plus rows quarantined: the ``n_input`` of the provenance invariant."""
+        """Rows kept plus rows quarantined (equals :attr:`n_records` when nothing was lost)."""
         return self.table.num_rows + len(self.quarantine)
 
 
@@ -302,15 +312,22 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
     col = _Collector(format, id_field, fields, source)
     entries = _expand_with_names(path)
     files, warnings, empty, unreadable = [], [], [], []
+    counts: dict[str, int] = {}
     for entry, name in tqdm(entries, desc="ingest", unit="file", disable=not show_progress or len(entries) < 2):
         files.append(str(entry))
+        n0, q0 = len(col.builder), len(col.quarantine)
+        records = _Counted(_records_for(entry, max_row_bytes, split))
         try:
-            n_ok, n_bad = col.add_file(name, _records_for(entry, max_row_bytes, split))
+            n_ok, n_bad = col.add_file(name, records)
         except _FileError as e:
             unreadable.append(f"{name}: {e}")
             col.quarantine.append({"file": name, "line": None, "id": None, "reason": "unreadable_file",
                                    "error": str(e), "raw": _head_repr(entry)})
+            counts[name] = records.n + 1  # the file itself is one quarantine record
+            _check_file_count(name, counts[name], len(col.builder) - n0, len(col.quarantine) - q0)
             continue
+        counts[name] = records.n
+        _check_file_count(name, records.n, n_ok, n_bad)
         log.info("read %s: %d rows, %d quarantined", name, n_ok, n_bad)
         if n_ok + n_bad == 0:
             empty.append(name)
@@ -332,7 +349,7 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
         log.warning(w)
     if col.quarantine:
         log.warning("quarantined %d rows (%s)", len(col.quarantine), _summary(col.quarantine))
-    return Ingested(table=table, quarantine=col.quarantine, files=files, warnings=warnings)
+    return Ingested(table=table, quarantine=col.quarantine, files=files, warnings=warnings, record_counts=counts)
 
 
 def _head_repr(entry) -> str:
@@ -371,44 +388,16 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
                 raise TypeError(f"data must be a list of dicts, pa.Table, DataFrame, datasets.Dataset or path, "
                                 f"got {type(data).__name__}")
         if {schema.ID, schema.TEXT} <= set(data.column_names) and id_field is None and format in (None, "auto"):
-            return Ingested(table=_canonical_passthrough(data, source), files=[source])
+            return Ingested(table=_canonical_passthrough(data, source), files=[source],
+                            record_counts={source: data.num_rows})
         records = _iter_table(data, 2**62)
     col = _Collector(format, id_field, None, source)
-    n_ok, n_bad = col.add_file(source, records)
+    counted = _Counted(records)
+    n_ok, n_bad = col.add_file(source, counted)
+    _check_file_count(source, counted.n, n_ok, n_bad)
     if n_ok == 0:
         if n_bad:
             raise InputError(f"{source}: no valid rows; {n_bad} quarantined ({_summary(col.quarantine)})")
         raise InputError(f"{source}: input is empty")
-    return Ingested(table=col.builder.build(), quarantine=col.quarantine, files=[source])
-
-
-def _canonical_passthrough(data: pa.Table, source: str) -> pa.Table:
-    n = data.num_rows
-    if n == 0:
-        raise InputError(f"{source}: input is empty")
-    ids = data.column(schema.ID)
-    if ids.null_count or not pa.types.is_string(ids.type):
-        ids = pa.chunked_array([pa.array([None if v is None else str(v) for v in ids.to_pylist()], pa.string())])
-    if ids.null_count:
-        raise InputError(f"{source}: the id column has {ids.null_count} nulls")
-    if pa.compute.count_distinct(ids).as_py() != n:
-        raise InputError(f"{source}: the id column has duplicates")
-    cols, names = [], []
-    for f in schema.CANONICAL_SCHEMA:
-        if f.name == schema.ID:
-            col = ids
-        elif f.name in data.column_names:
-            col = data.column(f.name)
-            if col.type != f.type:
-                try:
-                    col = col.cast(f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise InputError(f"{source}: column {f.name!r} is {col.type}, expected {f.type} ({e})") from None
-        elif f.name == schema.SOURCE:
-            col = pa.array([source] * n, pa.string())
-        else:
-            col = pa.nulls(n, f.type)
-        cols.append(col)
-        names.append(f.name)
-    rest = [c for c in data.column_names if c not in schema.CANONICAL_COLUMNS]
-    return pa.Table.from_arrays(cols + [data.column(c) for c in rest], names=names + rest)
+    return Ingested(table=col.builder.build(), quarantine=col.quarantine, files=[source],
+                    record_counts={source: counted.n})

@@ -26,7 +26,7 @@ from curate.store import StageStore, stable_hash, stage_key
 
 log = logging.getLogger(__name__)
 
-INGEST_VERSION = "1"
+INGEST_VERSION = "2"  # 2: record counts in the manifest; zstd, NUL-line, deep-JSON and column-name rules
 
 
 @dataclass
@@ -56,6 +56,7 @@ class Ingest:
     files: list[str]
     cached: bool
     seconds: float
+    n_records: int = -1  # records counted where they were read (the ledger's n_input)
 
 
 def ingest_key(cfg: RunConfig) -> str:
@@ -68,27 +69,41 @@ def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ing
     """Read the input (or load it from the cache when the input bytes and options are unchanged)."""
     t0 = time.perf_counter()
     key = ingest_key(cfg)
-    if store.has(key):
-        m = store.manifest(key)
-        qpath = store.artifacts(key) / "quarantine.jsonl"
-        quarantine = [json.loads(l) for l in qpath.read_text().splitlines()] if qpath.exists() else []
-        return Ingest(key, store.load_table(key), quarantine, m.get("warnings", []), m.get("files", []),
-                      True, time.perf_counter() - t0)
-    inp = cfg.input
-    got = cio.read_input(inp.path, format=inp.format, id_field=inp.id_field, text_field=inp.text_field,
-                         fields=inp.fields, max_row_bytes=inp.max_row_bytes, source=inp.source, split=inp.split,
-                         show_progress=show_progress)
-    for w in got.warnings:
+    got_box: list = []
+
+    def compute() -> pa.Table:
+        inp = cfg.input
+        got = cio.read_input(inp.path, format=inp.format, id_field=inp.id_field, text_field=inp.text_field,
+                             fields=inp.fields, max_row_bytes=inp.max_row_bytes, source=inp.source,
+                             split=inp.split, show_progress=show_progress)
+        art = store.work_dir(key) / "artifacts"
+        art.mkdir(parents=True, exist_ok=True)
+        (art / "quarantine.jsonl").unlink(missing_ok=True)
+        if got.quarantine:
+            with open(art / "quarantine.jsonl", "w") as f:
+                for r in got.quarantine:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        got_box.append(got)
+        return got.table
+
+    def meta() -> dict:
+        got = got_box[0]
+        return {"stage": "ingest", "warnings": got.warnings, "files": [str(p) for p in got.files],
+                "record_counts": got.record_counts}
+
+    table, cached = store.get_or_compute(key, compute, meta_fn=meta)
+    if got_box:
+        got = got_box[0]
+        return Ingest(key, table, got.quarantine, got.warnings, [str(p) for p in got.files], False,
+                      time.perf_counter() - t0, got.n_records)
+    m = store.manifest(key)
+    qpath = store.artifacts(key) / "quarantine.jsonl"
+    quarantine = [json.loads(l) for l in qpath.read_text().splitlines()] if qpath.exists() else []
+    n_records = sum(m["record_counts"].values()) if m.get("record_counts") else len(table) + len(quarantine)
+    for w in m.get("warnings", []):
         log.warning("%s", w)
-    art = store.work_dir(key) / "artifacts"
-    art.mkdir(parents=True, exist_ok=True)
-    if got.quarantine:
-        with open(art / "quarantine.jsonl", "w") as f:
-            for r in got.quarantine:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    store.commit(key, got.table, {"stage": "ingest", "warnings": got.warnings, "files": [str(p) for p in got.files]})
-    return Ingest(key, store.load_table(key), got.quarantine, got.warnings, [str(p) for p in got.files],
-                  False, time.perf_counter() - t0)
+    return Ingest(key, table, quarantine, m.get("warnings", []), m.get("files", []), True,
+                  time.perf_counter() - t0, n_records)
 
 
 def _known_columns(stage: Stage) -> list[str]:
@@ -105,9 +120,9 @@ class Runner:
         show_progress: draw progress bars (default True).
     """
 
-    def __init__(self, store: StageStore, seed: int = 0, show_progress: bool = True):
+    def __init__(self, store: StageStore, seed: int | None = 0, show_progress: bool = True):
         self.store = store
-        self.seed = seed
+        self.seed = 0 if seed is None else seed
         self.show_progress = show_progress
 
     def context(self, key: str) -> StageContext:
@@ -122,16 +137,15 @@ class Runner:
         kind = "selector" if isinstance(stage, Selector) else "annotator"
         rec = StepRecord(label=label, type=stage.name, kind=kind, key=key, params=stage.cache_params(), rows_in=len(table))
         t0 = time.perf_counter()
-        rec.cached = self.store.has(key)
         if isinstance(stage, Annotator):
-            if rec.cached:
-                out = self.store.load_table(key)
-            else:
+            def compute() -> pa.Table:
                 log.info("running %s on %d rows", label, len(table))
                 out = stage.annotate(table, self.context(key))
                 if len(out) != len(table):
                     raise RuntimeError(f"{label}: annotator returned {len(out)} rows for {len(table)}")
-                self.store.commit(key, out, {"stage": label, "params": rec.params})
+                return out
+
+            out, rec.cached = self.store.get_or_compute(key, compute, {"stage": label, "params": rec.params})
             for name in out.column_names:
                 col = out.column(name)
                 i = table.schema.get_field_index(name)
@@ -139,12 +153,12 @@ class Runner:
             rec.columns_added = out.column_names
             result: pa.Table | Selection = out
         elif isinstance(stage, Selector):
-            if rec.cached:
-                sel = Selection.from_table(self.store.load_table(key))
-            else:
+            def compute() -> pa.Table:
                 log.info("running %s on %d rows", label, len(table))
-                sel = stage.check(stage.select(table, self.context(key)), len(table))
-                self.store.commit(key, sel.to_table(), {"stage": label, "params": rec.params})
+                return stage.check(stage.select(table, self.context(key)), len(table)).to_table()
+
+            sel_table, rec.cached = self.store.get_or_compute(key, compute, {"stage": label, "params": rec.params})
+            sel = stage.check(Selection.from_table(sel_table), len(table))
             reasons, counts = np.unique(sel.reason[~sel.keep].astype(str), return_counts=True)
             rec.dropped = {str(r): int(c) for r, c in zip(reasons, counts)}
             table = table.filter(pa.array(sel.keep))
@@ -181,9 +195,16 @@ class Runner:
 
     def execute(self, cfg: RunConfig) -> tuple[Ingest, pa.Table, Ledger, list[StepRecord], str]:
         """Ingest and run a whole recipe; returns (ingest, final table, ledger, records, final key)."""
+        from curate.preflight import check_after_ingest, check_before_ingest
+
+        stages = cfg.build_stages()
+        check_before_ingest(stages)
         ing = ingest(cfg, self.store, self.show_progress)
-        ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist())
-        table, key, records = self.run_stages(cfg.build_stages(), ing.table, ing.key, ledger)
+        check_after_ingest(stages, ing.table)
+        ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist(),
+                        n_input=ing.n_records if ing.n_records >= 0 else None)
+        ledger.check()  # ingest itself lost nothing
+        table, key, records = self.run_stages(stages, ing.table, ing.key, ledger)
         return ing, table, ledger, records, key
 
 
@@ -226,7 +247,13 @@ def run(config, output_dir: str | None = None, show_progress: bool = True, cache
     if cache_dir is not None:
         cfg = cfg.model_copy(update={"cache_dir": str(cache_dir)})
     t0 = time.perf_counter()
-    runner = Runner(StageStore(cfg.cache_dir), seed=cfg.seed, show_progress=show_progress)
-    ing, table, ledger, records, final_key = runner.execute(cfg)
-    return write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0,
-                     show_progress=show_progress)
+    store = StageStore(cfg.cache_dir)
+    runner = Runner(store, seed=cfg.seed, show_progress=show_progress)
+    try:
+        ing, table, ledger, records, final_key = runner.execute(cfg)
+        res = write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0,
+                        show_progress=show_progress, store=store)
+        store.record_run(cfg.output.dir, [ing.key] + [r.key for r in records], name=cfg.name)
+        return res
+    finally:
+        store.release()  # the shared holds on this run's keys (gc may remove them from now on)

@@ -1,8 +1,14 @@
 """The ledger: one row per input row with its final status, the stage and reason that decided it.
 
-Invariant (asserted by ``Ledger.check`` and tested everywhere)::
+Invariant (checked by ``Ledger.check`` and tested everywhere)::
 
     n_input == n_selected + n_dropped + n_quarantined
+
+``n_input`` is the number of records the readers counted where they read them (non-blank lines,
+JSON array items, Parquet/CSV rows; see ``Ingested.n_records``), not a sum of the other three,
+so a row lost anywhere between reading and writing breaks it. Provenance ids are unique: a
+quarantined row whose own id is missing or also used by another row is named by its place
+(``file:line``; suffixed ``#2``, ``#3``... in the unlikely case that is taken too).
 
 Columns of ``provenance.parquet``: ``id``, ``status`` (selected / dropped / quarantined),
 ``stage`` (the stage's position and type, e.g. ``1:exact_dedup``; ``ingest`` for quarantine),
@@ -19,15 +25,23 @@ from curate.schema import DROPPED, QUARANTINED, SELECTED
 from curate.stage import Selection
 
 
+class LedgerError(RuntimeError):
+    """Rows were lost or invented: the provenance invariant does not hold (a bug, never input)."""
+
+
 class Ledger:
     """Tracks every ingested row through the stages.
 
     Args:
         ids: (n,) ids of the ingested (readable) rows, in ingest order.
         quarantine: records of rows that could not be read (``file``, ``line``, ``reason``, ...).
+        sources: (n,) source of each row, or None.
+        n_input: records counted independently at read time (default None: len(ids) +
+            len(quarantine), for in-memory inputs that were not read from files).
     """
 
-    def __init__(self, ids: list[str], quarantine: list[dict] | None = None, sources: list | None = None):
+    def __init__(self, ids: list[str], quarantine: list[dict] | None = None, sources: list | None = None,
+                 n_input: int | None = None):
         self.ids = np.array(ids, dtype=object)
         self.index = {i: k for k, i in enumerate(ids)}
         n = len(ids)
@@ -37,6 +51,9 @@ class Ledger:
         self.extras: dict[str, np.ndarray] = {"dup_of": np.full(n, None, dtype=object)}
         self.sources = np.array(sources if sources is not None else [None] * n, dtype=object)
         self.quarantine = list(quarantine or [])
+        self.n_input = len(ids) + len(self.quarantine) if n_input is None else int(n_input)
+        if len(self.index) != n:
+            raise LedgerError(f"provenance: {n - len(self.index)} ingested ids are not unique")
 
     def positions(self, ids) -> np.ndarray:
         return np.fromiter((self.index[i] for i in ids), dtype=np.int64, count=len(ids))
@@ -73,28 +90,48 @@ class Ledger:
     @property
     def counts(self) -> dict[str, int]:
         return {
-            "n_input": len(self.ids) + len(self.quarantine),
+            "n_input": self.n_input,
             "n_selected": int((self.status == SELECTED).sum()),
             "n_dropped": int((self.status == DROPPED).sum()),
             "n_quarantined": len(self.quarantine),
         }
 
     def check(self) -> None:
+        """Raise :class:`LedgerError` unless every counted input row has exactly one final status."""
         c = self.counts
         if c["n_input"] != c["n_selected"] + c["n_dropped"] + c["n_quarantined"]:
-            raise AssertionError(f"provenance invariant broken: {c}")
+            raise LedgerError(f"provenance invariant broken: {c} (n_input was counted where the rows were read)")
+        bad = ~np.isin(self.status.astype(str), [SELECTED, DROPPED]) if len(self.status) else np.zeros(0, bool)
+        if bad.any():
+            raise LedgerError(f"provenance: {int(bad.sum())} rows have an unknown status")
         missing = (self.status == DROPPED) & np.array([r is None for r in self.reason], dtype=bool)
         if missing.any():
-            raise AssertionError(f"{int(missing.sum())} dropped rows have no reason")
+            raise LedgerError(f"{int(missing.sum())} dropped rows have no reason")
+
+    def _quarantine_ids(self) -> list[str]:
+        """Unique provenance ids for quarantined rows (see module docstring)."""
+        taken = set(self.index)
+        out = []
+        for r in self.quarantine:
+            own = r.get("id")
+            place = r.get("file") if r.get("line") is None else f"{r.get('file')}:{r.get('line')}"
+            cand = str(own) if own is not None and r.get("reason") != "duplicate_id" else str(place)
+            if cand in taken:
+                cand = str(place)
+            base, k = cand, 1
+            while cand in taken:
+                k += 1
+                cand = f"{base}#{k}"
+            taken.add(cand)
+            out.append(cand)
+        return out
 
     def to_table(self) -> pa.Table:
         """The provenance table: readable rows in ingest order, then quarantined rows."""
         self.check()
         q = self.quarantine
         nq = len(q)
-        # a quarantined row's own id may be missing or (duplicate_id) taken: name it by its place
-        qids = [str(r["id"]) if r.get("id") is not None and r.get("reason") != "duplicate_id"
-                else r.get("file") if r.get("line") is None else f"{r.get('file')}:{r.get('line')}" for r in q]
+        qids = self._quarantine_ids()
         cols = {
             "id": list(self.ids) + qids,
             "status": list(self.status) + [QUARANTINED] * nq,

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute in _canonical_passthrough)
 
+from curate import schema
 from curate.adapters import FIELD_KEYS, INPUT_KEYS, INSTRUCTION_KEYS, OUTPUT_KEYS, RowError
+from curate.provenance import LedgerError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv",
-                      ".jsonl.gz", ".ndjson.gz", ".json.gz")
+                      ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst")
+# Errors a damaged compressed stream raises while being read (gzip: EOFError/BadGzipFile/zlib,
+# zstd through pyarrow: ArrowException/OSError).
+_STREAM_ERRORS = (EOFError, OSError, zlib.error, pa.ArrowException)
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _RAW_CHARS = 500
 _RECORD_KEYS = {None, *FIELD_KEYS, *INSTRUCTION_KEYS, *INPUT_KEYS, *OUTPUT_KEYS}
@@ -45,20 +53,46 @@ def _is_hf_dir(p: Path) -> bool:
 # Each reader yields (line, record_or_RowError, raw) where raw is a str snippet or None (then it
 # is rendered from the record only if the row turns out bad).
 
+class _ArrowRaw(io.RawIOBase):
+    """A pyarrow input stream as a Python raw stream (so it can be buffered and iterated by line)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.stream.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
 def _open_bytes(p: Path):
-    return gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")
+    name = p.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(p, "rb")
+    if name.endswith(".zst"):  # Zstandard through pyarrow's codec (no extra dependency)
+        return io.BufferedReader(_ArrowRaw(pa.CompressedInputStream(pa.OSFile(str(p)), "zstd")), 1 << 20)
+    return open(p, "rb")
 
 
 def _head(p: Path, n: int = 8192) -> bytes:
     try:
         with _open_bytes(p) as fh:
             return fh.read(n)
-    except (OSError, EOFError) as e:  # BadGzipFile is an OSError
-        raise _FileError(f"cannot read ({e})") from None
+    except _STREAM_ERRORS as e:  # BadGzipFile is an OSError
+        raise _FileError(f"cannot read ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
 
 
 def _check_text_file(p: Path, head: bytes, what: str) -> None:
-    if b"\0" in head:
+    # A text file may hold a stray NUL on one bad line (that line is quarantined); a binary file
+    # (or UTF-16 text) is full of them.
+    if head.count(b"\0") > max(1, len(head) // 100):
         raise _FileError(f"not a {what} file (binary content)")
 
 
@@ -74,19 +108,27 @@ def _parse_line(b: bytes, max_row_bytes: int):
         return json.loads(s), s
     except json.JSONDecodeError as e:
         return RowError("malformed_json", f"malformed JSON: {e.msg} at column {e.colno}"), s[:_RAW_CHARS]
+    except RecursionError:
+        return RowError("malformed_json", "JSON nested too deeply to parse (Python's recursion limit)"), s[:_RAW_CHARS]
 
 
 def _read_jsonl(p: Path, max_row_bytes: int) -> Iterator[tuple]:
     head = _head(p)
     _check_text_file(p, head, "JSON Lines")
+    lineno = 0
     with _open_bytes(p) as fh:
-        for lineno, b in enumerate(fh, 1):
-            if lineno == 1 and b.startswith(b"\xef\xbb\xbf"):
-                b = b[3:]
-            if not b.strip():
-                continue
-            rec, raw = _parse_line(b, max_row_bytes)
-            yield lineno, rec, raw
+        try:
+            for lineno, b in enumerate(fh, 1):
+                if lineno == 1 and b.startswith(b"\xef\xbb\xbf"):
+                    b = b[3:]
+                if not b.strip():
+                    continue
+                rec, raw = _parse_line(b, max_row_bytes)
+                yield lineno, rec, raw
+        except _STREAM_ERRORS as e:  # a truncated or corrupt compressed stream: keep what was read
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            yield lineno + 1, RowError("truncated_file", f"the file cannot be read past line {lineno} ({msg}); "
+                                       "the rest of it is this one record"), ""
 
 
 def _read_json(p: Path, max_row_bytes: int) -> Iterator[tuple]:
@@ -96,8 +138,11 @@ def _read_json(p: Path, max_row_bytes: int) -> Iterator[tuple]:
         return
     if head[:1] not in (b"[", b"{"):
         raise _FileError(f"not a JSON file (starts with {head[:20]!r})")
-    with _open_bytes(p) as fh:
-        data = fh.read()
+    try:
+        with _open_bytes(p) as fh:
+            data = fh.read()
+    except _STREAM_ERRORS as e:
+        raise _FileError(f"cannot read ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
     # surrogateescape keeps invalid bytes as lone surrogates so each element can be checked.
     text = data.decode("utf-8", "surrogateescape").lstrip("\ufeff \t\r\n")
     if text.startswith("{"):
@@ -105,6 +150,9 @@ def _read_json(p: Path, max_row_bytes: int) -> Iterator[tuple]:
             obj = json.loads(text)
         except json.JSONDecodeError:  # "Extra data": JSON Lines content in a .json file
             yield from _read_jsonl(p, max_row_bytes)
+            return
+        except RecursionError:
+            yield 1, RowError("malformed_json", "JSON nested too deeply to parse (Python's recursion limit)"), text[:_RAW_CHARS]
             return
         (key, val), = obj.items() if isinstance(obj, dict) and len(obj) == 1 else ((None, None),)
         if key not in _RECORD_KEYS and isinstance(val, list) and val and all(isinstance(v, dict) for v in val):
@@ -130,6 +178,8 @@ def _iter_json_array(text: str, max_row_bytes: int) -> Iterator[tuple]:
             err = None
         except json.JSONDecodeError as e:
             obj, end, err = None, pos, e
+        except RecursionError:
+            obj, end, err = None, pos, json.JSONDecodeError("nested too deeply to parse", text, pos)
         if err is None:
             nxt = ws.match(text, end).end()
             if text[nxt:nxt + 1] not in (",", "]"):
@@ -256,9 +306,9 @@ def _records_for(entry: Path | str, max_row_bytes: int, split: str) -> Iterator[
     if entry.is_dir():
         return _read_hf_dir(entry, max_row_bytes, split)
     suf = _suffix(entry)
-    if suf in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
+    if suf in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst"):
         return _read_jsonl(entry, max_row_bytes)
-    if suf in (".json", ".json.gz"):
+    if suf in (".json", ".json.gz", ".json.zst"):
         return _read_json(entry, max_row_bytes)
     if suf in (".csv", ".tsv"):
         return _read_csv(entry, max_row_bytes)
@@ -267,3 +317,56 @@ def _records_for(entry: Path | str, max_row_bytes: int, split: str) -> Iterator[
     raise InputError(f"{entry}: unsupported file type {suf!r} (supported: {', '.join(SUPPORTED_SUFFIXES)})")
 
 
+# ---------------------------------------------------------------- counting (the ledger's n_input)
+
+class _Counted:
+    """Iterator wrapper counting the records a reader yields (the independent ingest count)."""
+
+    def __init__(self, records: Iterator[tuple]):
+        self.it, self.n = iter(records), 0
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self) -> tuple:
+        item = next(self.it)
+        self.n += 1
+        return item
+
+
+def _check_file_count(name: str, counted: int, kept: int, quarantined: int) -> None:
+    if counted != kept + quarantined:
+        raise LedgerError(f"{name}: provenance invariant broken at ingest: {counted} records read, but "
+                          f"{kept} kept + {quarantined} quarantined = {kept + quarantined}")
+
+
+def _canonical_passthrough(data: pa.Table, source: str) -> pa.Table:
+    n = data.num_rows
+    if n == 0:
+        raise InputError(f"{source}: input is empty")
+    ids = data.column(schema.ID)
+    if ids.null_count or not pa.types.is_string(ids.type):
+        ids = pa.chunked_array([pa.array([None if v is None else str(v) for v in ids.to_pylist()], pa.string())])
+    if ids.null_count:
+        raise InputError(f"{source}: the id column has {ids.null_count} nulls")
+    if pa.compute.count_distinct(ids).as_py() != n:
+        raise InputError(f"{source}: the id column has duplicates")
+    cols, names = [], []
+    for f in schema.CANONICAL_SCHEMA:
+        if f.name == schema.ID:
+            col = ids
+        elif f.name in data.column_names:
+            col = data.column(f.name)
+            if col.type != f.type:
+                try:
+                    col = col.cast(f.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise InputError(f"{source}: column {f.name!r} is {col.type}, expected {f.type} ({e})") from None
+        elif f.name == schema.SOURCE:
+            col = pa.array([source] * n, pa.string())
+        else:
+            col = pa.nulls(n, f.type)
+        cols.append(col)
+        names.append(f.name)
+    rest = [c for c in data.column_names if c not in schema.CANONICAL_COLUMNS]
+    return pa.Table.from_arrays(cols + [data.column(c) for c in rest], names=names + rest)

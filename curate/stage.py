@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -74,21 +75,20 @@ class StageContext:
         shard_dir = self.work_dir / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
         starts = list(range(0, n_rows, shard_size)) or [0]
-        done = sum((shard_dir / f"{a:012d}-{min(a + shard_size, n_rows):012d}.npz").exists() for a in starts)
+        paths = [shard_dir / f"{a:012d}-{min(a + shard_size, n_rows):012d}.npz" for a in starts]
+        done = sum(p.exists() for p in paths)
         if done:
             log.info("%s: resuming, %d of %d shards already finished", desc, done, len(starts))
         parts: list[dict[str, np.ndarray]] = []
-        for start in tqdm(starts, desc=desc, disable=not self.show_progress, unit="shard"):
+        for start, path in tqdm(list(zip(starts, paths)), desc=desc, disable=not self.show_progress, unit="shard"):
             stop = min(start + shard_size, n_rows)
-            path = shard_dir / f"{start:012d}-{stop:012d}.npz"
             if path.exists():
-                with np.load(path, allow_pickle=False) as z:
-                    parts.append({k: z[k] for k in z.files})
-                continue
+                got = _load_shard(path)
+                if got is not None:
+                    parts.append(got)
+                    continue
             result = fn(start, stop)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **result)
-            os.replace(tmp, path)  # a shard is either whole or absent
+            _save_shard(path, result)
             parts.append(result)
         if not parts or not parts[0]:
             return {}
@@ -97,6 +97,50 @@ class StageContext:
     def clear(self) -> None:
         """Remove the scratch folder once the stage's output is committed."""
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _save_shard(path: Path, result: dict[str, np.ndarray]) -> None:
+    """Write a shard and its checksum sidecar; the shard appears (os.replace) only when whole."""
+    import xxhash
+
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **result)
+    data = tmp.read_bytes()
+    side = path.with_suffix(".sum.json")
+    side_tmp = path.with_suffix(".sum.tmp")
+    side_tmp.write_text(json.dumps({"size": len(data), "xxh3_128": xxhash.xxh3_128_hexdigest(data)}))
+    os.replace(side_tmp, side)
+    os.replace(tmp, path)  # a shard is either whole or absent
+
+
+def _load_shard(path: Path) -> dict[str, np.ndarray] | None:
+    """A finished shard's arrays, or None (moved to ``shards/damaged/``) if it fails its checksum."""
+    import xxhash
+
+    side = path.with_suffix(".sum.json")
+    problem = None
+    try:
+        data = path.read_bytes()
+        if not side.exists():  # written before checksums (or by hand): used if it loads, as cache entries are
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        want = json.loads(side.read_text())
+        if len(data) != want["size"]:
+            problem = f"{len(data)} bytes, expected {want['size']}"
+        elif xxhash.xxh3_128_hexdigest(data) != want["xxh3_128"]:
+            problem = "checksum mismatch"
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # bad zip, bad JSON, truncated
+        problem = f"unreadable ({type(e).__name__}: {str(e)[:80]})"
+    aside = path.parent / "damaged"
+    aside.mkdir(exist_ok=True)
+    for p in (path, side):
+        if p.exists():
+            os.replace(p, aside / p.name)
+    log.warning("shard %s is damaged (%s): moved to %s and recomputed", path, problem, aside)
+    return None
 
 
 @dataclass

@@ -50,7 +50,7 @@ def test_bad_config_is_one_line_exit_2(tmp_path):
     cfg = _recipe(tmp_path, stages=[{"type": "random", "budget": -1}])
     res = runner.invoke(app, ["run", str(cfg)])
     assert res.exit_code == 2
-    assert res.output.strip() == "error: stages[0].budget: budget must be >= 0, got -1"
+    assert res.output.strip() == "error: stages[0].budget: budget must be >= 1 (a count of rows to keep; for a share of the pool use a fraction such as 0.1), got -1"
 
 
 def test_empty_input_is_one_line_exit_2(tmp_path):

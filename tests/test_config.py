@@ -19,13 +19,13 @@ def _with(**kw):
 def test_minimal_recipe_loads_and_builds_stages():
     cfg = load_config(BASE)
     assert [s.name for s in cfg.build_stages()] == ["exact_dedup", "random"]
-    assert cfg.input.max_row_bytes == 1_000_000 and cfg.seed == 0
+    assert cfg.input.max_row_bytes == 1_000_000 and cfg.seed is None  # run seed unset: stages keep their own
 
 
 @pytest.mark.parametrize("stages, match", [
     ([{"type": "exact_dedupe"}], r"stages\[0\]\.type: unknown stage type 'exact_dedupe' \(did you mean exact_dedup"),
     ([{"type": "random", "budgt": 10}], r"stages\[0\]\.budgt: unknown parameter for random \(did you mean 'budget'\?\); allowed: budget, seed"),
-    ([{"type": "random", "budget": -5}], r"stages\[0\]\.budget: budget must be >= 0"),
+    ([{"type": "random", "budget": -5}], r"stages\[0\]\.budget: budget must be >= 1"),
     ([{"type": "random", "budget": 1.5}], r"stages\[0\]\.budget: budget as a fraction must be in \(0, 1\]"),
     ([{"type": "exact_dedup"}, {"type": "top_k", "budget": 3}], r"stages\[1\] \(top_k\): .*score"),
     ([{"budget": 3}], r"stages\[0\] must be a mapping with a `type`"),

@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +117,7 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
                disable=not show_progress)
     parallel = num_proc > 1 and len(todo) > 1
     if parallel:
-        import multiprocessing as mp
+        from curate.parallel import process_pool
 
         # The parent is one of the num_proc processes: num_proc - 1 spawned workers take shards
         # from the front of the queue (each gets a copy: take, so only its shard's bytes are
@@ -130,7 +129,7 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
         n_workers = num_proc - 1
         queue = deque(todo)
         warmed = False
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn")) as ex:
+        with process_pool(n_workers) as ex:  # spawn workers that never re-run __main__ (stdin, -c, notebooks)
             pending: deque = deque()
             while queue or pending:
                 while queue and len(pending) < 2 * n_workers:

@@ -46,7 +46,7 @@ class RewardModel(Annotator):
     """
 
     name = "reward_model"
-    version = "1"
+    version = "2"  # 2: "pair" batches no longer mix pairs and single texts (cached v1 scores were wrong)
 
     def __init__(self, *, model: str, template: str = "chat", max_length: int = 1024,
                  label_index: int | None = None, column: str = "reward", dtype: str | None = None,
@@ -109,10 +109,16 @@ class RewardModel(Annotator):
         def fn(start: int, stop: int) -> dict[str, np.ndarray]:
             part = items[start:stop]
             lens = np.array([sum(len(s) for s in it) for it in part])
-            order = np.argsort(-lens, kind="stable")  # batch by length
+            arity = np.array([len(it) for it in part])
             out = np.full(len(part), np.nan)
-            for i in range(0, len(part), self.batch_size):
-                idx = order[i:i + self.batch_size]
+            # A batch holds rows of one arity only: with the "pair" template structured rows are
+            # (prompt, response) pairs and plain rows single texts, and one tokenizer call cannot mix them.
+            batches = []
+            for a in np.unique(arity):
+                rows = np.flatnonzero(arity == a)
+                rows = rows[np.argsort(-lens[rows], kind="stable")]  # batch by length
+                batches += [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+            for idx in batches:
                 batch = [part[j] for j in idx]
                 args = ([b[0] for b in batch],) if len(batch[0]) == 1 else ([b[0] for b in batch], [b[1] for b in batch])
                 enc = tok(*args, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
