@@ -132,7 +132,9 @@ def run_speed(data: Path, n: int, repeats: int, cache: Path) -> dict:
                             "over_128": float((lens > 128).mean()), "over_256": float((lens > 256).mean())}
     out["cos_128_vs_256"] = {"mean": float(cos.mean()), "min": float(cos.min()),
                              "mean_over_128": float(cos[lens > 128].mean()) if (lens > 128).any() else None}
+    cache.mkdir(parents=True, exist_ok=True)
     (cache / "speed.json").write_text(json.dumps(out, indent=2, default=str))
+    log.info("speed: %s", json.dumps(out["variants"], default=str))
     return out
 
 

@@ -175,7 +175,8 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
         text = pc.replace_with_mask(text, pa.array(mask), pa.array(fixed, pa.string()))
     reason[(reason == 0) & _np(pc.equal(text, ""))] = 4
     if span_check is not None:
-        _check_spans(records, *span_check)
+        fcols = dict(zip((ki, kx, ko), cols)) if fmt == "alpaca" else {kt: cols[0]}
+        _check_spans(records, *span_check, {k: v for k, v in fcols.items() if k})
     # ---- duplicate ids: a dict pass only when some id repeats or ids were seen before
     new_seen: dict[str, str] = {}  # merged into ``seen`` only on success (a fallback re-reads the input)
     dup_of: dict[int, str] = {}
@@ -274,10 +275,27 @@ def _object_spans(data: bytes) -> np.ndarray | None:
     return closes - opens + 1
 
 
-def _check_spans(records: list[dict], data: bytes, limit: int) -> None:
-    """Fall back unless the array has exactly one object per record, each within ``limit`` bytes."""
+def _check_spans(records: list[dict], data: bytes, limit: int, cols: dict[str, pa.Array]) -> None:
+    """Fall back unless every JSON array element is provably within ``limit`` bytes.
+
+    First a free bound: c_i = quoted keys and string values of the columns already built (a
+    lower bound of element i's raw span, escapes and other fields left out); spans and
+    separators add up to at most the file size F, so span_i <= c_i + (F - (n + 1) - sum_j c_j).
+    When that does not settle it, every element is measured (:func:`_object_spans`).
+    """
+    n = len(records)
+    c = np.full(n, 2, np.int64)
+    for key, col in cols.items():
+        if col is None or not pa.types.is_string(col.type):
+            continue
+        present = ~_np(col.is_null())
+        blen = np.asarray(pc.fill_null(pc.binary_length(col), 0).to_numpy(zero_copy_only=False), np.int64)
+        c += present * (len(json.dumps(key, ensure_ascii=False).encode()) + 3) + blen
+    slack = len(data) - (n + 1) - int(c.sum())
+    if slack >= 0 and int(c.max()) + slack <= limit:
+        return
     spans = _object_spans(data)
-    if spans is None or len(spans) != len(records):
+    if spans is None or len(spans) != n:
         raise _Fallback("JSON array elements could not be measured")
     if int(spans.max()) > limit:
         raise _Fallback("a row exceeds max_row_bytes")  # the per-row path quarantines it with its raw text

@@ -110,6 +110,9 @@ def test_row_too_large_json_array_bound(monkeypatch, tmp_path):
     p.write_text(json.dumps(recs))
     fast, slow = _both(monkeypatch, lambda: cio.read_input(p, max_row_bytes=200))
     _same(fast, slow)
+    p.write_text(json.dumps(recs, separators=(",", ":")))  # compact: the file-size bound settles it
+    fast, slow = _both(monkeypatch, lambda: cio.read_input(p, max_row_bytes=400))
+    _same(fast, slow)
     recs[3]["output"] = "y" * 400  # one row over the limit: the per-row path must decide
     p.write_text(json.dumps(recs))
     assert aa.read_fast([(p, "a.json")], format=None, fields=None, id_field=None, source=None,
