@@ -129,7 +129,7 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
         raise _Fallback("empty input or non-object rows")
     if fmt == "auto":
         fmt = detect_format(records[:_DETECT_N], fields)
-    if fmt not in ("alpaca", "text"):
+    if fmt not in ("alpaca", "text", "messages"):
         raise _Fallback(f"format {fmt!r}")
     keys = set().union(*records)
     # Errors in the per-row path's order: id, then the fields; the first one found wins.
@@ -157,25 +157,34 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
                 3: f"missing field {' or '.join(repr(k) for k in _keys('output', fields))}",
                 4: "instruction, input and output are all blank"}
         missing = [(2, cols[0]), (3, cols[2])]
-    else:
+    elif fmt == "text":
         kt = _keys("text", fields)[0]
         cols = [_column(records, kt, pa.string()) if kt in keys else pa.nulls(n, pa.string())]
         consumed.add(kt)
         msgs = {2: f"missing field {kt!r}", 4: f"field {kt!r} is blank"}
         missing = [(2, cols[0])]
-    for code, c in missing:
-        reason[(reason == 0) & _np(c.is_null())] = code
-    text, unsafe = _render(cols)
-    todo = np.flatnonzero(unsafe & (reason == 0))
+    else:
+        km = _keys("messages", fields)[0]
+        consumed.add(km)
+        msgs = {2: f"missing field {km!r}", 4: f"conversation in {km!r} has no non-blank turn",
+                6: "conversation has no user turn", 7: "conversation has no assistant turn after the first user turn"}
+        text, ins_c, out_c, msg_c, row_msgs = _messages(records, km, reason)
+    if fmt != "messages":
+        for code, c in missing:
+            reason[(reason == 0) & _np(c.is_null())] = code
+        text, unsafe = _render(cols)
+    todo = np.flatnonzero(unsafe & (reason == 0)) if fmt != "messages" else []
     if len(todo):  # Python's exact strip/join for the few rows with non-ASCII or space edges
         py = [[records[i].get(k) for k in ((ki, kx, ko) if fmt == "alpaca" else (kt,))] for i in todo]
         fixed = [render_text(*v) if fmt == "alpaca" else (v[0] if v[0].strip() else "") for v in py]
         mask = np.zeros(n, bool)
         mask[todo] = True
         text = pc.replace_with_mask(text, pa.array(mask), pa.array(fixed, pa.string()))
-    reason[(reason == 0) & _np(pc.equal(text, ""))] = 4
+    if fmt != "messages":
+        reason[(reason == 0) & _np(pc.equal(text, ""))] = 4
+        row_msgs = {}
     if span_check is not None:
-        fcols = dict(zip((ki, kx, ko), cols)) if fmt == "alpaca" else {kt: cols[0]}
+        fcols = dict(zip((ki, kx, ko), cols)) if fmt == "alpaca" else {kt: cols[0]} if fmt == "text" else {}
         _check_spans(records, *span_check, {k: v for k, v in fcols.items() if k})
     # ---- duplicate ids: a dict pass only when some id repeats or ids were seen before
     new_seen: dict[str, str] = {}  # merged into ``seen`` only on success (a fallback re-reads the input)
@@ -201,7 +210,7 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
         elif reason[i] == 1:
             err, rid = ("missing_field", f"missing id field {id_key!r}"), None
         else:
-            err = ("empty_text" if reason[i] == 4 else "missing_field", msgs[int(reason[i])])
+            err = ("empty_text" if reason[i] == 4 else "missing_field", row_msgs.get(i) or msgs[int(reason[i])])
         raw = raws[i][:_RAW_CHARS] if raws is not None else _raw_of(records[i])
         quarantine.append({"file": name, "line": int(lines[i]), "id": rid, "reason": err[0], "error": err[1], "raw": raw})
     keep = reason == 0
@@ -215,6 +224,8 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
     canon = {schema.ID: kept(ids), schema.TEXT: kept(text), schema.SOURCE: pa.array([source] * k, pa.string())}
     if fmt == "alpaca":
         canon.update({schema.INSTRUCTION: kept(cols[0]), schema.INPUT: kept(cols[1]), schema.OUTPUT: kept(cols[2])})
+    elif fmt == "messages":
+        canon.update({schema.INSTRUCTION: kept(ins_c), schema.OUTPUT: kept(out_c), schema.MESSAGES: kept(msg_c)})
     arrays = [canon[f.name].cast(f.type) if f.name in canon else pa.nulls(k, f.type) for f in schema.CANONICAL_SCHEMA]
     names = list(schema.CANONICAL_COLUMNS)
     kept_recs = records if k == n else [records[i] for i in idx]
@@ -227,6 +238,91 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
     if seen is not None:
         seen.update(new_seen)
     return pa.Table.from_arrays(arrays, names=names), quarantine
+
+
+def _messages(records: list[dict], key: str, reason: np.ndarray):
+    """The ``messages`` adapter over a list<struct<role, content>> column (sets ``reason`` in place).
+
+    Returns (text, instruction, output, messages) arrays of length n and {row: error message}
+    for rows whose error names a turn. Falls back for content parts, non-ASCII roles, or any
+    other shape the per-row adapter handles itself.
+    """
+    from curate.adapters import ROLE_MAP
+
+    n = len(records)
+    col = _column(records, key)
+    if pa.types.is_null(col.type):
+        reason[reason == 0] = 2
+        null = pa.nulls(n, pa.string())
+        return null, null, null, pa.nulls(n, schema.MESSAGE_TYPE), {}
+    if not pa.types.is_list(col.type) or not pa.types.is_struct(col.type.value_type):
+        raise _Fallback(f"{key!r} is {col.type}")
+    st = col.type.value_type
+    names = [st.field(i).name for i in range(st.num_fields)]
+    if "role" not in names or any(not pa.types.is_string(st.field(f).type) and not pa.types.is_null(st.field(f).type)
+                                  for f in ("role", "content") if f in names):
+        raise _Fallback("turns without string role/content")
+    reason[(reason == 0) & _np(col.is_null())] = 2
+    flat = col.flatten()
+    if flat.null_count:
+        raise _Fallback("a turn is not an object")  # per-row: wrong_type
+    parent = pc.list_parent_indices(col).to_numpy()
+    starts = np.asarray(col.offsets.to_numpy()[:-1], np.int64) - int(col.offsets[0].as_py())
+    pos = np.arange(len(flat)) - starts[parent]  # index of the turn inside its conversation
+    role = flat.field("role").cast(pa.string())
+    content = flat.field("content").cast(pa.string()) if "content" in names else pa.nulls(len(flat), pa.string())
+    content = pc.fill_null(content, "")  # a missing content is "" (per-row: _content(None))
+    bad_role = _np(role.is_null())
+    if bad_role.any():
+        rows, first = np.unique(parent[bad_role], return_index=True)
+        row_msgs = {}
+        for r, j in zip(rows.tolist(), np.flatnonzero(bad_role)[first].tolist()):
+            if reason[r] == 0:
+                reason[r] = 5
+                row_msgs[r] = f"{key}[{int(pos[j])}] has no string 'role'"
+    else:
+        row_msgs = {}
+    if not _np(pc.string_is_ascii(pc.fill_null(role, ""))).all():
+        raise _Fallback("non-ASCII role")  # str.lower and Arrow's lower could disagree
+    mapped = pc.utf8_lower(pc.fill_null(role, ""))
+    for k, v in ROLE_MAP.items():
+        if k != v:
+            mapped = pc.if_else(pc.equal(mapped, k), v, mapped)
+    # canonical text: every non-blank turn, stripped, joined by a blank line
+    safe = _edge_safe(content)
+    keep_turn = ~_np(pc.equal(content, ""))
+    kept_parent = parent[keep_turn]
+    counts = np.bincount(kept_parent, minlength=n)
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), content.filter(pa.array(keep_turn)))
+    text = pc.binary_join(lists, "\n\n")
+    unsafe_rows = np.unique(parent[~safe])
+    todo = [r for r in unsafe_rows.tolist() if reason[r] == 0]
+    if todo:
+        fixed = [render_text(messages=records[r][key]) for r in todo]  # plain-string contents here
+        mask = np.zeros(n, bool)
+        mask[todo] = True
+        text = pc.replace_with_mask(text, pa.array(mask), pa.array(fixed, pa.string()))
+    reason[(reason == 0) & _np(pc.equal(text, ""))] = 4
+    # first user turn, then the first assistant turn after it
+    m = mapped.to_numpy(zero_copy_only=False)
+    is_user, is_asst = m == "user", m == "assistant"
+    first_user = np.full(n, -1, np.int64)
+    u_rows, u_first = np.unique(parent[is_user], return_index=True)
+    first_user[u_rows] = np.flatnonzero(is_user)[u_first]
+    a_idx = np.flatnonzero(is_asst)
+    a_idx = a_idx[(first_user[parent[a_idx]] >= 0) & (a_idx > first_user[parent[a_idx]])]
+    first_asst = np.full(n, -1, np.int64)
+    a_rows, a_first = np.unique(parent[a_idx], return_index=True)
+    first_asst[a_rows] = a_idx[a_first]
+    reason[(reason == 0) & (first_user < 0)] = 6
+    reason[(reason == 0) & (first_asst < 0)] = 7
+    ins = content.take(pa.array(np.maximum(first_user, 0))) if len(content) else pa.nulls(n, pa.string())
+    out = content.take(pa.array(np.maximum(first_asst, 0))) if len(content) else pa.nulls(n, pa.string())
+    turns = pa.StructArray.from_arrays([mapped, content], names=["role", "content"])
+    full_offsets = np.r_[0, np.cumsum(np.bincount(parent, minlength=n))].astype(np.int32)
+    msgs = pa.ListArray.from_arrays(pa.array(full_offsets), turns, type=schema.MESSAGE_TYPE)
+    return text, ins, out, msgs, row_msgs
 
 
 def _extra_order(kept: list[dict], consumed: set) -> list[str]:

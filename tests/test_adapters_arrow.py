@@ -121,7 +121,37 @@ def test_row_too_large_json_array_bound(monkeypatch, tmp_path):
     assert [q["reason"] for q in got.quarantine] == ["row_too_large"]
 
 
+MESSAGES = [
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
+                  {"role": "assistant", "content": " Hello!\n"}]},
+    {"messages": [{"role": "Human", "content": "q1"}, {"role": "GPT", "content": "a1"},
+                  {"role": "user", "content": "q2"}, {"role": "bot", "content": "a2"}], "extra": 1},
+    {"messages": [{"role": "assistant", "content": "first"}, {"role": "user", "content": "then"}]},  # no reply
+    {"messages": [{"role": "system", "content": "only system"}]},                                    # no user
+    {"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": ""}]},         # empty
+    {"messages": [{"role": "user", "content": "x"}, {"content": "no role"}]},                         # role
+    {"messages": None},
+    {"messages": []},
+    {"messages": [{"role": "user", "content": None}, {"role": "tool", "content": "\u00a0t\u00a0"},
+                  {"role": "assistant", "content": "ok"}], "extra": 2},
+]
+
+
+def test_messages_same_as_per_row(monkeypatch, tmp_path):
+    fast, slow = _both(monkeypatch, lambda: cio.from_records(MESSAGES))
+    _same(fast, slow)
+    assert sorted(q["reason"] for q in fast.quarantine) == ["empty_text", "empty_text", "missing_field",
+                                                            "missing_field", "missing_field", "missing_field"]
+    p = tmp_path / "m.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in MESSAGES))
+    fast, slow = _both(monkeypatch, lambda: cio.read_input(p))
+    _same(fast, slow)
+
+
 @pytest.mark.parametrize("recs", [
+    [{"messages": [{"role": "user", "content": [{"type": "text", "text": "parts"}]},
+                   {"role": "assistant", "content": "a"}]}],                                     # content parts
+    [{"messages": [{"role": "user", "content": "a"}, None]}],                                    # a null turn
     [{"instruction": "a", "output": 5}],                                    # wrong_type
     [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}],  # sharegpt
     [{"instruction": "a", "output": "b", "x": 1}, {"instruction": "c", "output": "d", "x": "s"}],  # mixed extra
