@@ -153,3 +153,60 @@ def test_lm_stage_key_has_dtype_and_weights(tmp_path, monkeypatch):
     assert Perplexity(model=str(tmp_path / "m.gguf")).cache_params()["resolved"]["weights"] != r["weights"]
     with pytest.raises(ValueError, match="dtype"):
         Perplexity(dtype="int4")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A random 2-layer Llama with a word-level tokenizer, saved like a real model."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = sorted({w for t in GOOD + BAD for w in t.split()})
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, pad_token_id=0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_lm_pooling_body_only_equals_last_hidden_state(tiny_llama):
+    import torch
+
+    from curate.embed.lm_pooling import encode_with, position_weighted_mean
+    from curate.models import load_causal_lm
+
+    lm, tok = load_causal_lm(tiny_llama, "cpu", "float32")
+    texts = GOOD + BAD
+    x = encode_with(lm, tok, texts, batch_size=3)
+    tok.padding_side = "right"
+    for i, t in enumerate(texts):  # one at a time, full model, last entry of hidden_states (the old path)
+        enc = tok([t], return_tensors="pt")
+        with torch.inference_mode():
+            hs = lm(**enc, output_hidden_states=True).hidden_states[-1]
+        np.testing.assert_allclose(x[i], position_weighted_mean(hs, enc["attention_mask"])[0].numpy(), atol=1e-5)
+
+
+def test_int8_lm_scores_follow_fp32(tiny_llama):
+    import torch
+    from scipy.stats import spearmanr
+
+    from curate.models import load_causal_lm
+    from curate.score import lm as lmlib
+
+    fp, tok = load_causal_lm(tiny_llama, "cpu", "float32")
+    q, _ = load_causal_lm(tiny_llama, "cpu", "int8")
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q.modules())
+    prompts, answers = [f"Question {i} " for i in range(8)], GOOD + BAD
+    a = lmlib.span_losses(fp, tok, prompts, answers, batch_size=4)["loss_target"]
+    b = lmlib.span_losses(q, tok, prompts, answers, batch_size=4)["loss_target"]
+    assert np.isfinite(b).all() and not np.allclose(a, b, atol=1e-7)
+    assert spearmanr(a, b)[0] > 0.9 and np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    with pytest.raises(ValueError, match="int8"):
+        load_causal_lm(tiny_llama, "cuda", "int8")
