@@ -139,22 +139,24 @@ def main() -> None:
     models = {"fp32": fp32, "bf16": copy.deepcopy(fp32).to(torch.bfloat16),
               "int8": quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)}
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    variants = {"bare_fp32": (fp32, True, contextlib.nullcontext), "fp32": (fp32, False, contextlib.nullcontext),
-                "bf16_autocast": (fp32, False, autocast), "bf16": (models["bf16"], False, contextlib.nullcontext),
-                "int8": (models["int8"], False, contextlib.nullcontext)}
+    bs = args.batch_size
+    variants = {"bare_fp32": (fp32, True, contextlib.nullcontext, bs), "fp32": (fp32, False, contextlib.nullcontext, bs),
+                "bf16_autocast": (fp32, False, autocast, bs), "bf16": (models["bf16"], False, contextlib.nullcontext, bs),
+                "int8": (models["int8"], False, contextlib.nullcontext, bs),
+                f"int8_batch{2 * bs}": (models["int8"], False, contextlib.nullcontext, 2 * bs)}
     n_tok = sum(len(x) for x in tok([p + a for p, a in zip(prompts, answers)])["input_ids"])
-    for name, (m, bare, ctx) in variants.items():  # warm-up
+    for name, (m, bare, ctx, b) in variants.items():  # warm-up
         run_all(m, tok, prompts[:2], answers[:2], texts[:2], 2, args.max_length, bare, ctx)
     secs, res = {}, {}
-    for name, (m, bare, ctx) in variants.items():
-        secs[name], res[name] = run_all(m, tok, prompts, answers, texts, args.batch_size, args.max_length, bare, ctx)
+    for name, (m, bare, ctx, b) in variants.items():
+        secs[name], res[name] = run_all(m, tok, prompts, answers, texts, b, args.max_length, bare, ctx)
         log.info("%s: %s", name, secs[name])
     # the fastest candidate once more with one thread, and the peer again (drift check)
     fastest = min((v for v in variants if v != "bare_fp32"), key=lambda v: sum(secs[v].values()))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    m, bare, ctx = variants[fastest]
-    secs[f"{fastest}_1thread"], res[f"{fastest}_1thread"] = run_all(m, tok, prompts, answers, texts, args.batch_size,
+    m, bare, ctx, b = variants[fastest]
+    secs[f"{fastest}_1thread"], res[f"{fastest}_1thread"] = run_all(m, tok, prompts, answers, texts, b,
                                                                     args.max_length, bare, ctx)
     torch.set_num_threads(threads)
     secs["bare_fp32_again"], res["bare_fp32_again"] = run_all(fp32, tok, prompts, answers, texts, args.batch_size,
@@ -175,7 +177,7 @@ def main() -> None:
     (res_dir / f"{args.out}.json").write_text(json.dumps(out, indent=2))
     md = [f"# Proxy-LM scoring on CPU vs a bare transformers fp32 loop (same run)", "",
           f"SmolLM2-135M-Instruct (GGUF dequantised), {args.rows} alpaca_44k rows ({n_tok} tokens, Alpaca template), "
-          f"batch {args.batch_size}, max_length {args.max_length}, {threads} torch threads unless noted. Speed-up = "
+          f"batch {args.batch_size} unless noted, max_length {args.max_length}, {threads} torch threads unless noted. Speed-up = "
           f"the peer's best of its two runs / the candidate's time; agreement against the peer's first run.", "",
           "| variant | perplexity s (x) | ifd s (x) | lm_pooling s (x) | Spearman ppl_response / ppl_text / IFD | "
           "min cos pooling |", "|---|---|---|---|---|---|"]
