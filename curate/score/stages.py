@@ -166,7 +166,9 @@ def ifd_losses(lm, tok, prompts: list[str], answers: list[str], tag: str, *, max
     Returns:
         ``loss_cond`` (n,), ``loss_uncond`` (n,) float64 and ``n_answer`` (n,) int64 tokens averaged.
     """
-    cond = lmlib.span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size)
+    # s(A|Q) needs the LM head only at answer positions: want_all=False skips it on the prompt
+    cond = lmlib.span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size,
+                             want_all=False)
     k = cond["n_target"]
     unc = lmlib.span_losses(lm, tok, [tag] * len(answers), answers, max_length=max_length,
                             batch_size=batch_size, max_target_tokens=k, want_all=False)
