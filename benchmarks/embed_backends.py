@@ -48,7 +48,7 @@ from embed_cache import DEFAULT_DATA, RESULTS, qqp_subset  # noqa: E402
 log = logging.getLogger("embed_backends")
 BACKENDS = {"torch": {"backend": "sentence_transformers"}, "onnx": {"backend": "onnx"},
             "onnx_int8": {"backend": "onnx", "precision": "int8"}, "static": {"backend": "static"}}
-EPS = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25)
+EPS = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 TOL_F1, TOL_APE = 0.02, 0.015
 

@@ -140,6 +140,9 @@ def _session(path: str, threads: int | None):
     if threads:
         so.intra_op_num_threads = threads
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads sleep instead of spinning: on a shared 2-core machine spinning steals
+    # the cores other jobs (and the other worker) need; measured no slower here.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
