@@ -30,13 +30,13 @@ def _planted_neighbours_found(rows, x):
 
 def test_onnx_matches_torch(torch_emb):
     rows, ref = torch_emb
-    x = Embed(backend="onnx").encode([r["text"] for r in rows])
+    x = Embed(backend="onnx", precision="float32").encode([r["text"] for r in rows])
     assert x.shape == ref.shape and x.dtype == np.float32
     cos = (x * ref).sum(1)
     assert cos.min() > 0.9999  # same graph, float32: rounding only
     # max_length is honoured the same way (truncation to 16 word pieces)
     short_t = Embed(backend="sentence_transformers", max_length=16, device="cpu").encode([rows[0]["text"]])
-    short_o = Embed(backend="onnx", max_length=16).encode([rows[0]["text"]])
+    short_o = Embed(backend="onnx", precision="float32", max_length=16).encode([rows[0]["text"]])
     assert float(short_t[0] @ short_o[0]) > 0.9999 and float(short_o[0] @ x[0]) < 0.999
 
 
@@ -80,7 +80,7 @@ def test_cache_key_follows_backend_precision_and_weights(tmp_path, monkeypatch):
     from curate.store import stage_key
 
     keys = {stage_key("p", Embed(backend=b, precision=p)) for b, p in
-            [("onnx", None), ("onnx", "int8"), ("static", None), ("sentence_transformers", None)]}
+            [("onnx", "float32"), ("onnx", "int8"), ("static", None), ("sentence_transformers", None)]}
     assert len(keys) == 4
     # same YAML, another device: bf16 autocast on a GPU is another result, so another key
     e = Embed(backend="sentence_transformers")

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("sentence_transformers", "onnx", "static", "lm_pooling")
 DEFAULT_BACKEND = "onnx"
+DEFAULT_ONNX_PRECISION = "float32"  # what precision=None means for onnx (docs/embeddings.md: measurements)
 DTYPES = ("float32", "float16")
 PRECISIONS = (None, "float32", "float16", "bfloat16", "int8")
 CAR_TEMPLATE = "Instruction: {instruction} Input: {input} Response: {output}"
@@ -176,7 +177,7 @@ class Embed(Annotator):
     def effective_precision(self) -> str:
         """The arithmetic that will run: depends on the device for the torch backends."""
         if self.backend == "onnx":
-            return "int8" if self.precision == "int8" else "float32"
+            return self.precision or DEFAULT_ONNX_PRECISION
         if self.backend == "static":
             return "float32"
         from curate.models import pick_device
@@ -213,7 +214,7 @@ class Embed(Annotator):
             from curate.embed.onnx_backend import encode_onnx
 
             return encode_onnx(texts, self.model, revision=self.revision, max_length=self.max_length,
-                               normalize=self.normalize, precision=self.precision,
+                               normalize=self.normalize, precision=self.effective_precision(),
                                batch_size=self.batch_size or 64, show_progress=show_progress)
         if self.backend == "static":
             from curate.embed.static import encode_static

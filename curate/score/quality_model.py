@@ -51,7 +51,10 @@ def default_embed_params() -> dict:
     from curate.embed.stage import Embed
 
     e = Embed()
-    return {"backend": e.backend, "precision": e.precision, "max_length": e.max_length}
+    # onnx/static precision does not depend on the device: save it resolved, so a later change
+    # of the default cannot silently change what a saved scorer expects
+    precision = e.effective_precision() if e.backend in ("onnx", "static") else e.precision
+    return {"backend": e.backend, "precision": precision, "max_length": e.max_length}
 
 
 def embedding_strings(f: RowFields, embedding_text: str = "text") -> list[str]:
