@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 BACKENDS = ("sentence_transformers", "onnx", "static", "lm_pooling")
 DEFAULT_BACKEND = "onnx"
 DEFAULT_ONNX_PRECISION = "float32"  # what precision=None means for onnx (docs/embeddings.md: measurements)
+# onnxruntime on 2 CPU cores runs MiniLM fastest one text at a time (no padding; measured 1-4 best,
+# 64 twice as slow), and int8's per-tensor activation scale then depends on the row alone.
+ONNX_BATCH_SIZE = 1
 DTYPES = ("float32", "float16")
 PRECISIONS = (None, "float32", "float16", "bfloat16", "int8")
 CAR_TEMPLATE = "Instruction: {instruction} Input: {input} Response: {output}"
@@ -107,8 +110,9 @@ class Embed(Annotator):
         embedding_dim: expected vector size (default None = whatever the model gives); when
             set, a model giving another size is an error.
         shard_size: rows per resumable shard (default 4096; execution-only).
-        batch_size: texts per forward pass (default None = 64 for sentence-transformers,
-            8 for ``lm_pooling``; execution-only).
+        batch_size: texts per forward pass (default None = 1 for onnx, 64 for
+            sentence-transformers, 8 for ``lm_pooling``; execution-only, except for onnx int8,
+            whose vectors depend on the batch: there it is part of the cache key).
         device: torch device (default None = cuda when present; execution-only).
         show_progress: progress bar over shards (default True; execution-only).
 
@@ -202,6 +206,9 @@ class Embed(Annotator):
         else:
             weights = embedder_fingerprint(self.model, self.revision)
         p["resolved"] = {"precision": self.effective_precision(), "weights": weights}
+        if p["resolved"]["precision"] == "int8":
+            # dynamic int8 quantises a whole batch with one scale: the batch changes the vectors
+            p["resolved"]["batch_size"] = self.batch_size or ONNX_BATCH_SIZE
         if self.backend == "static":
             from curate.embed.static import PCA_DIMS, SIF_COEFFICIENT
 
@@ -215,7 +222,7 @@ class Embed(Annotator):
 
             return encode_onnx(texts, self.model, revision=self.revision, max_length=self.max_length,
                                normalize=self.normalize, precision=self.effective_precision(),
-                               batch_size=self.batch_size or 64, show_progress=show_progress)
+                               batch_size=self.batch_size or ONNX_BATCH_SIZE, show_progress=show_progress)
         if self.backend == "static":
             from curate.embed.static import encode_static
 
