@@ -93,6 +93,8 @@ def cached_unit(cache: Path, name: str, fn):
         return z["x"], float(z["seconds"])
     t0 = time.perf_counter()
     x = fn()
+    if x is None:
+        raise FileNotFoundError(f"{path}: run the embedding unit first")
     secs = time.perf_counter() - t0
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path.with_suffix(".tmp.npz"), x=x, seconds=secs)
@@ -193,7 +195,7 @@ def report(data: Path, cache: Path, n_alpaca: int) -> None:
         r["qqp"]["best_f1_seed4321"] = max(pairwise_prf(gold, g2[e])[2] for e in EPS)
         X, secs = {}, 0.0
         src = b
-        if b == "torch" and not (cache / "ape-train-torch.npz").exists():
+        if b == "torch" and not all((cache / f"ape-{k}-torch.npz").exists() for k in ape):
             src = "onnx"  # see the note printed below: onnx fp32 reproduces torch to float rounding
             res["ape_torch_proxy"] = True
         for k in ape:
