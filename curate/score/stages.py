@@ -55,9 +55,12 @@ class _LMStage(Annotator):
         """Parameters plus the dtype that will run on this device and the weights' content hash."""
         from curate.models import pick_device, proxy_lm_fingerprint, resolve_lm_dtype
 
-        return {**super().cache_params(), "resolved": {
-            "dtype": resolve_lm_dtype(self.dtype, pick_device(self.device)),
-            "weights": proxy_lm_fingerprint(self.model)}}
+        resolved = {"dtype": resolve_lm_dtype(self.dtype, pick_device(self.device)),
+                    "weights": proxy_lm_fingerprint(self.model)}
+        if resolved["dtype"] == "int8":
+            # dynamic int8 quantises each batch's activations with one scale: the batch changes scores
+            resolved["batch_size"] = self.batch_size
+        return {**super().cache_params(), "resolved": resolved}
 
     def _load(self):
         from curate.models import load_causal_lm
