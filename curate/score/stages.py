@@ -98,6 +98,9 @@ class Perplexity(_LMStage):
     name = "perplexity"
     version = "1"
 
+    def output_columns(self) -> list[str]:
+        return ["ppl_response", "ppl_text"]
+
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
         lm, tok = self._load()
@@ -136,6 +139,9 @@ class IFD(_LMStage):
 
     name = "ifd"
     version = "1"
+
+    def output_columns(self) -> list[str]:
+        return ["ifd", "ifd_gt1", "ifd_loss_cond", "ifd_loss_uncond"]
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
@@ -204,6 +210,9 @@ class Heuristics(Annotator):
                 raise ValueError(f"columns must be a non-empty subset of {list(HEURISTIC_COLUMNS)}, got {columns!r}")
         self.field, self.columns = field, columns
 
+    def output_columns(self) -> list[str]:
+        return list(self.columns or HEURISTIC_COLUMNS)
+
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
         texts = heuristic_texts(f, self.field)
@@ -265,6 +274,9 @@ class QualityModelStage(Annotator):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.model_path, self.column = model_path, column
         self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+
+    def output_columns(self) -> list[str]:
+        return [self.column]
 
     def cache_params(self) -> dict:
         """Parameters plus the scorer file's content hash (a refitted shipped scorer reruns the stage)."""
