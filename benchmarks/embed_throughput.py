@@ -55,7 +55,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = StageContext(work_dir=Path(tmp) / "w", artifact_dir=Path(tmp) / "a", show_progress=False)
             t0 = time.perf_counter()
-            out = Embed(max_length=MAX_LENGTH, batch_size=a.batch_size).annotate(table, ctx)
+            out = Embed(backend="sentence_transformers", max_length=MAX_LENGTH, batch_size=a.batch_size).annotate(table, ctx)
             stage_t.append(time.perf_counter() - t0)
         x = embedding_matrix(out, "embedding")
         max_diff = float(np.abs(x - ref).max())
@@ -64,7 +64,7 @@ def main() -> None:
     # the stage's own work (texts from Arrow, shard files, output column) with the encoder
     # replaced by a lookup of the embeddings computed above: noise-free overhead
     with tempfile.TemporaryDirectory() as tmp:
-        stage_obj = Embed(max_length=MAX_LENGTH, batch_size=a.batch_size)
+        stage_obj = Embed(backend="sentence_transformers", max_length=MAX_LENGTH, batch_size=a.batch_size)
         pos = {t: i for i, t in enumerate(texts)}
         stage_obj.encode = lambda ts, show_progress=False: ref[[pos[t] for t in ts]]
         ctx = StageContext(work_dir=Path(tmp) / "w", artifact_dir=Path(tmp) / "a", show_progress=False)

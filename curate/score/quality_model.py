@@ -7,8 +7,13 @@ regression (real-valued labels) or a Bradley-Terry logistic model on pair differ
 ((pos, neg) pairs), all giving a score s(x) = w . z(x) + b with z the standardised features.
 
 Feature groups (``features``):
-    ``embedding``  - (384,) all-MiniLM-L6-v2 embedding of CaR's "Instruction: … Response: …"
-                     string (``text`` for plain rows), L2-normalised.
+    ``embedding``  - all-MiniLM-L6-v2 embedding (L2-normalised) of the row's canonical ``text``
+                     (``embedding_text="text"``, the default since issue 12: the very vector the
+                     pool's ``embed`` stage stores, so the stage reuses that column instead of
+                     embedding every row a second time), or of CaR's "Instruction: … Response: …"
+                     string (``embedding_text="car"``, the layout of scorers fitted before).
+                     ``embed_params`` (backend, precision, max_length) say which ``embed`` stage
+                     settings produce it; they are saved with the model.
     ``heuristics`` - the ``h_*`` Gopher heuristics of the response, counts as log1p.
     ``lm``         - SmolLM2 IFD losses s(A|Q), s(A) and their ratio (alpaca template, 512 tokens).
 
@@ -37,23 +42,74 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "quality_car_ape.npz"
 
 
+EMBEDDING_TEXTS = ("text", "car")
+LEGACY_EMBED_PARAMS = {"backend": "sentence_transformers", "precision": None, "max_length": None}
+
+
+def default_embed_params() -> dict:
+    """The ``embed`` stage's own defaults (backend, precision, max_length), resolved now."""
+    from curate.embed.stage import Embed
+
+    e = Embed()
+    # onnx/static precision does not depend on the device: save it resolved, so a later change
+    # of the default cannot silently change what a saved scorer expects
+    precision = e.effective_precision() if e.backend in ("onnx", "static") else e.precision
+    return {"backend": e.backend, "precision": precision, "max_length": e.max_length}
+
+
+def embedding_strings(f: RowFields, embedding_text: str = "text") -> list[str]:
+    """The strings the ``embedding`` group embeds: canonical ``text`` or CaR's layout.
+
+    Structured rows without a ``text`` (label files) get :func:`curate.adapters.render_text`,
+    the same rendering ingest gives them.
+    """
+    from curate.adapters import render_text
+
+    if embedding_text == "car":
+        return [car_string(a, x, o) if s else t
+                for a, x, o, t, s in zip(f.instruction, f.input, f.output, f.text, f.structured)]
+    if embedding_text != "text":
+        raise ValueError(f"embedding_text must be one of {EMBEDDING_TEXTS}, got {embedding_text!r}")
+    return [t if t else (render_text(a, x, o) if s else "")
+            for a, x, o, t, s in zip(f.instruction, f.input, f.output, f.text, f.structured)]
+
+
+def embed_stage(embedder: str, embed_params: dict, device: str | None = None, batch_size: int | None = None):
+    """The ``embed`` stage that computes (and can verify) the scorer's embedding feature."""
+    from curate.embed.stage import Embed
+
+    return Embed(model=None if embedder == "all-MiniLM-L6-v2" else embedder, device=device,
+                 batch_size=batch_size, show_progress=False, **embed_params)
+
+
 def compute_features(f: RowFields, features: tuple[str, ...], *, embedder: str = "all-MiniLM-L6-v2",
                      proxy_lm: str = "SmolLM2-135M-Instruct", batch_size: int = 64,
-                     device: str | None = None, show_progress: bool = False) -> np.ndarray:
-    """(n, d) float64 raw feature matrix for the requested groups, in FEATURE_GROUPS order."""
+                     device: str | None = None, show_progress: bool = False, embedding_text: str = "car",
+                     embed_params: dict | None = None, embeddings: np.ndarray | None = None) -> np.ndarray:
+    """(n, d) float64 raw feature matrix for the requested groups, in FEATURE_GROUPS order.
+
+    Args:
+        f: the rows.
+        features: groups to compute.
+        embedder, proxy_lm: models of the ``embedding`` and ``lm`` groups.
+        batch_size, device, show_progress: execution settings.
+        embedding_text: ``"car"`` (default, the layout before issue 12) or ``"text"``.
+        embed_params: ``embed`` stage settings for the embedding (default None = torch
+            sentence-transformers, the layout before issue 12).
+        embeddings: optional (n, d) precomputed embeddings of exactly these strings with these
+            settings (the pool's ``embedding`` column); skips the encoder.
+    """
     bad = [g for g in features if g not in FEATURE_GROUPS]
     if bad:
         raise ValueError(f"features must be a subset of {FEATURE_GROUPS}, got {list(features)!r}")
     blocks = []
-    strings = [car_string(a, x, o) if s else t
-               for a, x, o, t, s in zip(f.instruction, f.input, f.output, f.text, f.structured)]
     if "embedding" in features:
-        from curate.models import load_sentence_transformer
-
-        st = load_sentence_transformer(embedder, device)
-        e = st.encode(strings, batch_size=batch_size, normalize_embeddings=True,
-                      convert_to_numpy=True, show_progress_bar=show_progress)
-        blocks.append(np.asarray(e, dtype=np.float64).reshape(len(strings), -1))
+        if embeddings is None:
+            enc = embed_stage(embedder, embed_params or LEGACY_EMBED_PARAMS, device, batch_size)
+            embeddings = enc.encode(embedding_strings(f, embedding_text), show_progress=show_progress)
+        if len(embeddings) != len(f):
+            raise ValueError(f"embeddings has {len(embeddings)} rows for {len(f)} rows")
+        blocks.append(np.asarray(embeddings, dtype=np.float64).reshape(len(f), -1))
     if "heuristics" in features:
         texts = [o if s else t for o, t, s in zip(f.output, f.text, f.structured)]
         h = heuristics_matrix(texts)
@@ -90,6 +146,10 @@ class QualityModel:
         C: inverse L2 strength for the logistic models; ridge uses alpha = 1 / C (default 1.0).
         embedder: sentence-transformers model for ``embedding`` (default all-MiniLM-L6-v2).
         proxy_lm: causal LM for ``lm`` (default SmolLM2-135M-Instruct).
+        embedding_text: what ``embedding`` embeds: ``"text"`` (default; the canonical text,
+            reusable from the pool's ``embedding`` column) or ``"car"`` (CaR's string).
+        embed_params: ``embed`` stage settings {backend, precision, max_length} (default None =
+            the ``embed`` stage's defaults when the model is created; saved resolved).
 
     Attributes (after ``fit``):
         mean_, scale_: (d,) standardisation; coef_: (d,); intercept_: float; kind_: "logistic",
@@ -97,17 +157,56 @@ class QualityModel:
     """
 
     def __init__(self, *, features=("embedding", "heuristics"), C: float = 1.0,
-                 embedder: str = "all-MiniLM-L6-v2", proxy_lm: str = "SmolLM2-135M-Instruct"):
+                 embedder: str = "all-MiniLM-L6-v2", proxy_lm: str = "SmolLM2-135M-Instruct",
+                 embedding_text: str = "text", embed_params: dict | None = None):
         features = tuple(features)
+        if embedding_text not in EMBEDDING_TEXTS:
+            raise ValueError(f"embedding_text must be one of {EMBEDDING_TEXTS}, got {embedding_text!r}")
+        if embed_params is not None and (not isinstance(embed_params, dict)
+                                         or set(embed_params) - set(LEGACY_EMBED_PARAMS)):
+            raise ValueError(f"embed_params must be a dict with keys from {sorted(LEGACY_EMBED_PARAMS)}, "
+                             f"got {embed_params!r}")
         if not features or any(g not in FEATURE_GROUPS for g in features):
             raise ValueError(f"features must be a non-empty subset of {FEATURE_GROUPS}, got {features!r}")
         if not C > 0:
             raise ValueError(f"C must be > 0, got {C!r}")
         self.features = tuple(g for g in FEATURE_GROUPS if g in features)
         self.C, self.embedder, self.proxy_lm = float(C), embedder, proxy_lm
+        self.embedding_text, self.embed_params = embedding_text, embed_params
+
+    def resolved_embed_params(self) -> dict:
+        """``embed_params`` with the ``embed`` stage's defaults filled in."""
+        return {**default_embed_params(), **(self.embed_params or {})}
 
     def featurize(self, f: RowFields, **kw) -> np.ndarray:
-        return compute_features(f, self.features, embedder=self.embedder, proxy_lm=self.proxy_lm, **kw)
+        return compute_features(f, self.features, embedder=self.embedder, proxy_lm=self.proxy_lm,
+                                embedding_text=self.embedding_text, embed_params=self.resolved_embed_params(), **kw)
+
+    def embeddings_match(self, f: RowFields, embeddings: np.ndarray, n_check: int = 16,
+                         min_cos: float = 0.999) -> tuple[bool, str]:
+        """Whether ``embeddings`` (n, d) are what this scorer's embedder gives for rows ``f``.
+
+        Re-embeds ``n_check`` rows spread over the table and compares cosines: identical
+        settings give 1 up to float16 storage (> 0.9999); another backend, precision, model,
+        max_length or text layout gives less. Returns (match, reason for the log).
+        """
+        if "embedding" not in self.features:
+            return False, "the scorer has no embedding feature"
+        n = len(f)
+        if n == 0:
+            return True, "no rows"
+        idx = np.unique(np.linspace(0, n - 1, min(n_check, n)).astype(int))
+        sub = RowFields([f.instruction[i] for i in idx], [f.input[i] for i in idx], [f.output[i] for i in idx],
+                        [f.text[i] for i in idx], f.structured[idx])
+        enc = embed_stage(self.embedder, self.resolved_embed_params())
+        ref = enc.encode(embedding_strings(sub, self.embedding_text))
+        got = np.asarray(embeddings[idx], dtype=np.float32)
+        if got.shape != ref.shape:
+            return False, f"the column has {got.shape[1]}-d vectors, the scorer's embedder gives {ref.shape[1]}-d"
+        cos = (got * ref).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+        if cos.min() < min_cos:
+            return False, f"re-embedding {len(idx)} rows gives cosine {cos.min():.4f} < {min_cos} (another embedder)"
+        return True, f"{len(idx)} re-embedded rows agree (min cosine {cos.min():.6f})"
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None, *, X_neg: np.ndarray | None = None,
             info: dict | None = None) -> "QualityModel":
@@ -153,11 +252,12 @@ class QualityModel:
         """(n,) scores w . z + b from a raw feature matrix (higher = better)."""
         return self._z(X) @ self.coef_ + self.intercept_
 
-    def score(self, f: RowFields, *, batch_size: int = 64, device: str | None = None) -> np.ndarray:
-        """(n,) scores for rows, computing their features first."""
+    def score(self, f: RowFields, *, batch_size: int = 64, device: str | None = None,
+              embeddings: np.ndarray | None = None) -> np.ndarray:
+        """(n,) scores for rows, computing their features first (``embeddings``: precomputed, (n, d))."""
         if len(f) == 0:
             return np.zeros(0)
-        return self.decision(self.featurize(f, batch_size=batch_size, device=device))
+        return self.decision(self.featurize(f, batch_size=batch_size, device=device, embeddings=embeddings))
 
     def save(self, path: str | Path) -> Path:
         """Write one .npz (arrays + JSON spec); returns the path."""
@@ -165,6 +265,7 @@ class QualityModel:
         path.parent.mkdir(parents=True, exist_ok=True)
         spec = {"format": "curate.quality_model/1", "features": list(self.features), "C": self.C,
                 "embedder": self.embedder, "proxy_lm": self.proxy_lm, "kind": self.kind_,
+                "embedding_text": self.embedding_text, "embed_params": self.resolved_embed_params(),
                 "heuristic_columns": list(HEURISTIC_COLUMNS), "info": self.info_}
         with open(path, "wb") as fh:
             np.savez_compressed(fh, mean=self.mean_.astype(np.float64), scale=self.scale_.astype(np.float64),
@@ -184,7 +285,10 @@ class QualityModel:
             if spec["heuristic_columns"] != list(HEURISTIC_COLUMNS) and "heuristics" in spec["features"]:
                 raise ValueError(f"{path} was fitted on heuristics {spec['heuristic_columns']}, "
                                  f"this curate computes {list(HEURISTIC_COLUMNS)}; refit it")
-            m = cls(features=spec["features"], C=spec["C"], embedder=spec["embedder"], proxy_lm=spec["proxy_lm"])
+            # Files written before issue 12 embedded CaR's string with torch sentence-transformers.
+            m = cls(features=spec["features"], C=spec["C"], embedder=spec["embedder"], proxy_lm=spec["proxy_lm"],
+                    embedding_text=spec.get("embedding_text", "car"),
+                    embed_params=spec.get("embed_params", LEGACY_EMBED_PARAMS))
             m.mean_, m.scale_ = z["mean"].astype(np.float64), z["scale"].astype(np.float64)
             m.coef_, m.intercept_ = z["coef"].astype(np.float64), float(z["intercept"])
         m.kind_, m.info_ = spec["kind"], spec.get("info", {})

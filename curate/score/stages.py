@@ -23,7 +23,7 @@ from curate.stage import Annotator, StageContext
 log = logging.getLogger(__name__)
 
 LM_SHARD_ROWS = 512  # rows per resumable shard of LM scoring
-_DTYPES = (None, "float32", "bfloat16", "float16")
+_DTYPES = (None, "float32", "bfloat16", "float16", "int8")
 
 
 def _check_common(model, template, max_length, dtype, batch_size, device) -> None:
@@ -50,6 +50,17 @@ class _LMStage(Annotator):
         _check_common(model, template, max_length, dtype, batch_size, device)
         self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
         self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+
+    def cache_params(self) -> dict:
+        """Parameters plus the dtype that will run on this device and the weights' content hash."""
+        from curate.models import pick_device, proxy_lm_fingerprint, resolve_lm_dtype
+
+        resolved = {"dtype": resolve_lm_dtype(self.dtype, pick_device(self.device)),
+                    "weights": proxy_lm_fingerprint(self.model)}
+        if resolved["dtype"] == "int8":
+            # dynamic int8 quantises each batch's activations with one scale: the batch changes scores
+            resolved["batch_size"] = self.batch_size
+        return {**super().cache_params(), "resolved": resolved}
 
     def _load(self):
         from curate.models import load_causal_lm
@@ -86,6 +97,9 @@ class Perplexity(_LMStage):
 
     name = "perplexity"
     version = "1"
+
+    def output_columns(self) -> list[str]:
+        return ["ppl_response", "ppl_text"]
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
@@ -126,6 +140,9 @@ class IFD(_LMStage):
     name = "ifd"
     version = "1"
 
+    def output_columns(self) -> list[str]:
+        return ["ifd", "ifd_gt1", "ifd_loss_cond", "ifd_loss_uncond"]
+
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
         lm, tok = self._load()
@@ -158,7 +175,9 @@ def ifd_losses(lm, tok, prompts: list[str], answers: list[str], tag: str, *, max
     Returns:
         ``loss_cond`` (n,), ``loss_uncond`` (n,) float64 and ``n_answer`` (n,) int64 tokens averaged.
     """
-    cond = lmlib.span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size)
+    # s(A|Q) needs the LM head only at answer positions: want_all=False skips it on the prompt
+    cond = lmlib.span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size,
+                             want_all=False)
     k = cond["n_target"]
     unc = lmlib.span_losses(lm, tok, [tag] * len(answers), answers, max_length=max_length,
                             batch_size=batch_size, max_target_tokens=k, want_all=False)
@@ -191,6 +210,9 @@ class Heuristics(Annotator):
                 raise ValueError(f"columns must be a non-empty subset of {list(HEURISTIC_COLUMNS)}, got {columns!r}")
         self.field, self.columns = field, columns
 
+    def output_columns(self) -> list[str]:
+        return list(self.columns or HEURISTIC_COLUMNS)
+
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
         texts = heuristic_texts(f, self.field)
@@ -219,10 +241,17 @@ class QualityModelStage(Annotator):
     Column: ``column`` (default ``quality``): the model's log-odds that the row is the better
     (expert-quality) response; higher is better.
 
+    One embedding pass per pool: when the table already has ``embedding_column`` (written by an
+    earlier ``embed`` stage) and the scorer embeds the canonical ``text``, the stage re-embeds 16
+    rows with the scorer's embedder settings and, if they agree (cosine >= 0.999), uses the
+    column instead of embedding every row again. Otherwise it logs why and embeds itself.
+
     Args:
         model_path: a scorer file written by ``curate train-scorer`` (default None = the shipped
             CaR-APE scorer). Part of the cache key, so a changed path reruns the stage.
         column: output column name (default "quality").
+        embedding_column: column to reuse when it matches the scorer's embedder (default
+            ``"embedding"``; None = always embed).
         batch_size: embedding/LM batch size (default 64; execution-only).
         device: torch device (execution-only).
         show_progress: progress bars (execution-only).
@@ -232,24 +261,54 @@ class QualityModelStage(Annotator):
     version = "1"
 
     def __init__(self, *, model_path: str | None = None, column: str = "quality",
-                 batch_size: int = 64, device: str | None = None, show_progress: bool = True):
+                 embedding_column: str | None = "embedding", batch_size: int = 64, device: str | None = None,
+                 show_progress: bool = True):
         if model_path is not None and not isinstance(model_path, str):
             raise ValueError(f"model_path must be None or a path string, got {model_path!r}")
         if not isinstance(column, str) or not column:
             raise ValueError(f"column must be a non-empty string, got {column!r}")
+        if embedding_column is not None and (not isinstance(embedding_column, str) or not embedding_column):
+            raise ValueError(f"embedding_column must be None or a column name, got {embedding_column!r}")
+        self.embedding_column = embedding_column
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.model_path, self.column = model_path, column
         self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+
+    def output_columns(self) -> list[str]:
+        return [self.column]
+
+    def cache_params(self) -> dict:
+        """Parameters plus the scorer file's content hash (a refitted shipped scorer reruns the stage)."""
+        from curate.models import weights_fingerprint
+        from curate.score.quality_model import default_model_path
+
+        from pathlib import Path
+
+        path = Path(self.model_path or default_model_path())
+        return {**super().cache_params(), "resolved": {"scorer": weights_fingerprint(path) if path.is_file() else None}}
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         from curate.score.quality_model import QualityModel, default_model_path
 
         qm = QualityModel.load(self.model_path or default_model_path())
         f = row_fields(table)
+        emb = None
+        if "embedding" in qm.features and self.embedding_column in table.column_names:
+            from curate.schema import embedding_matrix
+
+            col = embedding_matrix(table, self.embedding_column)
+            ok, why = qm.embeddings_match(f, col)
+            if ok:
+                emb = col
+                log.info("quality_model: reusing column %r (%s)", self.embedding_column, why)
+            else:
+                log.warning("quality_model: not reusing column %r: %s; embedding %d rows again",
+                            self.embedding_column, why, len(table))
 
         def fn(start: int, stop: int) -> dict[str, np.ndarray]:
-            return {"q": qm.score(f.slice(start, stop), batch_size=self.batch_size, device=self.device)}
+            return {"q": qm.score(f.slice(start, stop), batch_size=self.batch_size, device=self.device,
+                                  embeddings=None if emb is None else emb[start:stop])}
 
         out = ctx.map_shards(len(table), fn, shard_size=4096, desc="quality_model")
         return pa.table({self.column: pa.array(out["q"], pa.float64())})
