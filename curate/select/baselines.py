@@ -130,6 +130,7 @@ def farthest_first(x: np.ndarray, k: int, *, start: int, block_size: int = 65536
             # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 (one gemv per block)
             d2 = sq[a:b] - 2.0 * (x[a:b] @ c) + sq[nxt]
             np.minimum(nearest[a:b], d2, out=nearest[a:b])
+        nearest[nxt] = 0.0  # exact for the center itself (the expansion above leaves ~1e-6)
         if step + 1 < k:
             # picked rows never come back, even when duplicates tie them at distance 0
             cand = np.where(chosen, -np.inf, nearest)

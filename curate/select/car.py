@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from curate.cluster.faiss_utils import default_k
 from curate.registry import register
-from curate.schema import CLUSTER_ID, embedding_matrix
+from curate.schema import embedding_matrix
 from curate.select.base import BudgetSelector, Picks, check_real, pick_order_from_scores
 from curate.select.basic import _score_column, score_producer
 from curate.stage import StageContext
@@ -108,8 +108,9 @@ class CaR(BudgetSelector):
         niter: k-means iterations (default 100).
         seed: PCA and k-means seed (default 42, the paper's).
 
-    Ledger: ``car_score`` = the quality score; ``cluster_id``; ``cluster_rep`` (True for the
-    top-n2 rows of a cluster).
+    Ledger: ``car_score`` = the quality score; ``car_cluster`` = CaR's own cluster (named so it
+    never overwrites a ``kmeans`` stage's ``cluster_id``); ``cluster_rep`` (True for the top-n2
+    rows of a cluster).
     """
 
     name = "car"
@@ -174,5 +175,5 @@ class CaR(BudgetSelector):
         q = _score_column(table, self.score, self.name)
         labels = self._clusters(table)
         order, rep = car_order(q, labels, self.n1, self.n2)
-        return Picks(order=order, score=q, extras={CLUSTER_ID: labels, "cluster_rep": rep},
+        return Picks(order=order, score=q, extras={f"{self.name}_cluster": labels, "cluster_rep": rep},
                      reasons=np.full(len(q), REASON, dtype=object))

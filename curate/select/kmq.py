@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from curate.cluster.faiss_utils import assign, default_k, train_kmeans
 from curate.registry import register
-from curate.schema import CLUSTER_ID, embedding_matrix
+from curate.schema import embedding_matrix
 from curate.select.base import BudgetSelector, Picks, check_real
 from curate.select.basic import _score_column, score_producer
 from curate.stage import StageContext
@@ -45,10 +45,10 @@ QUOTA_REASON = "below_cluster_quota"
 def allocate(weights: np.ndarray, capacity: np.ndarray, m: int) -> np.ndarray:
     """Split ``m`` rows over clusters in proportion to ``weights``, never above ``capacity``.
 
-    Shares are floored, then the rows still unassigned go, again by weight, to clusters with
-    room (a full cluster's leftover is redistributed); the last few go by largest remainder
-    (ties to the lower cluster index). When only zero-weight clusters have room, the rest is
-    split by their remaining room.
+    Clusters whose share exceeds their rows are filled and the rest is shared again among the
+    others by weight (a small cluster's leftover is redistributed); the final shares are
+    rounded by largest remainder (Hamilton; ties to the lower cluster index). When only
+    zero-weight clusters have room, the rest is split by their remaining room.
 
     Args:
         weights: (K,) non-negative weights (sizes for proportional, ones for equal).
@@ -70,11 +70,14 @@ def allocate(weights: np.ndarray, capacity: np.ndarray, m: int) -> np.ndarray:
         if wa.sum() <= 0:
             wa = np.where(room > 0, room, 0).astype(np.float64)
         exact = rem * wa / wa.sum()
-        add = np.minimum(np.floor(exact).astype(np.int64), room)
-        if add.sum() == 0:
-            # every share is below one row: the largest remainders get one row each
-            best = np.lexsort((np.arange(len(cap)), -exact))[:rem]
-            add[best[exact[best] > 0]] = 1
+        full = (room > 0) & (exact >= room)
+        if full.any():  # these clusters cannot take their share: fill them, share the rest again
+            quota[full] = cap[full]
+            continue
+        # nobody saturates: Hamilton's largest-remainder rounding (exact < room, so +1 fits)
+        add = np.floor(exact).astype(np.int64)
+        frac = exact - add
+        add[np.lexsort((np.arange(len(cap)), -frac))[:rem - int(add.sum())]] += 1
         quota += add
     return quota
 
@@ -295,7 +298,8 @@ class KMQ(ClusterSampler):
             silhouette itself is computed on 2000 of them; grid values above rows / 39 skipped).
         seed: seed of k-means, the silhouette sample and the sampling (default 0).
 
-    Ledger: ``kmq_score`` = the quality score sampled by; ``cluster_id`` = the cluster used.
+    Ledger: ``kmq_score`` = the quality score sampled by; ``kmq_cluster`` = the cluster used
+    (named so it never overwrites a ``kmeans`` stage's ``cluster_id``).
     """
 
     name = "kmq"
@@ -320,5 +324,5 @@ class KMQ(ClusterSampler):
         order = self._draw(np.random.default_rng(self.seed), labels, logits, quota)
         n = len(table)
         score = _score_column(table, self.score, self.name) if self.score else None
-        return Picks(order=order, score=score, extras={CLUSTER_ID: self.cluster_ids_},
+        return Picks(order=order, score=score, extras={f"{self.name}_cluster": self.cluster_ids_},
                      reasons=np.full(n, QUOTA_REASON, dtype=object))

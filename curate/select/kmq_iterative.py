@@ -37,7 +37,6 @@ import numpy as np
 import pyarrow as pa
 
 from curate.registry import register
-from curate.schema import CLUSTER_ID
 from curate.select.base import TOKENS_COLUMN, Picks, check_real
 from curate.select.basic import _score_column
 from curate.select.kmq import DEFAULT_K_GRID, QUOTA_REASON, ClusterSampler, allocate
@@ -133,7 +132,7 @@ class KMQIterative(ClusterSampler):
         seed: seed of k-means and of each round's sampling (default 0).
         show_progress: progress bar over rounds (execution-only).
 
-    Ledger: ``kmq_iterative_score`` = the quality score; ``cluster_id``; ``round`` (1..R, -1
+    Ledger: ``kmq_iterative_score`` = the quality score; ``kmq_iterative_cluster``; ``round`` (1..R, -1
     when not selected); ``cluster_weight`` = the row's cluster weight after the last update.
     Artifact ``kmq_iterative.json``: k, round sizes, feedback and weights per round.
     """
@@ -236,11 +235,16 @@ class KMQIterative(ClusterSampler):
             new = draw(m)
             state["order"] = np.concatenate([state["order"], new])
             state["round_of"] = np.concatenate([state["round_of"], np.full(len(new), r + 1)])
-            if r + 1 < self.rounds:  # the weights after the last round would never be used
+            # the weights after the last round would never be used; an empty selection (budget
+            # below the number of rounds) has nothing to score
+            if r + 1 < self.rounds and len(state["order"]):
                 fn = fn or resolve_feedback(self.feedback, self.feedback_params)
                 s = self._feedback_vector(fn, table, state["order"], labels)
-                state["feedback"] = np.vstack([state["feedback"], s])
                 new_w = update_weights(weights, s, self.weight_update, self.negative)
+            elif r + 1 < self.rounds:
+                s, new_w = np.full(K, np.nan), weights
+            if r + 1 < self.rounds:
+                state["feedback"] = np.vstack([state["feedback"], s])
                 state["weights"] = np.vstack([state["weights"], new_w])
                 log.info("%s: round %d took %d rows; weights now max %.3f (cluster %d), min %.3f",
                          self.name, r + 1, len(new), new_w.max(), int(new_w.argmax()), new_w.min())
@@ -254,7 +258,7 @@ class KMQIterative(ClusterSampler):
         rnd[state["order"]] = state["round_of"]
         score = _score_column(table, self.score, self.name) if self.score else None
         return Picks(order=state["order"], score=score,
-                     extras={CLUSTER_ID: self.cluster_ids_, "round": rnd,
+                     extras={f"{self.name}_cluster": self.cluster_ids_, "round": rnd,
                              "cluster_weight": state["weights"][-1][labels]},
                      reasons=np.full(n, QUOTA_REASON, dtype=object))
 
@@ -281,7 +285,8 @@ class KMQIterative(ClusterSampler):
         rounds = np.bincount(state["round_of"], minlength=self.rounds + 1)[1:]
         meta = {"k": int(self.k_), "silhouette": {str(k): v for k, v in self.silhouette_.items()},
                 "rows_per_round": rounds.tolist(), "weights": state["weights"].tolist(),
-                "feedback": state["feedback"].tolist(), "feedback_spec": feedback_key(self.feedback)}
+                "feedback": [[None if np.isnan(v) else v for v in row] for row in state["feedback"].tolist()],
+                "feedback_spec": feedback_key(self.feedback)}
         (ctx.artifact_dir / "kmq_iterative.json").write_text(json.dumps(meta))
 
 
