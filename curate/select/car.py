@@ -135,6 +135,12 @@ class CaR(BudgetSelector):
         self.score, self.cluster_column, self.embedding_column = score, cluster_column, embedding_column
         self.niter = niter
 
+    def select(self, table: pa.Table, ctx: StageContext | None):
+        try:
+            return super().select(table, ctx)
+        finally:
+            self._fitted_on = None  # the clusters are reused across a token budget's calls only
+
     def method_prerequisites(self, columns: list[str]) -> list:
         steps = []
         if self.cluster_column is None and self.embedding_column not in columns:

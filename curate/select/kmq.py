@@ -201,6 +201,12 @@ class ClusterSampler(BudgetSelector):
         self.niter, self.silhouette_sample = niter, silhouette_sample
         self._fitted_on = None
 
+    def select(self, table: pa.Table, ctx: StageContext | None):
+        try:
+            return super().select(table, ctx)
+        finally:
+            self._fitted_on = None  # the clusters are reused across a token bisection only
+
     def method_prerequisites(self, columns: list[str]) -> list:
         steps = []
         if self.cluster_column is None and self.embedding_column not in columns:
