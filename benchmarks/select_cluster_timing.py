@@ -10,8 +10,9 @@ Annotations come from benchmarks/select_annotate.py's output (``shard_*.npz`` or
 ``annotations.npz``: ids, MiniLM(CAR_TEMPLATE) embeddings, shipped-scorer quality), i.e.
 computed once; the pool file gives the responses (for ``longest``). ``--scale N`` adds a planted
 pool of N rows made from the real ones (resampled with replacement, Gaussian noise sd 0.02 on the
-unit embeddings, renormalised; quality resampled) to time the full size before the real
-annotations exist; it is labelled "planted" in the output.
+unit embeddings, renormalised; each copy keeps its row's quality and text) to time the full
+size before the real annotations exist; it is labelled "planted" in the output. Its quality and
+coverage columns describe duplicated rows: use them for timing only.
 
     flock /work/heavy.lock python benchmarks/select_cluster_timing.py \\
         --annotations DIR --pool ../shared/data/instruct/alpaca_44k.json --budgets 1000 5000 \\
@@ -73,7 +74,7 @@ def planted(table, n: int, seed: int = 0):
     idx = rng.integers(len(table), size=n)
     x = embedding_matrix(table, "embedding")[idx] + 0.02 * rng.normal(size=(n, 384)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = table.column("quality").to_numpy()[rng.integers(len(table), size=n)]
+    q = table.column("quality").to_numpy()[idx]  # each copy keeps its row's quality
     t = table.take(pa.array(idx)).drop_columns(["embedding", "quality"])
     t = t.set_column(0, "id", pa.array([f"p{i}" for i in range(n)]))
     return t.append_column("embedding", embedding_column(x)).append_column("quality", pa.array(q))
