@@ -24,6 +24,10 @@ BUILTIN_MODULES = (
     "curate.score.stages",
     "curate.select.basic",
     "curate.select.tokens",
+    "curate.select.baselines",
+    "curate.select.car",
+    "curate.select.kmq",
+    "curate.select.kmq_iterative",
 )
 _IMPORT_ERRORS: dict[str, str] = {}
 
