@@ -24,6 +24,9 @@ BUILTIN_MODULES = (
     "curate.score.stages",
     "curate.select.basic",
     "curate.select.tokens",
+    "curate.select.rds",
+    "curate.select.zipfit",
+    "curate.select.sae",
 )
 _IMPORT_ERRORS: dict[str, str] = {}
 
