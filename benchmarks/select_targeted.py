@@ -2,7 +2,7 @@
 
 Pool = dolly_15k + 5% (of dolly's size) rows drawn from gsm8k_train (seed 0); targets = the
 first 8 GSM8K *test* questions with their answers (the same 8 as
-``sample_data/targets/gsm8k_test_8.jsonl``). A targeted method at a 5% budget should pick mostly
+``sample_targets/gsm8k_test_8.jsonl``). A targeted method at a 5% budget should pick mostly
 GSM8K rows. The GSM8K share of the pool is 4.8%, so random selection gets ~5%, and since the
 budget (5% of the pool) is a little larger than the number of GSM8K rows, the best possible
 fraction is n_gsm8k / budget (~0.95).

@@ -201,7 +201,7 @@ def test_real_minilm_on_sample_data_prefers_gsm8k(tmp_path):
     dolly = cio.read_input(SAMPLE / "dolly_2k.jsonl").table.slice(0, 150)
     gsm = cio.read_input(SAMPLE / "gsm8k_500.jsonl").table.slice(0, 30)
     pool = pa.concat_tables([dolly, gsm])
-    ds = curate.select(pool, method="rds", budget=30, targets=str(SAMPLE / "targets" / "gsm8k_test_8.jsonl"),
+    ds = curate.select(pool, method="rds", budget=30, targets=str(SAMPLE.parent / "sample_targets" / "gsm8k_test_8.jsonl"),
                        cache_dir=tmp_path)
     frac = np.mean([i.startswith("gsm8k") for i in ds["id"]])
     assert frac >= 0.9, frac

@@ -16,7 +16,7 @@ from curate.select.zipfit import ZipFit, compressed_size, ncd_alignment
 
 from conftest import REPO, SAMPLE
 
-TARGETS = str(SAMPLE / "targets" / "gsm8k_test_8.jsonl")
+TARGETS = str(SAMPLE.parent / "sample_targets" / "gsm8k_test_8.jsonl")
 
 
 def pool_table(n_gsm=40, n_off=120) -> pa.Table:
@@ -129,7 +129,7 @@ def test_multiprocess_equals_single_process_and_works_from_python_c():
     a2, _ = ncd_alignment(xs, ys, 6, num_proc=2, chunk_size=4)
     np.testing.assert_array_equal(a1, a2)
     code = ("import curate; ds = curate.select('sample_data/gsm8k_500.jsonl', method='zipfit', budget=3, "
-            "targets='sample_data/targets/gsm8k_test_8.jsonl', num_proc=2); print(len(ds))")
+            "targets='sample_targets/gsm8k_test_8.jsonl', num_proc=2); print(len(ds))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("3")
