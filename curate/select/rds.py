@@ -28,7 +28,8 @@ from curate.embed.stage import Embed, build_texts
 from curate.registry import register
 from curate.schema import embedding_matrix
 from curate.select.base import BudgetSelector, Picks
-from curate.select.targets import describe_targets, read_targets, targets_fingerprint, validate_targets_spec
+from curate.select.targets import (describe_targets, read_targets, targets_fingerprint, targets_sha,
+                                   validate_targets_spec)
 from curate.stage import StageContext
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class RDS(BudgetSelector):
     def cache_params(self) -> dict:
         params = super().cache_params()
         params["targets"] = describe_targets(self.targets)
-        params["targets_sha"] = targets_fingerprint(read_targets(self.targets))
+        params["targets_sha"] = targets_sha(self.targets)
         return params
 
     def method_prerequisites(self, columns: list[str]) -> list:

@@ -115,6 +115,30 @@ def targets_fingerprint(tasks: dict[str, pa.Table]) -> str:
                         for task, t in tasks.items()})
 
 
+_SHA_MEMO: dict = {}
+
+
+def targets_sha(targets, name: str = "targets") -> str:
+    """:func:`targets_fingerprint` of a spec, memoised for paths by (path, size, mtime).
+
+    Stages call it for their cache key (several times per run); a changed file is read again.
+    """
+    def stamp(spec):
+        if isinstance(spec, (str, Path)):
+            st = Path(spec).stat()
+            return (str(Path(spec).resolve()), st.st_size, st.st_mtime_ns)
+        return None
+
+    specs = targets.items() if isinstance(targets, Mapping) else [(None, targets)]
+    stamps = [stamp(v) for _, v in specs]
+    if all(stamps):
+        key = tuple(zip([k for k, _ in specs], stamps))
+        if key not in _SHA_MEMO:
+            _SHA_MEMO[key] = targets_fingerprint(read_targets(targets, name))
+        return _SHA_MEMO[key]
+    return targets_fingerprint(read_targets(targets, name))
+
+
 def describe_targets(targets) -> object:
     """A short JSON-able description of a target spec for logs/ledger params (paths as given)."""
     if isinstance(targets, Mapping):

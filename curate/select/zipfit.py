@@ -35,7 +35,8 @@ import pyarrow as pa
 from curate.embed.stage import build_texts, template_fields
 from curate.registry import register
 from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
-from curate.select.targets import describe_targets, read_targets, targets_fingerprint, validate_targets_spec
+from curate.select.targets import (describe_targets, read_targets, targets_sha,
+                                   validate_targets_spec)
 from curate.stage import EXECUTION_PARAMS, StageContext
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class ZipFit(BudgetSelector):
     def cache_params(self) -> dict:
         params = super().cache_params()
         params["targets"] = describe_targets(self.targets)
-        params["targets_sha"] = targets_fingerprint(read_targets(self.targets))
+        params["targets_sha"] = targets_sha(self.targets)
         return params
 
     def pick(self, table: pa.Table, ctx: StageContext | None, k: int) -> Picks:
