@@ -205,3 +205,53 @@ def test_real_minilm_on_sample_data_prefers_gsm8k(tmp_path):
                        cache_dir=tmp_path)
     frac = np.mean([i.startswith("gsm8k") for i in ds["id"]])
     assert frac >= 0.9, frac
+
+
+def recipe_from(name: str, pool_path, out, budget: int) -> dict:
+    """The shipped recipe's stages (configs/instruction/<name>.yaml) on a small pool, budget overridden."""
+    import yaml
+
+    from conftest import REPO
+
+    stages = yaml.safe_load((REPO / "configs" / "instruction" / f"{name}.yaml").read_text())["stages"]
+    assert [s["type"] for s in stages[:2]] == ["exact_dedup", "minhash_dedup"]
+    stages[-1] = {**stages[-1], "budget": budget}
+    return {"name": name, "input": {"path": str(pool_path)}, "stages": stages, "output": {"dir": str(out)}}
+
+
+def write_sample_pool(tmp_path) -> "Path":
+    from curate import io as cio
+
+    rows = []
+    for f, n in (("gsm8k_500.jsonl", 30), ("gpteacher_roleplay_500.json", 60)):
+        t = cio.read_input(SAMPLE / f).table.slice(0, n)
+        rows += [{"id": i, "instruction": a, "input": b or "", "output": c} for i, a, b, c in zip(
+            t.column("id").to_pylist(), t.column("instruction").to_pylist(), t.column("input").to_pylist(),
+            t.column("output").to_pylist())]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_shipped_recipe_runs(fake_embed, tmp_path, monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)  # the recipe's targets path is relative to the repository root
+    res = curate.run(recipe_from("rds", write_sample_pool(tmp_path), tmp_path / "out", 10), show_progress=False)
+    assert res.counts["n_selected"] == 10 and res.counts["n_dropped"] == 80
+    import pyarrow.parquet as pq
+
+    p = pq.read_table(res.output_dir / "provenance.parquet").to_pylist()
+    assert {r["reason"] for r in p if r["stage"] and r["stage"].endswith("rds")} == {"off_target"}
+
+
+def test_shipped_recipes_validate_against_the_base():
+    from conftest import REPO
+    from curate.config import load_config
+
+    base = REPO / "configs" / "instruction" / "base.yaml"
+    if not base.exists():
+        pytest.skip("configs/instruction/base.yaml comes from the report branch")
+    for name in ("rds", "zipfit", "sae_greedy"):
+        cfg = load_config(REPO / "configs" / "instruction" / f"{name}.yaml")
+        assert [s.name for s in cfg.build_stages()][-1] == name

@@ -175,3 +175,18 @@ def test_errors_name_the_parameter():
         build_stage({"type": "sae_greedy", "budget": 3, "k": 0})
     assert SAEGreedy(budget=3).method_prerequisites(["sae_latents", "sae_acts"]) == []
     assert [s.name for s in SAEGreedy(budget=3).method_prerequisites([])] == ["embed", "sae_features"]
+
+
+def test_shipped_recipe_runs(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from curate.embed.stage import Embed
+    from test_select_rds import bow_encode, recipe_from, write_sample_pool
+
+    monkeypatch.setattr(Embed, "encode", bow_encode)  # MiniLM stand-in, keeps the suite fast
+    recipe = recipe_from("sae_greedy", write_sample_pool(tmp_path), tmp_path / "out", 12)
+    recipe["stages"][-1].update(FAST)
+    res = curate.run(recipe, show_progress=False)
+    assert res.counts["n_selected"] == 12 and res.counts["n_dropped"] == 78
+    p = pq.read_table(res.output_dir / "provenance.parquet").to_pylist()
+    assert {r["reason"] for r in p if r["status"] == "dropped"} <= {"covered_features", "not_selected_by_budget"}

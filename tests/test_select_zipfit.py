@@ -144,3 +144,18 @@ def test_tiny_pool_and_errors():
         ZipFit(budget=1, targets=TARGETS, num_proc=0)
     with pytest.raises(ValueError, match="template"):
         ZipFit(budget=1, targets=TARGETS, template="no fields")
+
+
+def test_raw_rows_and_the_shipped_recipe(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from test_select_rds import recipe_from, write_sample_pool
+
+    rows = [{"instruction": r["instruction"], "output": r["output"]} for r in pool_table(10, 20).to_pylist()]
+    targets = [{"question": "A farmer has 12 cows and buys 5 more. How many cows?", "answer": "12 + 5 = 17\n#### 17"}]
+    assert len(curate.select(rows, method="zipfit", budget=10, targets=targets, num_proc=1)) == 10
+    monkeypatch.chdir(REPO)  # the recipe's targets path is relative to the repository root
+    res = curate.run(recipe_from("zipfit", write_sample_pool(tmp_path), tmp_path / "out", 10), show_progress=False)
+    assert res.counts["n_selected"] == 10 and res.counts["n_dropped"] == 80
+    p = pq.read_table(res.output_dir / "provenance.parquet").to_pylist()
+    assert all(r["id"].startswith("gsm8k") for r in p if r["status"] == "selected")
