@@ -162,6 +162,13 @@ def test_raw_rows_get_minilm_and_the_sae_automatically(tmp_path):
     assert sorted({r["stage"] for r in prov.to_pylist() if r["stage"]}) == ["2:sae_greedy"]
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_tiny_pools(n):
+    x, _ = clustered(sizes=(n,), d=16)
+    for method in ("sae_greedy", "sae_simscale"):
+        assert len(curate.select(table(x), method=method, budget=n, epochs=2, k=4, expansion=2)) == n
+
+
 def test_errors_name_the_parameter():
     with pytest.raises(ValueError, match="saturation"):
         SAEGreedy(budget=3, saturation="stop")
