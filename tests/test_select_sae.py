@@ -181,6 +181,7 @@ def test_errors_name_the_parameter():
     with pytest.raises(ConfigError, match="k"):
         build_stage({"type": "sae_greedy", "budget": 3, "k": 0})
     assert SAEGreedy(budget=3).method_prerequisites(["sae_latents", "sae_acts"]) == []
+    assert "batch_size" in SAEFeatures().cache_params()  # it changes the trained SAE
     assert [s.name for s in SAEGreedy(budget=3).method_prerequisites([])] == ["embed", "sae_features"]
 
 

@@ -38,7 +38,7 @@ from curate.registry import register
 from curate.schema import embedding_column, embedding_matrix
 from curate.select.base import BudgetSelector, Picks, check_real
 from curate.select.sae_model import TopKSAE
-from curate.stage import EXECUTION_PARAMS, Annotator, StageContext
+from curate.stage import Annotator, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class SAEFeatures(Annotator):
     """
 
     name = "sae_features"
-    execution_params = EXECUTION_PARAMS
+    execution_params = ("show_progress",)  # batch_size changes the trained SAE: part of the cache key
 
     def __init__(self, *, embedding_column: str = "embedding", width: int | None = None, expansion: int = 8,
                  k: int = 32, epochs: int = 30, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
