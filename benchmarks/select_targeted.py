@@ -18,9 +18,11 @@ Steps:
                  of alpaca_44k, in one process, and the extrapolation to all 44,657 rows.
     zipfit       zipfit on the full targeted pool.
     rds_minilm   rds (MiniLM) on the full targeted pool (embeds it first; resumable by shard).
-    sub_minilm / sub_lm / sub_zipfit
-                 the three on a subsample (3,000 Dolly + 150 GSM8K rows), so lm_pooling's RDS+
-                 (the paper's embedding) can be compared with MiniLM on this CPU.
+    sub_minilm / sub_zipfit
+                 rds (MiniLM) and zipfit on a subsample (3,000 Dolly + 150 GSM8K rows).
+    small        rds with MiniLM, rds with lm_pooling (the paper's embedding) and zipfit on a
+                 small subsample (600 Dolly + 30 GSM8K rows): lm_pooling encodes ~1 row/s on
+                 this CPU, too slow for the full pool (embedding shards of 100 rows resume).
     sae          sae_greedy / sae_simscale on the full pool's MiniLM embeddings (after
                  rds_minilm): SAE training time, selection time, feature coverage vs random.
     summary      merge the step results into ``--out/../select_targeted.json`` and print a table.
@@ -46,17 +48,19 @@ from curate.pipeline import Runner  # noqa: E402
 from curate.store import StageStore, table_fingerprint  # noqa: E402
 
 SUB_DOLLY, SUB_GSM = 3000, 150
+SMALL_DOLLY, SMALL_GSM = 600, 30  # lm_pooling runs ~1 row/s here: the subsample it can afford
 
 
-def build_pool(data: Path, sub: bool = False) -> tuple[pa.Table, list[dict]]:
+def build_pool(data: Path, sub: bool | str = False) -> tuple[pa.Table, list[dict]]:
     dolly = cio.read_input(data / "instruct" / "dolly_15k.json").table
     gsm = cio.read_input(data / "instruct" / "gsm8k_train.jsonl").table
     rng = np.random.default_rng(0)
     n_gsm = round(0.05 * dolly.num_rows)
     gsm = gsm.take(np.sort(rng.choice(gsm.num_rows, n_gsm, replace=False)))
     if sub:
-        dolly = dolly.take(np.sort(np.random.default_rng(1).choice(dolly.num_rows, SUB_DOLLY, replace=False)))
-        gsm = gsm.take(np.sort(np.random.default_rng(2).choice(gsm.num_rows, SUB_GSM, replace=False)))
+        nd, ng = (SMALL_DOLLY, SMALL_GSM) if sub == "small" else (SUB_DOLLY, SUB_GSM)
+        dolly = dolly.take(np.sort(np.random.default_rng(1).choice(dolly.num_rows, nd, replace=False)))
+        gsm = gsm.take(np.sort(np.random.default_rng(2).choice(gsm.num_rows, ng, replace=False)))
     pool = pa.concat_tables([dolly, gsm.cast(dolly.schema)])
     targets = [json.loads(line) for line in open(data / "eval" / "gsm8k_test.jsonl")][:8]
     return pool, [{"question": t["question"], "answer": t["answer"]} for t in targets]
@@ -125,9 +129,20 @@ def step_select(data: Path, cache: Path, method: str, sub: bool, backend: str = 
     if method == "zipfit":
         return run_method(pool, ZipFit(budget=0.05, targets=targets), cache)
     stage = RDS(budget=0.05, targets=targets, backend=backend)
-    embed = Embed(backend=backend, column=stage.column_, shard_size=1000 if backend == "lm_pooling" else 4096)
+    embed = Embed(backend=backend, column=stage.column_, shard_size=100 if backend == "lm_pooling" else 4096)
     out = run_method(pool, stage, cache, [embed])
     out["backend"] = backend
+    return out
+
+
+def step_small(data: Path, cache: Path) -> dict:
+    """RDS+ with MiniLM and with lm_pooling (the paper's pooling) and zipfit on the same small sample."""
+    out = {}
+    for name, method, backend in (("rds_minilm", "rds", "sentence_transformers"), ("zipfit", "zipfit", None),
+                                  ("rds_lm_pooling", "rds", "lm_pooling")):
+        t = time.perf_counter()
+        out[name] = step_select(data, cache, method, "small", backend or "sentence_transformers")
+        out[name]["wall_seconds"] = round(time.perf_counter() - t, 1)
     return out
 
 
@@ -153,9 +168,15 @@ def step_sae(data: Path, cache: Path) -> dict:
 def summary(out_dir: Path) -> dict:
     res = {p.stem: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))}
     (out_dir.parent / "select_targeted.json").write_text(json.dumps(res, indent=2))
+    flat = {}
     for name, r in res.items():
+        if name == "small":
+            flat.update({f"small/{k}": v for k, v in r.items()})
+        elif "gsm8k_fraction" in r:
+            flat[name] = r
+    for name, r in flat.items():
         if "gsm8k_fraction" in r:
-            print(f"{name:12s} rows={r['rows']:6d} budget={r['selected']:5d} gsm8k_fraction={r['gsm8k_fraction']:.3f} "
+            print(f"{name:20s} rows={r['rows']:6d} budget={r['selected']:5d} gsm8k_fraction={r['gsm8k_fraction']:.3f} "
                   f"(best {r['best_possible_fraction']:.3f}, random {r['random_expected_fraction']:.3f}) "
                   f"select={r['select_seconds_first']}s/{r['select_seconds_again']}s total={r['total_seconds']}s")
     if "cost" in res:
@@ -169,8 +190,8 @@ def summary(out_dir: Path) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--step", required=True, choices=["cost", "zipfit", "rds_minilm", "sub_minilm", "sub_lm",
-                                                      "sub_zipfit", "sae", "summary"])
+    ap.add_argument("--step", required=True, choices=["cost", "zipfit", "rds_minilm", "sub_minilm",
+                                                      "sub_zipfit", "small", "sae", "summary"])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=None, help="stage cache (default $CURATE_CACHE)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "select_targeted")
@@ -187,10 +208,11 @@ def main(argv=None) -> None:
         res = step_cost(a.data)
     elif a.step == "sae":
         res = step_sae(a.data, cache)
+    elif a.step == "small":
+        res = step_small(a.data, cache)
     else:
         method = "zipfit" if "zipfit" in a.step else "rds"
-        backend = "lm_pooling" if a.step == "sub_lm" else "sentence_transformers"
-        res = step_select(a.data, cache, method, a.step.startswith("sub"), backend)
+        res = step_select(a.data, cache, method, a.step.startswith("sub"))
     res["step"] = a.step
     (a.out / f"{a.step}.json").write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))

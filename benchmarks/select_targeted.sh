@@ -4,10 +4,10 @@
 # keep a group under ~15 min). Resumable: a step whose result file exists is skipped, and
 # embedding shards resume inside a step.
 # Usage: bash benchmarks/select_targeted.sh DATA_DIR [GROUP ...]
-#   e.g. bash benchmarks/select_targeted.sh ../shared/data zipfit,cost,sub_zipfit rds_minilm,sub_minilm sub_lm sae
+#   e.g. bash benchmarks/select_targeted.sh ../shared/data zipfit,cost,sub_zipfit rds_minilm,sub_minilm small small sae
 set -u
 DATA=${1:-../shared/data}; shift || true
-GROUPS_=${*:-"zipfit,cost,sub_zipfit rds_minilm,sub_minilm sub_lm sae"}
+GROUPS_=${*:-"zipfit,cost,sub_zipfit rds_minilm,sub_minilm small small sae"}
 LOCK=${HEAVY_LOCK:-/work/heavy.lock}
 OUT=benchmarks/results/select_targeted
 mkdir -p "$OUT"
