@@ -28,6 +28,9 @@ BUILTIN_MODULES = (
     "curate.select.car",
     "curate.select.kmq",
     "curate.select.kmq_iterative",
+    "curate.select.rds",
+    "curate.select.zipfit",
+    "curate.select.sae",
 )
 _IMPORT_ERRORS: dict[str, str] = {}
 
