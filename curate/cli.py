@@ -97,6 +97,8 @@ def _mount_optional() -> None:
 
 
 _mount_optional()
+from curate.compare import compare_command  # noqa: E402
+app.command("compare")(compare_command)
 
 
 def main() -> None:  # pragma: no cover

@@ -70,3 +70,21 @@ def write_pool(path: Path, n: int = 200) -> Path:
     rows.append({"id": "short", "instruction": "topic 1: question 99999", "input": "", "output": "ok"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@register
+class PlantedQuality(Annotator):
+    """Test stand-in for ``quality_model``: ``quality`` = (i * 7) % 17 for row ``"topic c: question i"``."""
+
+    name = "planted_quality"
+
+    def output_columns(self) -> list[str]:
+        return ["quality"]
+
+    def annotate(self, table: pa.Table, ctx) -> pa.Table:
+        return pa.table({"quality": pa.array([planted_quality(s) for s in table.column("instruction").to_pylist()],
+                                             pa.float64())})
+
+
+def planted_quality(instruction: str) -> float:
+    return float(int(re.match(r"topic \d+: question (\d+)", instruction).group(1)) * 7 % 17)
