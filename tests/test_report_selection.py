@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 import curate
 from _planted import N_TOPICS, planted_vector, write_pool
@@ -14,7 +15,9 @@ from curate.store import StageStore
 
 
 def _run(tmp_path, method: dict, *, embed: bool = True, name: str = "run"):
-    pool = write_pool(tmp_path / "pool.jsonl")
+    pool = tmp_path / "pool.jsonl"
+    if not pool.exists():
+        write_pool(pool)
     stages = [{"type": "exact_dedup"}]
     if embed:
         stages.append({"type": "planted_embedding"})
@@ -25,9 +28,26 @@ def _run(tmp_path, method: dict, *, embed: bool = True, name: str = "run"):
     return curate.run(cfg, show_progress=False)
 
 
-def test_random_report_has_map_clusters_and_counts(tmp_path):
-    res = _run(tmp_path, {"type": "random", "budget": 40, "seed": 3})
-    rep = json.loads((res.output_dir / "report.json").read_text())
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The runs most tests read (module scope: each pipeline run + plots takes a few seconds)."""
+    tmp = tmp_path_factory.mktemp("report_selection")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CURATE_CACHE", str(tmp / "cache"))
+    out = {"random": _run(tmp, {"type": "random", "budget": 40, "seed": 3}, name="random"),
+           "top_k": _run(tmp, {"type": "top_k", "score": "h_words", "budget": 30}, name="top_k"),
+           "no_embed": _run(tmp, {"type": "random", "budget": 20}, embed=False, name="no_embed")}
+    mp.undo()
+    return out
+
+
+def _report(res) -> dict:
+    return json.loads((res.output_dir / "report.json").read_text())
+
+
+def test_random_report_has_map_clusters_and_counts(runs):
+    res = runs["random"]
+    rep = _report(res)
     (sel,) = rep["selection"]
     assert sel["type"] == "random" and sel["label"] == "3:random"
     # 202 rows - 1 exact duplicate - 1 too short reach the method; it keeps exactly its budget
@@ -45,10 +65,10 @@ def test_random_report_has_map_clusters_and_counts(tmp_path):
     assert "## Selection methods" in md and f"{cl['n_covered']}/{N_TOPICS}" in md
 
 
-def test_pool_vectors_line_up_with_the_ledger(tmp_path):
+def test_pool_vectors_line_up_with_the_ledger(runs):
     """The vectors read back from the cache are those of the pool rows, in provenance order."""
-    res = _run(tmp_path, {"type": "random", "budget": 40, "seed": 3})
-    rep = json.loads((res.output_dir / "report.json").read_text())
+    res = runs["random"]
+    rep = _report(res)
     prov = pq.read_table(res.output_dir / "provenance.parquet")
     sel = rep["selection"][0]
     pool, picks = rs.step_masks(prov, 3, sel["label"])
@@ -65,10 +85,9 @@ def test_pool_vectors_line_up_with_the_ledger(tmp_path):
     np.testing.assert_allclose(x, expect)
 
 
-def test_top_k_scores_and_coverage(tmp_path):
+def test_top_k_scores_and_coverage(runs):
     """top_k on h_words takes only topic 0's long rows: one cluster of four covered."""
-    res = _run(tmp_path, {"type": "top_k", "score": "h_words", "budget": 30})
-    rep = json.loads((res.output_dir / "report.json").read_text())
+    rep = _report(runs["top_k"])
     sel = next(s for s in rep["selection"] if s["type"] == "top_k")
     assert sel["clusters"]["n_covered"] == 1 and sel["clusters"]["coverage"] == 0.25
     assert sel["clusters"]["sizes_picked"] == [30, 0, 0, 0] and sel["clusters"]["sizes_pool"] == [50] * 4
@@ -77,9 +96,9 @@ def test_top_k_scores_and_coverage(tmp_path):
     assert any(p.endswith("_scores.png") for p in rep["plots"])
 
 
-def test_without_embeddings_the_report_says_why(tmp_path):
-    res = _run(tmp_path, {"type": "random", "budget": 20}, embed=False)
-    rep = json.loads((res.output_dir / "report.json").read_text())
+def test_without_embeddings_the_report_says_why(runs):
+    res = runs["no_embed"]
+    rep = _report(res)
     (sel,) = rep["selection"]
     assert "missing" in sel["embeddings"] and "embed" in sel["embeddings"]["missing"]
     assert "clusters" not in sel and not any("_map" in p for p in rep["plots"])
@@ -98,9 +117,9 @@ def test_cleared_cache_drops_the_map_not_the_report(tmp_path):
     assert entries[0]["embeddings"]["missing"].startswith("could not read cached embeddings")
 
 
-def test_non_budget_selectors_are_not_selection_methods(tmp_path):
-    res = _run(tmp_path, {"type": "random", "budget": 40})
-    rep = json.loads((res.output_dir / "report.json").read_text())
+def test_non_budget_selectors_are_not_selection_methods(runs):
+    res = runs["random"]
+    rep = _report(res)
     cols = pq.read_table(res.output_dir / "provenance.parquet").column_names
     kinds = {s["type"]: rs.is_selection_step(s, cols) for s in rep["stages"]}
     assert kinds == {"exact_dedup": False, "planted_embedding": False, "length_filter": False, "random": True}
