@@ -127,7 +127,7 @@ def run_unit(data: Path, ann: Path, work: Path, pool: str, label: str, budgets=B
 
     spec = {lab: (typ, params) for lab, typ, params in method_specs(data)}
     typ, params = spec[label]
-    unit = {"pool": pool, "method": label, "type": typ, "budgets": {}}
+    unit = {"pool": pool, "method": label, "type": typ, "budgets": {}, "curate": _curate_version()}
     out = work / "units" / f"{pool}__{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     if typ not in known_stages():
@@ -171,6 +171,23 @@ def run_unit(data: Path, ann: Path, work: Path, pool: str, label: str, budgets=B
     np.savez(work / "units" / f"{pool}__{label}.npz", **picks)
     out.write_text(json.dumps(unit, indent=1, default=str))
     return unit
+
+
+def _curate_version() -> dict:
+    """Which curate checkout ran a unit (CURATE_ROOT lets a unit measure another branch's methods)."""
+    import subprocess
+
+    import curate
+
+    root = Path(curate.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "curate"], capture_output=True,
+                                    text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    return {"root": str(root), "commit": commit, "uncommitted_changes": dirty}
 
 
 def _norm(r: dict) -> tuple:
@@ -217,6 +234,7 @@ def report(data: Path, ann: Path, work: Path) -> dict:
             P["annotation"]["derived"] = json.loads((d / "derived.json").read_text())
         sae_cov = _sae_coverage_fn(work, pool)
         picks_all = {}
+        P["curate"] = {lab: u.get("curate") for lab, u in units.items()}
         for lab, u in units.items():
             if "skipped" in u and not u["budgets"]:
                 P["methods"][lab] = {"skipped": u["skipped"]}
@@ -339,6 +357,13 @@ def render(res: dict) -> str:
                 lines.append(f"| {lab} | {b} | {m['seconds']:.2f} | {xr} | {m['n_selected']}{'' if m['exact'] else ' (!)'} | "
                              f"{m['cluster_coverage']:.1%} | {m['quality_mean']:.3f} | {m['words_mean']:.1f} | "
                              f"{m['tokens_mean']:.1f} | {sae} |")
+        by_src: dict[str, list[str]] = {}
+        for lab, v in P.get("curate", {}).items():
+            if v and lab in P["methods"] and "skipped" not in P["methods"][lab]:
+                src = f"{v['root']}@{v['commit']}" + (" (uncommitted changes)" if v.get("uncommitted_changes") else "")
+                by_src.setdefault(src, []).append(lab)
+        if by_src:
+            lines += ["", "Code measured: " + "; ".join(f"{', '.join(labs)} from {src}" for src, labs in by_src.items()) + "."]
         for b, o in P["overlap"].items():
             lines += ["", f"Jaccard overlap at budget {b}:", "", "| | " + " | ".join(o["methods"]) + " |",
                       "|---" * (len(o["methods"]) + 1) + "|"]
