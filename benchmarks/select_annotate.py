@@ -14,7 +14,7 @@ Work is split into resumable units of ``--shard-size`` rows; each unit is one pr
 under ``flock /work/heavy.lock``, and writes ``shard_<i>.npz`` atomically, so a kill loses at most
 one shard. ``--merge`` joins the shards into ``annotations.npz`` (+ ``meta.json``)::
 
-    python benchmarks/select_annotate.py POOL OUT_DIR --shard 0        # one unit
+    python benchmarks/select_annotate.py POOL OUT_DIR --shard 0        # one unit (+ more, see --more-s)
     python benchmarks/select_annotate.py POOL OUT_DIR --n-shards        # prints how many units
     python benchmarks/select_annotate.py POOL OUT_DIR --merge
     python benchmarks/select_annotate.py POOL OUT_DIR --check-template [--n 512]
@@ -77,17 +77,31 @@ def quality_from(emb: np.ndarray, hfeat: np.ndarray) -> np.ndarray:
     return qm.decision(np.concatenate([emb.astype(np.float64), hfeat], axis=1))
 
 
-def run_shard(pool: str, out: Path, i: int, shard_size: int) -> None:
+def run_shards(pool: str, out: Path, i: int, shard_size: int, more_s: float) -> None:
+    """Shard ``i``, then the next unfinished shards while under ``more_s`` seconds in all.
+
+    Going on while the lock is held saves waiting for it again on a busy machine; each shard is
+    still saved on its own, so a kill loses at most one.
+    """
+    t0 = time.perf_counter()
+    table = load_pool(pool)
+    n_shards = -(-table.num_rows // shard_size)
+    if i >= n_shards:
+        raise SystemExit(f"--shard {i} is past the end ({table.num_rows} rows)")
+    for j in range(i, n_shards):
+        if j > i and time.perf_counter() - t0 > more_s:
+            break
+        run_shard(table, out, j, shard_size)
+
+
+def run_shard(table, out: Path, i: int, shard_size: int) -> None:
     from curate.embed.sentence import encode_sentences
 
     path = out / f"shard_{i:03d}.npz"
     if path.exists():
         print(f"shard {i} already done")
         return
-    table = load_pool(pool)
     a, b = i * shard_size, min((i + 1) * shard_size, table.num_rows)
-    if a >= b:
-        raise SystemExit(f"--shard {i} is past the end ({table.num_rows} rows)")
     t = table.slice(a, b - a)
     texts = car_template_texts(t)
     encode_sentences(texts[:8])  # model load outside the timing
@@ -178,6 +192,8 @@ def main() -> None:
     g.add_argument("--n-shards", action="store_true")
     g.add_argument("--merge", action="store_true")
     g.add_argument("--check-template", action="store_true")
+    ap.add_argument("--more-s", type=float, default=420.0,
+                    help="after --shard i, go on with the next unfinished shards while under this many seconds")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -190,7 +206,7 @@ def main() -> None:
     elif a.check_template:
         check_template(a.pool, out, a.n, a.seed)
     else:
-        run_shard(a.pool, out, a.shard, a.shard_size)
+        run_shards(a.pool, out, a.shard, a.shard_size, a.more_s)
 
 
 if __name__ == "__main__":
