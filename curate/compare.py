@@ -9,7 +9,7 @@ reads each run's ``provenance.parquet`` (the selection = rows with status ``sele
   budgets are equal);
 * per run: rows selected, cluster coverage (clusters with >= 1 selected row / clusters in the
   pool), mean quality and other scores, response length and token statistics, and SAE feature
-  coverage when ``curate.select.sae.feature_coverage`` exists and a run holds an SAE artifact.
+  coverage (``curate.select.sae.feature_coverage``) when a run computed SAE features.
 
 Annotations are looked up by row id across the runs, so every run is measured on the same ruler:
 the clusters are those of the first run (in the order given) whose ledger has ``cluster_id``, and
@@ -133,29 +133,57 @@ def _length_stats(run: RunSelection) -> dict:
     return out
 
 
-def sae_coverage(runs: list[RunSelection]) -> tuple[dict[str, float] | None, str]:
-    """SAE feature coverage per run via ``curate.select.sae.feature_coverage``, or (None, why not).
+def _sae_features(run: RunSelection) -> tuple[dict, str] | None:
+    """{row id: SAE feature ids} for the rows that reached the run's ``sae_features`` step, or None.
 
-    The SAE is the artifact of the first run that trained one (an ``sae.json`` in its folder's
-    ``sae/`` or in the stage cache it names); each run's selected rows are scored by their
-    embeddings from ``data/``.
+    The features are read back from that step's cached output (as the report reads embeddings),
+    and turned into sets by ``curate.select.sae.feature_sets`` (latents with activation > 0).
+    """
+    from curate.report_selection import step_masks
+    from curate.select.sae import LATENTS, feature_sets
+    from curate.store import StageStore
+
+    rep_path = run.path / "report.json"
+    if not rep_path.is_file():
+        return None
+    rep = json.loads(rep_path.read_text())
+    for j, s in enumerate(rep.get("stages", [])):
+        if s.get("kind") == "annotator" and LATENTS in (s.get("columns_added") or []):
+            root = next((e["cache_dir"] for e in rep.get("selection", []) if e.get("cache_dir")), None)
+            store = StageStore(root)
+            if not store.has(s["key"]):
+                return None
+            pool, _ = step_masks(run.provenance, j, s["label"])
+            ids = np.array(run.provenance.column("id").to_pylist(), dtype=object)[pool]
+            return dict(zip(ids.tolist(), feature_sets(store.load_table(s["key"])))), f"{run.name} step {s['label']}"
+    return None
+
+
+def sae_coverage(runs: list[RunSelection]) -> tuple[dict[str, float] | None, str]:
+    """SAE feature coverage per run, or (None, why not).
+
+    Coverage = distinct SAE features of a run's selected rows / distinct features of the pool
+    (``curate.select.sae.feature_coverage``), with the features of the first run that computed
+    them (an ``sae_greedy``/``sae_simscale``/``sae_features`` step), looked up by row id.
     """
     try:
-        from curate.select.sae import feature_coverage, find_sae_artifact
+        from curate.select.sae import feature_coverage
+        found = next((f for f in map(_sae_features, runs) if f is not None), None)
     except ImportError as e:
-        return None, f"skipped (curate.select.sae.feature_coverage not importable: {e})"
-    sae = next((a for a in (find_sae_artifact(r.path) for r in runs) if a is not None), None)
-    if sae is None:
-        return None, "skipped: no run holds an SAE artifact (run an sae_greedy/sae_simscale recipe)"
-    from curate.schema import embedding_matrix
-
+        return None, f"skipped (curate.select.sae not importable: {e})"
+    if found is None:
+        return None, "skipped: no run has cached SAE features (run an sae_greedy or sae_simscale recipe)"
+    fmap, src = found
+    ids, feats = list(fmap), list(fmap.values())
     out = {}
     for r in runs:
-        t = r.data(["embedding"])
-        if "embedding" not in t.column_names:
-            return None, f"skipped: run {r.name} has no embedding column in data/"
-        out[r.name] = float(feature_coverage(sae, embedding_matrix(t, "embedding")))
-    return out, f"SAE from {sae}"
+        sel = set(r.selected)
+        out[r.name] = float(feature_coverage(feats, np.array([i in sel for i in ids], dtype=bool)))
+    missing = {r.name: sum(1 for i in r.selected if i not in fmap) for r in runs}
+    note = f"features from run {src}"
+    if any(missing.values()):
+        note += "; selected rows without features (not counted): " + ", ".join(f"{k} {v}" for k, v in missing.items() if v)
+    return out, note
 
 
 def compare(paths: list[str | Path], out: str | Path | None = None, plots: bool = True) -> dict:

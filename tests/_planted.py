@@ -88,3 +88,21 @@ class PlantedQuality(Annotator):
 
 def planted_quality(instruction: str) -> float:
     return float(int(re.match(r"topic \d+: question (\d+)", instruction).group(1)) * 7 % 17)
+
+
+@register
+class PlantedSAEFeatures(Annotator):
+    """Test stand-in for ``sae_features``: row i of topic c has SAE features {c, 4 + i % 3}.
+
+    The pool's features are {0, ..., 6}; topic 0 alone covers {0, 4, 5, 6}.
+    """
+
+    name = "planted_sae_features"
+
+    def output_columns(self) -> list[str]:
+        return ["sae_latents", "sae_acts"]
+
+    def annotate(self, table: pa.Table, ctx) -> pa.Table:
+        ids = [re.match(r"topic (\d+): question (\d+)", s).groups() for s in table.column("instruction").to_pylist()]
+        lat = np.array([[int(c), 4 + int(i) % 3] for c, i in ids], dtype=np.int32).reshape(-1, 2)
+        return pa.table({"sae_latents": embedding_column(lat), "sae_acts": embedding_column(np.ones(lat.shape, np.float32))})

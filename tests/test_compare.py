@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,13 +16,15 @@ from curate.cli import app
 from curate.compare import compare, load_run
 
 
-def _run(tmp_path, name: str, method: dict, quality: bool = False):
+def _run(tmp_path, name: str, method: dict, quality: bool = False, sae: bool = False):
     pool = tmp_path / "pool.jsonl"
     if not pool.exists():
         write_pool(pool)
     stages = [{"type": "exact_dedup"}, {"type": "planted_embedding"}]
     if quality:
         stages.append({"type": "planted_quality"})
+    if sae:
+        stages.append({"type": "planted_sae_features"})
     stages.append(method)
     cfg = {"name": name, "input": {"path": str(pool)}, "stages": stages,
            "output": {"dir": str(tmp_path / name), "plots": False}}
@@ -36,7 +39,7 @@ def runs(tmp_path_factory):
     out = {"rand0": _run(tmp, "rand0", {"type": "random", "budget": 40, "seed": 0}),
            "rand1": _run(tmp, "rand1", {"type": "random", "budget": 40, "seed": 1}),
            "topq": _run(tmp, "topq", {"type": "top_k", "score": "quality", "budget": 40}, quality=True),
-           "long": _run(tmp, "long", {"type": "top_k", "score": "h_words", "budget": 40})}
+           "long": _run(tmp, "long", {"type": "top_k", "score": "h_words", "budget": 40}, sae=True)}
     mp.undo()
     return out
 
@@ -86,6 +89,38 @@ def test_sae_column_is_skipped_with_a_note_when_unavailable(runs, monkeypatch):
     res = compare([runs["rand0"], runs["rand1"]])
     assert any(n.startswith("SAE feature coverage: skipped") for n in res["notes"])
     assert all("sae_feature_coverage" not in r for r in res["runs"])
+
+
+def _fake_sae_module():
+    """Stand-in for curate.select.sae's coverage API (the SAE method's branch provides the real one)."""
+    from curate.schema import embedding_matrix
+
+    mod = types.ModuleType("curate.select.sae")
+    mod.LATENTS = "sae_latents"
+
+    def feature_sets(table, act_threshold=0.0):
+        lat, act = embedding_matrix(table, "sae_latents", dtype=np.int32), embedding_matrix(table, "sae_acts")
+        return [np.sort(lat[i][act[i] > act_threshold]) for i in range(len(lat))]
+
+    def feature_coverage(feats, keep):
+        pool = np.unique(np.concatenate(feats))
+        idx = np.flatnonzero(keep)
+        return len(np.unique(np.concatenate([feats[i] for i in idx]))) / len(pool) if len(idx) else 0.0
+
+    mod.feature_sets, mod.feature_coverage = feature_sets, feature_coverage
+    return mod
+
+
+def test_sae_coverage_from_the_run_that_computed_features(runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "curate.select.sae", _fake_sae_module())
+    res = compare([runs["rand0"], runs["long"]])
+    by = {r["name"]: r for r in res["runs"]}
+    # features {c, 4 + i % 3}: topic 0's rows cover {0, 4, 5, 6} of the pool's 7
+    assert by["long"]["sae_feature_coverage"] == pytest.approx(4 / 7)
+    ids = [int(i[1:]) for i in _selected(runs["rand0"])]
+    expect = {i % N_TOPICS for i in ids} | {4 + i % 3 for i in ids}
+    assert by["rand0"]["sae_feature_coverage"] == pytest.approx(len(expect) / 7)
+    assert any("features from run long step 2:planted_sae_features" in n for n in res["notes"])
 
 
 def test_same_name_twice_stays_apart(runs):
