@@ -13,8 +13,9 @@ note, so the script runs on any branch.
 Reported per pool x budget x method: seconds and the ratio to ``random``'s seconds in the same run
 (timings are noisy on a shared machine: read the ratios), rows selected (must equal the budget),
 cluster coverage (clusters with >= 1 selected row / all clusters, on the shared k-means ids), mean
-quality, mean response words and tokens, SAE feature coverage (when ``curate.select.sae`` provides
-``feature_coverage``/``find_sae_artifact`` and an SAE method ran), the Jaccard overlap matrix
+quality, mean response words and tokens, SAE feature coverage (distinct SAE features of the picks /
+of the pool, with ``curate.select.sae``'s ``sae_features`` trained once per pool in ``--prepare``
+when that module exists, ``--prepare-sae``), the Jaccard overlap matrix
 between methods, and for alpaca_44k the overlap of ``car`` with CaR's published selection
 (agreement, not correctness: they used other models) against the random base rate.
 
@@ -83,7 +84,7 @@ def pool_table(data: Path, pool: str, ann: Path):
     import pyarrow as pa
 
     from curate.io import read_input
-    from curate.schema import embedding_column
+    from curate.schema import embedding_column, embedding_matrix
     from curate.score.heuristics import HEURISTIC_COLUMNS
 
     table = read_input(str(data / POOLS[pool])).table
@@ -116,7 +117,35 @@ def pool_table(data: Path, pool: str, ann: Path):
         old = json.loads(p.read_text()) if p.exists() else {}
         p.write_text(json.dumps({**old, **derived}, indent=1))
     table = table.append_column("cluster_id", pa.array(np.load(d / "cluster_id.npy").astype(np.int64)))
-    return table.append_column("n_tokens", pa.array(np.load(d / "n_tokens.npy").astype(np.int64)))
+    table = table.append_column("n_tokens", pa.array(np.load(d / "n_tokens.npy").astype(np.int64)))
+    if (d / "sae_latents.npy").exists():
+        table = table.append_column("sae_latents", embedding_column(np.load(d / "sae_latents.npy")))
+        table = table.append_column("sae_acts", embedding_column(np.load(d / "sae_acts.npy")))
+    return table
+
+
+def prepare_sae(data: Path, ann: Path, pool: str) -> None:
+    """Train the SAE once per pool (``curate.select.sae``'s ``sae_features``) and cache its features.
+
+    This is the ``sae_*`` methods' own annotation; its time is reported with the annotation costs.
+    """
+    from curate.schema import embedding_matrix
+    from curate.select.sae import SAEFeatures
+    from curate.stage import StageContext
+
+    d = ann / pool
+    if (d / "sae_latents.npy").exists():
+        return
+    table = pool_table(data, pool, ann)
+    t0 = time.perf_counter()
+    out = SAEFeatures(show_progress=False).annotate(table, StageContext(
+        work_dir=d / "sae_work", artifact_dir=d / "sae_artifact", show_progress=False))
+    np.save(d / "sae_acts.npy", embedding_matrix(out, "sae_acts"))
+    np.save(d / "sae_latents.npy", embedding_matrix(out, "sae_latents", dtype=np.int32))  # written last: marks done
+    p = d / "derived.json"
+    old = json.loads(p.read_text()) if p.exists() else {}
+    p.write_text(json.dumps({**old, "sae_features_seconds": time.perf_counter() - t0,
+                             "sae_features_curate": _curate_version()}, indent=1))
 
 
 def run_unit(data: Path, ann: Path, work: Path, pool: str, label: str, budgets=BUDGETS) -> dict:
@@ -223,7 +252,7 @@ def report(data: Path, ann: Path, work: Path) -> dict:
             continue
         d = ann / pool
         with np.load(d / "annotations.npz") as z:
-            quality, emb = z["quality"], z["embedding"]
+            quality = z["quality"]
         clusters, tokens = np.load(d / "cluster_id.npy"), np.load(d / "n_tokens.npy")
         n, k_clusters = len(quality), int(clusters.max()) + 1
         rows = json.loads((data / POOLS[pool]).read_text())
@@ -232,7 +261,7 @@ def report(data: Path, ann: Path, work: Path) -> dict:
         P = {"n": n, "clusters": k_clusters, "annotation": meta, "methods": {}, "overlap": {}}
         if (d / "derived.json").exists():
             P["annotation"]["derived"] = json.loads((d / "derived.json").read_text())
-        sae_cov = _sae_coverage_fn(work, pool)
+        sae_cov = _sae_coverage_fn(ann, pool)
         picks_all = {}
         P["curate"] = {lab: u.get("curate") for lab, u in units.items()}
         for lab, u in units.items():
@@ -253,7 +282,7 @@ def report(data: Path, ann: Path, work: Path) -> dict:
                      "quality_mean": float(quality[idx].mean()), "words_mean": float(words[idx].mean()),
                      "tokens_mean": float(tokens[idx].mean()), "tokens_total": int(tokens[idx].sum())}
                 if sae_cov is not None:
-                    m["sae_feature_coverage"] = float(sae_cov(emb[idx]))
+                    m["sae_feature_coverage"] = float(sae_cov(idx))
                 P["methods"][lab][b] = m
         for b, sel in picks_all.items():
             rnd = P["methods"].get("random", {}).get(b, {}).get("seconds")
@@ -275,32 +304,26 @@ def report(data: Path, ann: Path, work: Path) -> dict:
             if car is None:
                 P["car_vs_published"]["note"] = "no car unit at the published size (car not registered or not run)"
         res["pools"][pool] = P
-    if _sae_fn() is None:
-        res["notes"].append("SAE feature coverage: skipped (curate.select.sae.feature_coverage/find_sae_artifact "
-                            "not importable in this curate)")
+    for p in res["pools"]:
+        if not (ann / p / "sae_latents.npy").exists():
+            res["notes"].append(f"SAE feature coverage on {p}: no cached SAE features (run --prepare-sae {p} "
+                                "with a curate that has curate.select.sae)")
     return res
 
 
-def _sae_fn():
-    try:
-        from curate.select.sae import feature_coverage, find_sae_artifact
-    except ImportError:
-        return None
-    return feature_coverage, find_sae_artifact
+def _sae_coverage_fn(ann: Path, pool: str):
+    """idx (m,) -> SAE feature coverage of those rows, or None when the pool has no cached features.
 
-
-def _sae_coverage_fn(work: Path, pool: str):
-    """x (m, d) -> coverage under the SAE the sae_greedy unit trained on this pool, or None."""
-    fns = _sae_fn()
-    if fns is None:
+    Coverage as ``curate.select.sae.feature_coverage`` defines it: distinct features (latents with
+    activation > 0) of the picked rows / distinct features of the whole pool; computed here from the
+    cached arrays so the report does not need the SAE code.
+    """
+    if not (ann / pool / "sae_latents.npy").exists():
         return None
-    feature_coverage, find_sae_artifact = fns
-    for lab in ("sae_greedy", "sae_simscale"):
-        for b in sorted(p.name for p in (work / "ctx" / pool / lab).glob("*") if p.name != "warmup"):
-            art = find_sae_artifact(work / "ctx" / pool / lab / b)
-            if art is not None:
-                return lambda x, art=art: feature_coverage(art, x)
-    return None
+    lat, act = np.load(ann / pool / "sae_latents.npy"), np.load(ann / pool / "sae_acts.npy")
+    on = act > 0
+    n_pool = len(np.unique(lat[on]))
+    return lambda idx: len(np.unique(lat[idx][on[idx]])) / max(n_pool, 1)
 
 
 def _car_for_published(work: Path, pool: str) -> np.ndarray | None:
@@ -339,9 +362,8 @@ def render(res: dict) -> str:
         lines += [f"## {pool} ({P['n']} rows, {P['clusters']} k-means clusters)", "",
                   f"Annotation: MiniLM embedding of CaR's string {a['embed_rows_per_s']:.1f} rows/s "
                   f"({a['embed_seconds']:.0f} s), heuristics {a['heuristics_rows_per_s']:.0f} rows/s; quality from "
-                  "the same embedding." + (f" k-means {a['derived'].get('kmeans_seconds', float('nan')):.1f} s, "
-                                           f"token count {a['derived'].get('token_count_seconds', float('nan')):.1f} s."
-                                           if a.get("derived") else ""), "",
+                  "the same embedding." + "".join(f" {k.replace('_seconds', '').replace('_', ' ')} {v:.1f} s."
+                                                 for k, v in a.get("derived", {}).items() if k.endswith("_seconds")), "",
                   "| method | budget | seconds | x random | rows | cluster coverage | mean quality | words/row | "
                   "tokens/row | SAE coverage |", "|---" * 10 + "|"]
         for lab, per in P["methods"].items():
@@ -394,6 +416,7 @@ def main() -> None:
     g.add_argument("--car-published", action="store_true", help="car at the published selection's size")
     g.add_argument("--list", action="store_true", help="print the units")
     g.add_argument("--prepare", help="POOL: compute the cached cluster_id / n_tokens columns only")
+    g.add_argument("--prepare-sae", help="POOL: train the SAE once and cache its features (needs curate.select.sae)")
     g.add_argument("--report", action="store_true")
     a = ap.parse_args()
     data, ann = Path(a.data), Path(a.annotations)
@@ -404,6 +427,8 @@ def main() -> None:
                 print(f"{pool}:{lab}")
     elif a.prepare:
         pool_table(data, a.prepare, ann)
+    elif a.prepare_sae:
+        prepare_sae(data, ann, a.prepare_sae)
     elif a.unit:
         pool, lab = a.unit.split(":")
         print(json.dumps(run_unit(data, ann, work, pool, lab, tuple(a.budgets)), default=str))
