@@ -1,8 +1,8 @@
 """The report's section for selection methods: what each one picked from the pool it saw.
 
 A *selection step* is a step whose stage type is a :class:`~curate.select.base.BudgetSelector`
-(``random``, ``top_k``, ``car``, ``kmq``, ...) or that wrote a ``<type>_score`` column to the
-ledger. For each one the report gives, over its *pool* (the rows that reached it) and its
+(``random``, ``top_k``, ``car``, ``kmq``, ...), that wrote a ``<type>_score`` column to the
+ledger, or that takes a ``budget`` (``d4``). For each one the report gives, over its *pool* (the rows that reached it) and its
 *picks* (the pool rows it kept):
 
 * a 2-D map of the pool's embeddings with the picks highlighted: PCA (numpy SVD, deterministic
@@ -52,8 +52,8 @@ def is_selection_step(step: dict, columns: list[str]) -> bool:
     """
     if step.get("kind") != "selector":
         return False
-    if f"{step['type']}_score" in columns:
-        return True
+    if f"{step['type']}_score" in columns or "budget" in (step.get("params") or {}):
+        return True  # a budgeted selector (e.g. d4) is a selection method even off the contract
     from curate.registry import get_stage
     from curate.select.base import BudgetSelector
 
