@@ -142,3 +142,11 @@ def test_cluster_stats_ignores_missing_ids():
     assert rs.cluster_stats(ids, pool, picks) == {"n_clusters": 2, "n_covered": 1, "coverage": 0.5,
                                                   "sizes_pool": [2, 1], "sizes_picked": [1, 0]}
     assert rs.cluster_stats(np.array([None, None], dtype=object), np.ones(2, bool), np.ones(2, bool)) is None
+
+
+def test_budgeted_selectors_off_the_contract_count():
+    d4 = {"kind": "selector", "type": "d4", "params": {"budget": 0.5, "dedup_ratio": 0.75}}
+    semdedup = {"kind": "selector", "type": "semdedup", "params": {"eps": None, "target_ratio": 0.9}}
+    assert rs.is_selection_step(d4, []) and not rs.is_selection_step(semdedup, [])
+    assert rs.is_selection_step({"kind": "selector", "type": "my_method", "params": {}}, ["my_method_score"])
+    assert not rs.is_selection_step({"kind": "annotator", "type": "embed", "params": {}}, ["embed_score"])
