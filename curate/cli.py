@@ -97,6 +97,8 @@ def _mount_optional() -> None:
 
 
 _mount_optional()
+from curate.compare import compare_command  # noqa: E402
+app.command("compare")(compare_command)
 
 from curate.cache_cli import app as _cache_app  # noqa: E402  (curate cache ls|gc|verify)
 app.add_typer(_cache_app, name="cache")

@@ -2,7 +2,8 @@
 
 Plots (matplotlib, Agg backend) land in ``plots/``: the row funnel across stages, score
 distributions (all rows that were scored vs the selected ones), and duplicate-cluster and
-k-means cluster sizes when those columns exist.
+k-means cluster sizes when those columns exist. Each selection method step adds a map of its
+pool's embeddings, its cluster sizes and its score distributions (:mod:`curate.report_selection`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from curate import report_selection
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ def build_report(cfg, ing, ledger, records, provenance: pa.Table, seconds: float
         summary = lambda x: {"n": int(x.size), "mean": float(x.mean()), "p10": float(np.quantile(x, 0.1)),
                              "median": float(np.median(x)), "p90": float(np.quantile(x, 0.9))} if x.size else {"n": 0}
         rep["scores"][col] = {"scored": summary(v[ok]), "selected": summary(v[ok & sel])}
+    from curate.store import StageStore
+
+    rep["selection"] = report_selection.summarize(rep["stages"], provenance,
+                                                  store_root=str(StageStore(cfg.cache_dir).root))
     return rep
 
 
@@ -104,6 +111,7 @@ def render_markdown(rep: dict, plots: list[str]) -> str:
         hist = rep.get(f"{name}_size_histogram")
         if hist:
             parts += ["", f"## {name} sizes", "", _md_table(["cluster size", "clusters"], [[k, v] for k, v in hist.items()])]
+    parts += report_selection.render_markdown(rep.get("selection", []))
     if plots:
         parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(parts) + "\n"
@@ -168,6 +176,7 @@ def make_plots(rep: dict, provenance: pa.Table, out: Path) -> list[str]:
             fig.savefig(plot_dir / f"{name}_sizes.png", dpi=100)
             plt.close(fig)
             made.append(f"plots/{name}_sizes.png")
+    made += report_selection.make_plots(rep.get("selection", []), provenance, rep["stages"], plot_dir)
     return made
 
 

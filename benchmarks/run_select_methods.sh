@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every unit of benchmarks/select_methods.py (one pool x method each) under the shared heavy lock,
+# then car at CaR's published size and the report. Finished units are skipped on a rerun.
+#   benchmarks/run_select_methods.sh ANNOTATIONS_ROOT [extra select_methods.py args]
+set -euo pipefail
+PY=${PYTHON:-python}
+LOCK=${HEAVY_LOCK:-/work/heavy.lock}
+ann=$1; shift
+B="$PY benchmarks/select_methods.py --annotations $ann $*"
+work="$ann/select_methods"
+for pool in alpaca_44k dolly_15k; do
+  [ -e "$work/units/${pool}__random.json" ] || flock "$LOCK" $B --prepare "$pool"
+done
+for u in $($B --list); do
+  [ -e "$work/units/${u/:/__}.json" ] && continue
+  flock "$LOCK" timeout 900 $B --unit "$u" || echo "unit $u failed (rc $?)"
+done
+[ -e "$work/units/alpaca_44k__car_published.npz" ] || flock "$LOCK" $B --car-published || echo "car_published failed"
+flock "$LOCK" $B --report > /dev/null
+echo "report: benchmarks/results/select_methods.md"

@@ -1,0 +1,213 @@
+"""Annotate an instruction pool once for the selection benchmark (benchmarks/select_methods.py).
+
+Per row: the all-MiniLM-L6-v2 embedding of CaR's string (``curate.embed.stage.CAR_TEMPLATE``,
+"Instruction: … Input: … Response: …", Ge et al. 2024), the ``h_*`` heuristics of the response,
+and the shipped learned quality score (``quality``), computed from that same embedding plus the
+heuristics through ``QualityModel.decision`` so the pool is embedded once.
+
+Caveat, measured by ``--check-template``: the shipped scorer was fitted on ``car_string`` (which
+drops " Input: " when the input is empty) while clustering uses CAR_TEMPLATE (CaR's clustering
+string, which always has it). The check embeds a seeded sample both ways and reports how much
+the quality scores differ (Spearman, top-10% overlap).
+
+Work is split into resumable units of ``--shard-size`` rows; each unit is one process, meant to run
+under ``flock /work/heavy.lock``, and writes ``shard_<i>.npz`` atomically, so a kill loses at most
+one shard. ``--merge`` joins the shards into ``annotations.npz`` (+ ``meta.json``)::
+
+    python benchmarks/select_annotate.py POOL OUT_DIR --shard 0        # one unit (+ more, see --more-s)
+    python benchmarks/select_annotate.py POOL OUT_DIR --n-shards        # prints how many units
+    python benchmarks/select_annotate.py POOL OUT_DIR --merge
+    python benchmarks/select_annotate.py POOL OUT_DIR --check-template [--n 512]
+
+benchmarks/run_select_annotate.sh drives all units in the background under the lock.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# this checkout's curate, not whichever one the venv has installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def load_pool(path: str):
+    """The pool as curate's canonical table (same ids a ``curate run`` would give)."""
+    from curate.io import read_input
+
+    got = read_input(path)
+    if got.quarantine:
+        print(f"note: {len(got.quarantine)} rows quarantined on ingest", file=sys.stderr)
+    return got.table
+
+
+def car_template_texts(table) -> list[str]:
+    from curate.embed.stage import CAR_TEMPLATE, build_texts
+
+    return build_texts(table, template=CAR_TEMPLATE)
+
+
+def heuristic_block(table) -> tuple[np.ndarray, np.ndarray]:
+    """(raw (n, 16) h_* matrix, the quality model's transformed copy with log1p counts)."""
+    from curate.score.heuristics import HEURISTIC_COLUMNS, heuristics_matrix
+    from curate.score.quality_model import _LOG_COLUMNS
+    from curate.score.rows import row_fields
+    from curate.score.stages import heuristic_texts
+
+    raw = heuristics_matrix(heuristic_texts(row_fields(table)))
+    feat = raw.copy()
+    for j, c in enumerate(HEURISTIC_COLUMNS):
+        if c in _LOG_COLUMNS:
+            feat[:, j] = np.log1p(feat[:, j])
+    return raw, feat
+
+
+def quality_from(emb: np.ndarray, hfeat: np.ndarray) -> np.ndarray:
+    """Shipped scorer's log-odds from a precomputed embedding + heuristic features (no re-embedding)."""
+    from curate.score.quality_model import QualityModel, default_model_path
+
+    qm = QualityModel.load(default_model_path())
+    if tuple(qm.features) != ("embedding", "heuristics"):
+        raise RuntimeError(f"shipped scorer uses features {qm.features}; this script assumes embedding+heuristics")
+    return qm.decision(np.concatenate([emb.astype(np.float64), hfeat], axis=1))
+
+
+def run_shards(pool: str, out: Path, i: int, shard_size: int, more_s: float) -> None:
+    """Shard ``i``, then the next unfinished shards while under ``more_s`` seconds in all.
+
+    Going on while the lock is held saves waiting for it again on a busy machine; each shard is
+    still saved on its own, so a kill loses at most one.
+    """
+    t0 = time.perf_counter()
+    table = load_pool(pool)
+    n_shards = -(-table.num_rows // shard_size)
+    if i >= n_shards:
+        raise SystemExit(f"--shard {i} is past the end ({table.num_rows} rows)")
+    for j in range(i, n_shards):
+        if j > i and time.perf_counter() - t0 > more_s:
+            break
+        run_shard(table, out, j, shard_size)
+
+
+def run_shard(table, out: Path, i: int, shard_size: int) -> None:
+    from curate.embed.sentence import encode_sentences
+
+    path = out / f"shard_{i:03d}.npz"
+    if path.exists():
+        print(f"shard {i} already done")
+        return
+    a, b = i * shard_size, min((i + 1) * shard_size, table.num_rows)
+    t = table.slice(a, b - a)
+    texts = car_template_texts(t)
+    encode_sentences(texts[:8])  # model load outside the timing
+    t0 = time.perf_counter()
+    emb = encode_sentences(texts, batch_size=64)
+    t_emb = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hraw, hfeat = heuristic_block(t)
+    t_h = time.perf_counter() - t0
+    q = quality_from(emb, hfeat)
+    tmp = out / f".shard_{i:03d}.tmp.npz"
+    np.savez(tmp, ids=np.array(t.column("id").to_pylist()), embedding=emb.astype(np.float32),
+             heuristics=hraw.astype(np.float32), quality=q.astype(np.float64),
+             timing=np.array([b - a, t_emb, t_h]))
+    os.replace(tmp, path)
+    with open(out / "progress.log", "a") as fh:
+        fh.write(f"{time.strftime('%H:%M:%S')} shard {i} rows {a}-{b}: embed {t_emb:.1f}s "
+                 f"({(b - a) / t_emb:.1f} rows/s), heuristics {t_h:.1f}s, threads {_threads()}\n")
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def merge(pool: str, out: Path, shard_size: int) -> None:
+    from curate.score.heuristics import HEURISTIC_COLUMNS
+
+    table = load_pool(pool)
+    n_shards = -(-table.num_rows // shard_size)
+    parts = []
+    for i in range(n_shards):
+        p = out / f"shard_{i:03d}.npz"
+        if not p.exists():
+            raise SystemExit(f"shard {i} missing: run --shard {i} first")
+        with np.load(p) as z:
+            parts.append({k: z[k] for k in z.files})
+    ids = np.concatenate([p["ids"] for p in parts])
+    if ids.tolist() != table.column("id").to_pylist():
+        raise SystemExit("shard ids do not match the pool's ids (pool changed?)")
+    timing = np.stack([p["timing"] for p in parts])
+    np.savez(out / "annotations.npz", ids=ids, embedding=np.concatenate([p["embedding"] for p in parts]),
+             heuristics=np.concatenate([p["heuristics"] for p in parts]),
+             quality=np.concatenate([p["quality"] for p in parts]))
+    meta = {"pool": str(pool), "n": int(table.num_rows), "shard_size": shard_size, "embedder": "all-MiniLM-L6-v2",
+            "embed_string": "CAR_TEMPLATE", "heuristic_columns": list(HEURISTIC_COLUMNS),
+            "quality": "shipped CaR-APE scorer (curate/assets/quality_car_ape.npz) from the CAR_TEMPLATE embedding",
+            "embed_seconds": float(timing[:, 1].sum()), "heuristics_seconds": float(timing[:, 2].sum()),
+            "embed_rows_per_s": float(timing[:, 0].sum() / timing[:, 1].sum()),
+            "heuristics_rows_per_s": float(timing[:, 0].sum() / timing[:, 2].sum())}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    print(json.dumps(meta, indent=2))
+
+
+def check_template(pool: str, out: Path, n: int, seed: int) -> None:
+    """Quality from CAR_TEMPLATE vs car_string embeddings on a seeded sample of n rows."""
+    from scipy.stats import spearmanr
+
+    from curate.embed.sentence import encode_sentences
+    from curate.score.rows import car_string, row_fields
+
+    table = load_pool(pool)
+    idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=min(n, table.num_rows), replace=False))
+    t = table.take(idx)
+    f = row_fields(t)
+    _, hfeat = heuristic_block(t)
+    q_tmpl = quality_from(encode_sentences(car_template_texts(t)), hfeat)
+    q_car = quality_from(encode_sentences([car_string(a, x, o) for a, x, o in zip(f.instruction, f.input, f.output)]),
+                         hfeat)
+    m = max(1, len(idx) // 10)
+    top_a, top_b = set(np.argsort(-q_tmpl)[:m]), set(np.argsort(-q_car)[:m])
+    empty_input = float(np.mean([not x.strip() for x in f.input]))
+    res = {"n": int(len(idx)), "seed": seed, "spearman": float(spearmanr(q_tmpl, q_car).statistic),
+           "top10pct_overlap": len(top_a & top_b) / m, "mean_abs_diff": float(np.mean(np.abs(q_tmpl - q_car))),
+           "sd_quality": float(np.std(q_car)), "frac_empty_input": empty_input}
+    (out / "template_check.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("pool")
+    ap.add_argument("out")
+    ap.add_argument("--shard-size", type=int, default=4096)
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--shard", type=int)
+    g.add_argument("--n-shards", action="store_true")
+    g.add_argument("--merge", action="store_true")
+    g.add_argument("--check-template", action="store_true")
+    ap.add_argument("--more-s", type=float, default=420.0,
+                    help="after --shard i, go on with the next unfinished shards while under this many seconds")
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.n_shards:
+        print(-(-load_pool(a.pool).num_rows // a.shard_size))
+    elif a.merge:
+        merge(a.pool, out, a.shard_size)
+    elif a.check_template:
+        check_template(a.pool, out, a.n, a.seed)
+    else:
+        run_shards(a.pool, out, a.shard, a.shard_size, a.more_s)
+
+
+if __name__ == "__main__":
+    main()
