@@ -97,6 +97,8 @@ def _mount_optional() -> None:
 
 
 _mount_optional()
+from curate.cli_eval import eval_command  # noqa: E402  (`curate eval CONFIG`)
+app.command("eval")(eval_command)
 
 
 def main() -> None:  # pragma: no cover
