@@ -132,6 +132,14 @@ def plots(cfg, results: dict, sets: list, out: Path) -> list[str]:
     return files
 
 
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return f"<{type(o).__name__}>" if not isinstance(o, (str, int, float)) else o
+
+
 def write_report(cfg, out: Path, results: dict, sets: list) -> dict:
     """Compute comparisons, write results.json, report.md and plots; return the results dict."""
     refs = [cfg.reference_arm, *cfg.compare_also]
@@ -148,6 +156,6 @@ def write_report(cfg, out: Path, results: dict, sets: list) -> dict:
     for u, full in zip(slim["units"], results["units"]):
         u["means"] = {s: {m: float(np.nanmean(v)) for m, v in d.items() if m in METRICS} for s, d in full["losses"].items()}
     slim["decontamination"] = {k: v for k, v in results["decontamination"].items() if k != "dropped_ids"}
-    (out / "results.json").write_text(json.dumps(slim, indent=1, default=float))
+    (out / "results.json").write_text(json.dumps(slim, indent=1, default=_json_default))
     results["report_md"] = md
     return results

@@ -180,7 +180,7 @@ class EvalRun:
             trainer.save(tmp / "adapter", selection_hash=meta.get("selection_hash"), extra={"arm": meta["arm"], "seed": meta["seed"]})
         if sel is not None:
             pq.write_table(pa.table({"id": sel.column("id")}), tmp / "selected_ids.parquet")
-        (tmp / "unit.json").write_text(json.dumps(meta, indent=1, default=float))
+        (tmp / "unit.json").write_text(json.dumps(meta, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
         shutil.rmtree(udir, ignore_errors=True)
         os.replace(tmp, udir)
 
