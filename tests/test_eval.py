@@ -191,3 +191,23 @@ def test_config_errors_name_the_key(files, tiny, tmp_path):
         run_eval(_config(files, tiny, tmp_path / "x", reference_arm="rnd"))
     with pytest.raises(ConfigError, match="budgett"):
         run_eval({**_config(files, tiny, tmp_path / "x"), "budgett": 3})
+
+
+def test_max_new_units_gives_partial_report_then_resumes(files, tiny, tmp_path):
+    cfg = _config(files, tiny, tmp_path / "m", seeds=[0])
+    part = run_eval(cfg, show_progress=False, max_new_units=1)
+    assert part["complete"] is False and [u["arm"] for u in part["units"]] == ["random"]
+    assert "Partial report" in (tmp_path / "m" / "report.md").read_text()
+    full = run_eval(cfg, show_progress=False, max_new_units=1)
+    assert full["complete"] is True and [u["cached"] for u in full["units"]] == [True, False]
+
+
+def test_arms_filter_and_unknown_method(files, tiny, tmp_path):
+    from curate.config import ConfigError
+
+    cfg = _config(files, tiny, tmp_path / "f", seeds=[0])
+    cfg["arms"] = cfg["arms"] + [{"name": "future", "method": "not_a_stage"}]
+    with pytest.raises(ConfigError, match="not_a_stage"):
+        run_eval(cfg, show_progress=False)
+    res = run_eval(cfg, show_progress=False, arms=["longest"])
+    assert sorted({u["arm"] for u in res["units"]}) == ["longest", "random"]

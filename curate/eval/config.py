@@ -72,8 +72,14 @@ class EvalConfig(_Strict):
         return arms
 
 
-def load_eval_config(path_or_dict) -> EvalConfig:
-    """Read and validate; errors name the key path. Relative paths stay relative to the CWD."""
+def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
+    """Read and validate; errors name the key path. Relative paths stay relative to the CWD.
+
+    Args:
+        path_or_dict: YAML path or dict.
+        arms: run only these arms (names; the reference arm is always kept). Methods of the kept
+            arms must be registered stages or controls, checked here before any compute.
+    """
     data = path_or_dict
     if not isinstance(path_or_dict, dict):
         p = Path(path_or_dict)
@@ -86,6 +92,24 @@ def load_eval_config(path_or_dict) -> EvalConfig:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"eval config: {msgs}") from None
     names = [a["name"] for a in cfg.arms]
+    if arms:
+        unknown = [a for a in arms if a not in names]
+        if unknown:
+            raise ConfigError(f"--arms: {unknown} not in the config's arms {names}")
+        keep = set(arms) | {cfg.reference_arm}
+        cfg.arms = [a for a in cfg.arms if a["name"] in keep]
+        cfg.compare_also = [c for c in cfg.compare_also if c in keep]
+        names = [a["name"] for a in cfg.arms]
+    from curate.eval.arms import CONTROL_METHODS
+    from curate.registry import known_stages
+
+    for i, a in enumerate(cfg.arms):
+        m = a.get("method")
+        if m and m not in CONTROL_METHODS and m not in known_stages():
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): method {m!r} is not a known stage "
+                              f"({', '.join(known_stages())}) or control ({', '.join(CONTROL_METHODS)})")
+        if m == "length_matched_random" and a.get("match") not in names[:i]:
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): match={a.get('match')!r} must name an earlier arm")
     for r in [cfg.reference_arm, *cfg.compare_also]:
         if r not in names:
             raise ConfigError(f"eval config: reference arm {r!r} is not in arms {names}")

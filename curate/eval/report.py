@@ -21,7 +21,10 @@ def _matrix(units: list, arm: str, set_name: str, metric: str) -> np.ndarray:
 def compare(cfg, units: list, sets: list, reference: str) -> dict:
     """{arm: {set: {metric: paired_delta}}} against ``reference`` plus verdicts and Holm p-values."""
     vsets = cfg.verdict_sets or [s.name for s in sets]
-    arms = [a["name"] for a in cfg.arms if a["name"] != reference]
+    done = {u["arm"] for u in units}
+    arms = [a["name"] for a in cfg.arms if a["name"] != reference and a["name"] in done]
+    if reference not in done:
+        arms = []
     out = {"reference": reference, "verdict_sets": vsets, "arms": {}}
     p_iut = {}
     for arm in arms:
@@ -47,11 +50,13 @@ def _fmt(r: dict) -> str:
 
 def markdown(cfg, results: dict, sets: list) -> str:
     units = results["units"]
-    arms = [a["name"] for a in cfg.arms]
+    arms = [a["name"] for a in cfg.arms if any(u["arm"] == a["name"] for u in units)]
     lines = [f"# curate eval: {cfg.name}", "",
              f"Budget {cfg.budget} rows per arm; pool {results['pool_rows']} rows after decontamination "
              f"({results['decontamination']['dropped']} removed: {results['decontamination']['by_rule']}). "
-             f"Wall time {results['wall_seconds']:.0f} s.", ""]
+             f"Wall time of this invocation {results['wall_seconds']:.0f} s.", ""]
+    if not results.get("complete", True):
+        lines += ["**Partial report: some units have not run yet** (rerun the same command to resume).", ""]
     lines += ["## Arms", "", "| arm | seeds | rows | steps | target tokens (mean) | train s (mean) | eval s (mean) | final train loss (mean) |",
               "|---|---|---|---|---|---|---|---|"]
     for a in arms:
@@ -87,8 +92,9 @@ def markdown(cfg, results: dict, sets: list) -> str:
                     v += f" (MDE ≈ {np.nanmax(mdes):.4f})" if np.isfinite(mdes).any() else ""
                 lines.append(f"| {a} | " + " | ".join(_fmt(r["sets"][s.name][m]) for s in sets) + f" | {v} |")
             lines.append("")
-        lines.append("Holm-adjusted intersection-union p (full loss, max over verdict sets): " +
-                     ", ".join(f"{a} {r['p_iut_holm']:.3g}" for a, r in comp["arms"].items()))
+        if comp["arms"]:
+            lines.append("Holm-adjusted intersection-union p (full loss, max over verdict sets): " +
+                         ", ".join(f"{a} {r['p_iut_holm']:.3g}" for a, r in comp["arms"].items()))
     return "\n".join(lines) + "\n"
 
 
@@ -101,6 +107,8 @@ def plots(cfg, results: dict, sets: list, out: Path) -> list[str]:
     files = []
     comp = results["comparisons"][0]
     arms = list(comp["arms"])
+    if not arms:
+        return files
     fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 0.6 * len(arms) + 2), squeeze=False)
     for ax, s in zip(axes[0], sets):
         for y, a in enumerate(arms):
@@ -119,6 +127,8 @@ def plots(cfg, results: dict, sets: list, out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for a in [x["name"] for x in cfg.arms]:
         curves = [u["train_losses"] for u in results["units"] if u["arm"] == a]
+        if not curves:
+            continue
         L = min(len(c) for c in curves)
         ax.plot(np.arange(1, L + 1), np.mean([c[:L] for c in curves], axis=0), label=a)
     ax.set_xlabel("step")
@@ -158,4 +168,5 @@ def write_report(cfg, out: Path, results: dict, sets: list) -> dict:
     slim["decontamination"] = {k: v for k, v in results["decontamination"].items() if k != "dropped_ids"}
     (out / "results.json").write_text(json.dumps(slim, indent=1, default=_json_default))
     results["report_md"] = md
+    results["output_dir"] = str(out)
     return results

@@ -135,10 +135,25 @@ class EvalRun:
         if self._eval_states is None:
             lm, tok = self.trainer.base()
             start = self._start_layer()
-            self._eval_states = {name: prefix_states(lm, enc.ids, start, tok.pad_token_id or 0,
-                                                     self.cfg.eval.get("batch_size", 16), self.show_progress,
-                                                     desc=f"eval prefix {name}")
-                                 for name, enc in self._encoded().items()}
+            self._eval_states = {}
+            for name, enc in self._encoded().items():
+                # cached on disk: the lower blocks' outputs on the eval rows are the same for every arm and
+                # every later invocation (a resumed eval does not pay for them again)
+                key = stable_hash({"model": self.trainer.fingerprint()["model"], "start": start,
+                                   "ids": stable_hash([x.tolist() for x in enc.ids])})
+                f = self.out / "eval_cache" / f"{name}-{key}.npy"
+                if f.exists():
+                    flat = np.load(f, mmap_mode="r")
+                    off = np.concatenate([[0], np.cumsum(enc.lengths)])
+                    self._eval_states[name] = [flat[off[i]:off[i + 1]] for i in range(len(enc))]
+                    continue
+                st = prefix_states(lm, enc.ids, start, tok.pad_token_id or 0, self.cfg.eval.get("batch_size", 16),
+                                   self.show_progress, desc=f"eval prefix {name}")
+                f.parent.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_name(f.name + ".tmp.npy")
+                np.save(tmp, np.concatenate(st))
+                os.replace(tmp, f)
+                self._eval_states[name] = st
         return self._eval_states
 
     def evaluate(self, lm) -> dict[str, dict[str, np.ndarray]]:
@@ -199,9 +214,13 @@ class EvalRun:
         meta["losses"], meta["cached"] = losses, False
         return meta
 
+    def _unit_key(self, sel: pa.Table, seed: int) -> str:
+        return stable_hash({"sel": selection_hash(sel), "train": self.trainer.fingerprint(), "seed": seed,
+                            "eval": self.eval_key()})
+
     def run_unit(self, arm: dict, seed: int, sel: pa.Table) -> dict:
         h = selection_hash(sel)
-        key = stable_hash({"sel": h, "train": self.trainer.fingerprint(), "seed": seed, "eval": self.eval_key()})
+        key = self._unit_key(sel, seed)
         udir = self._unit_dir(arm["name"], seed)
         got = self._load_unit(udir, key)
         if got is not None:
@@ -220,7 +239,8 @@ class EvalRun:
         t.model_ = None  # free the adapted copy before the next unit
         return meta
 
-    def run(self) -> dict:
+    def run(self, max_new_units: int | None = None) -> dict:
+        """Run every unit (or stop after training ``max_new_units`` new ones) and write the report."""
         from tqdm.auto import tqdm
 
         from curate.eval.report import write_report
@@ -235,11 +255,23 @@ class EvalRun:
         selections: dict[str, list] = {}
         cache_dir = str(self.out / "stage_cache")
         bar = tqdm(units, desc="eval units", disable=not self.show_progress, unit="unit")
+        new = 0
+        results["complete"] = True
         for arm, seed in bar:
             bar.set_postfix(arm=arm["name"], seed=seed)
             sel = make_selection(arm, pool, cfg.budget, seed, cache_dir=cache_dir, matched=selections)
             selections.setdefault(arm["name"], []).append(sel)
-            results["units"].append(self.run_unit(arm, seed, sel))
+            if max_new_units is not None and new >= max_new_units:
+                u = self._load_unit(self._unit_dir(arm["name"], seed), self._unit_key(sel, seed))
+                if u is None:
+                    results["complete"] = False
+                    continue
+                u["cached"] = True
+                results["units"].append(u)
+                continue
+            u = self.run_unit(arm, seed, sel)
+            new += not u["cached"]
+            results["units"].append(u)
         results["decontamination"] = decontam
         results["pool_rows"] = len(pool)
         results["wall_seconds"] = time.perf_counter() - t_start
@@ -247,7 +279,8 @@ class EvalRun:
         return write_report(cfg, self.out, results, self.eval_sets())
 
 
-def run_eval(config, output: str | None = None, device: str | None = None, show_progress: bool = True) -> dict:
+def run_eval(config, output: str | None = None, device: str | None = None, show_progress: bool = True,
+             max_new_units: int | None = None, arms: list[str] | None = None) -> dict:
     """Run an eval config end to end; returns the results dict (also written to ``<output>/results.json``).
 
     Args:
@@ -255,6 +288,9 @@ def run_eval(config, output: str | None = None, device: str | None = None, show_
         output: output dir (default the config's ``output``).
         device: torch device (default cuda when present, else cpu).
         show_progress: progress bars per unit.
+        max_new_units: train at most this many new units, then write a partial report (``complete``
+            False) and return: lets a long eval run as short resumable invocations.
+        arms: run only these arms (plus the reference arm); default all.
     """
-    cfg = load_eval_config(config)
-    return EvalRun(cfg, output, device, show_progress).run()
+    cfg = load_eval_config(config, arms)
+    return EvalRun(cfg, output, device, show_progress).run(max_new_units)
