@@ -213,6 +213,10 @@ class LoRATrainer:
         device = pick_device(self.device)
         prev_det = torch.are_deterministic_algorithms_enabled()
         if self.deterministic:
+            if device.startswith("cuda"):  # cuBLAS needs this for deterministic GEMMs (read at first use)
+                import os
+
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         try:
             model = self.new_model(seed).to(device)
