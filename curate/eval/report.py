@@ -78,6 +78,16 @@ def markdown(cfg, results: dict, sets: list) -> str:
                 sd = f" ±{per_seed.std(ddof=1):.4f}" if len(per_seed) > 1 else ""
                 cells.append(f"{per_seed.mean():.4f}{sd}")
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    ref0 = cfg.reference_arm
+    if any(u["arm"] == ref0 for u in units):
+        notes = []
+        for s in sets:
+            per_seed = np.nanmean(_matrix(units, ref0, s.name, "full"), axis=1)
+            moved = float(np.nanmean(base[s.name]["full"]) - per_seed.mean())
+            sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
+            flag = " **underpowered: moved < 5 seed SDs**" if np.isfinite(sd) and abs(moved) < 5 * sd else ""
+            notes.append(f"{s.name}: {moved:+.4f} (seed SD {sd:.4f}){flag}")
+        lines += ["", f"Movement of `{ref0}` from base (full loss, base − arm): " + "; ".join(notes)]
     for comp in results["comparisons"]:
         ref = comp["reference"]
         lines += ["", f"## Paired difference to `{ref}` (arm − {ref}; negative = lower loss; 95% CI, wider of "
