@@ -52,6 +52,10 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
         return pq.read_table(pdir / "pool.parquet"), json.loads((pdir / "pool.json").read_text())["report"]
     got = cio.read_input(cfg.pool.paths)
     table = got.table
+    sources = set(table.column("source").to_pylist())
+    unknown = sorted(set(cfg.pool.sample) - sources)
+    if unknown:
+        raise ValueError(f"pool.sample: {unknown} are not sources of the pool; sources are {sorted(sources)}")
     parts = []
     for src in sorted(set(table.column("source").to_pylist())):
         sub = table.filter(pa.compute.equal(table.column("source"), src))
