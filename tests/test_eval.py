@@ -211,3 +211,14 @@ def test_arms_filter_and_unknown_method(files, tiny, tmp_path):
         run_eval(cfg, show_progress=False)
     res = run_eval(cfg, show_progress=False, arms=["longest"])
     assert sorted({u["arm"] for u in res["units"]}) == ["longest", "random"]
+
+
+def test_pool_holdout_rows_are_not_in_the_pool(files, tiny, tmp_path):
+    cfg = _config(files, tiny, tmp_path / "h", seeds=[0], budget=8)
+    cfg["pool"] = {"paths": [files["pool"]], "sample": {"pool.jsonl": 40}, "holdout": {"pool.jsonl": 10}}
+    res = run_eval(cfg, show_progress=False, max_new_units=0)
+    hold = [json.loads(x) for x in (tmp_path / "h" / "pool" / "holdout_pool.jsonl.jsonl").read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    pool_ids = set(pq.read_table(tmp_path / "h" / "pool" / "pool.parquet").column("id").to_pylist())
+    assert len(hold) == 10 and not ({h["id"] for h in hold} & pool_ids) and res["pool_rows"] <= 40

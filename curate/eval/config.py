@@ -18,6 +18,8 @@ class PoolConfig(_Strict):
     paths: list[str]                       # files read with curate's readers; ``source`` = file name
     sample: dict[str, int] = {}            # per-source seeded subsample sizes, e.g. {alpaca_44k.json: 10000}
     sample_seed: int = 0
+    holdout: dict[str, int] = {}           # rows of a source kept OUT of the pool, written to
+                                           # <output>/pool/holdout_<source>.jsonl (e.g. selection queries)
     strip_calculator: bool = False         # remove GSM8K <<...>> annotations in the pool
 
 

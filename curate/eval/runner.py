@@ -22,6 +22,7 @@ from curate.eval.arms import make_selection, selection_hash
 from curate.eval.config import EvalConfig, load_eval_config
 from curate.eval.losses import METRICS, reference_losses
 from curate.eval.sets import GSM8K_CALC, load_eval_set
+from curate.score.rows import row_fields
 from curate.store import stable_hash
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
     from curate import io as cio
     from curate.eval.decontam import decontaminate
 
-    key = stable_hash({"v": EVAL_VERSION, "pool": cfg.pool.model_dump(), "fp": cio.input_fingerprint(cfg.pool.paths),
+    pool_params = cfg.pool.model_dump(exclude={"holdout"} if not cfg.pool.holdout else set())
+    key = stable_hash({"v": EVAL_VERSION, "pool": pool_params, "fp": cio.input_fingerprint(cfg.pool.paths),
                        "decontam": cfg.decontaminate.model_dump(), "eval": stable_hash(sorted(eval_prompts))})
     pdir = out / "pool"
     if (pdir / "pool.json").exists() and json.loads((pdir / "pool.json").read_text()).get("key") == key:
@@ -53,17 +55,29 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
     got = cio.read_input(cfg.pool.paths)
     table = got.table
     sources = set(table.column("source").to_pylist())
-    unknown = sorted(set(cfg.pool.sample) - sources)
-    if unknown:
-        raise ValueError(f"pool.sample: {unknown} are not sources of the pool; sources are {sorted(sources)}")
-    parts = []
-    for src in sorted(set(table.column("source").to_pylist())):
+    for name, d in (("pool.sample", cfg.pool.sample), ("pool.holdout", cfg.pool.holdout)):
+        unknown = sorted(set(d) - sources)
+        if unknown:
+            raise ValueError(f"{name}: {unknown} are not sources of the pool; sources are {sorted(sources)}")
+    parts, holdouts = [], {}
+    for src in sorted(sources):
         sub = table.filter(pa.compute.equal(table.column("source"), src))
         k = cfg.pool.sample.get(src)
+        rest = np.arange(len(sub))
         if k is not None and k < len(sub):
             rng = np.random.default_rng([cfg.pool.sample_seed, len(parts)])
-            sub = sub.take(np.sort(rng.choice(len(sub), size=k, replace=False)))
-        parts.append(sub)
+            keep = np.sort(rng.choice(len(sub), size=k, replace=False))
+            rest = np.setdiff1d(rest, keep)
+        else:
+            keep = rest
+            rest = rest[:0]
+        h = cfg.pool.holdout.get(src)
+        if h:  # rows of this source NOT in the pool, e.g. selection queries for targeted methods
+            if h > len(rest):
+                raise ValueError(f"pool.holdout[{src!r}]={h} exceeds the {len(rest)} rows of {src} left out of the pool")
+            hrng = np.random.default_rng([cfg.pool.sample_seed, len(parts), 1])
+            holdouts[src] = sub.take(np.sort(hrng.choice(rest, size=h, replace=False)))
+        parts.append(sub.take(keep))
     table = pa.concat_tables(parts)
     if cfg.pool.strip_calculator:
         i = table.column_names.index("output")
@@ -79,6 +93,13 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     pq.write_table(table, tmp / "pool.parquet")
+    for src, hold in holdouts.items():  # plain JSONL: usable as `queries` by any method
+        f = row_fields(hold)
+        with open(tmp / f"holdout_{src}.jsonl", "w") as fh:
+            for i, a, x, o in zip(hold.column("id").to_pylist(), f.instruction, f.input, f.output):
+                o = GSM8K_CALC.sub("", o) if cfg.pool.strip_calculator else o
+                fh.write(json.dumps({"id": i, "instruction": a, "input": x, "output": o}) + "\n")
+        report.setdefault("holdout", {})[src] = len(hold)
     (tmp / "pool.json").write_text(json.dumps({"key": key, "report": report}, indent=1))
     shutil.rmtree(pdir, ignore_errors=True)
     os.replace(tmp, pdir)
