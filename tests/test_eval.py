@@ -174,6 +174,11 @@ def test_controls_length_matched_and_shuffled():
     assert sorted(sh.column("output").to_pylist()) == sorted(orig[q] for q in sh.column("instruction").to_pylist())
     with pytest.raises(ValueError, match="match"):
         make_selection({"name": "lm", "method": "length_matched_random", "match": "nope"}, pool, 10, 0)
+    src = pool.append_column("source", pa.array(["a"] * 1000 + ["b"] * 1000))
+    mix = make_selection({"name": "d", "method": "mixture", "fractions": {"a": 0.25, "b": 0.75}}, src, 40, 0)
+    assert mix.column("source").to_pylist().count("a") == 10 and len(mix) == 40
+    with pytest.raises(ValueError, match="fractions"):
+        make_selection({"name": "d", "method": "mixture", "fractions": {"a": 0.5}}, src, 40, 0)
 
 
 def test_eval_set_layouts(tmp_path):

@@ -13,6 +13,9 @@ An arm is a dict (from YAML):
 * ``method: shuffled_responses``: a random subset whose responses are permuted among its rows, a
   negative control that must be worse than random (EVALUATION.md §1.9 S3b).
 
+* ``method: mixture`` with ``fractions: {SOURCE: share, ...}``: random rows with the given share per
+  source (largest-remainder rounding), e.g. the dose-response series of EVALUATION.md §1.9 S2.
+
 ``pool_filter: {source: [...]}`` restricts the pool first (oracle / anti arms of the sanity run).
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pyarrow.compute as pc
 from curate.score.rows import row_fields
 from curate.store import stable_hash
 
-CONTROL_METHODS = ("length_matched_random", "shuffled_responses")
+CONTROL_METHODS = ("length_matched_random", "shuffled_responses", "mixture")
 
 
 def selection_hash(table: pa.Table) -> str:
@@ -107,6 +110,25 @@ def length_matched(pool: pa.Table, reference_lengths: np.ndarray, budget: int, s
     return pool.take(np.sort(np.asarray(chosen, dtype=np.int64)))
 
 
+def mixture(pool: pa.Table, fractions: dict, budget: int, seed: int, column: str = "source") -> pa.Table:
+    """Random rows with share ``fractions[v]`` of rows whose ``column`` is v (shares sum to 1)."""
+    if not fractions or abs(sum(fractions.values()) - 1.0) > 1e-6 or min(fractions.values()) < 0:
+        raise ValueError(f"mixture: fractions={fractions!r} must be non-negative shares summing to 1")
+    rng = np.random.default_rng(seed)
+    keys = sorted(fractions)
+    quota = np.array([fractions[k] for k in keys]) * budget
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take))[: budget - take.sum()]] += 1
+    col = np.asarray(pool.column(column).to_pylist(), dtype=object)
+    idx = []
+    for k, t in zip(keys, take):
+        cand = np.flatnonzero(col == k)
+        if t > len(cand):
+            raise ValueError(f"mixture: {t} rows of {column}={k!r} wanted, the pool has {len(cand)}")
+        idx.append(rng.choice(cand, size=t, replace=False))
+    return pool.take(np.sort(np.concatenate(idx)))
+
+
 def shuffled_responses(pool: pa.Table, budget: int, seed: int) -> pa.Table:
     """A random subset of ``budget`` rows with responses permuted among them (no row keeps its own)."""
     rng = np.random.default_rng(seed)
@@ -150,6 +172,8 @@ def make_selection(arm: dict, pool: pa.Table, budget: int, seed: int, *, cache_d
     src = filter_pool(pool, arm.get("pool_filter"))
     if budget > len(src):
         raise ValueError(f"arm {arm['name']!r}: budget={budget} exceeds its pool of {len(src)} rows")
+    if method == "mixture":
+        return mixture(src, arm.get("fractions") or {}, budget, seed)
     if method == "shuffled_responses":
         return shuffled_responses(src, budget, seed)
     if method == "length_matched_random":

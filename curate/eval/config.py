@@ -68,7 +68,7 @@ class EvalConfig(_Strict):
             names.add(a["name"])
             if not (a.get("method") or a.get("selection")):
                 raise ValueError(f"arms[{i}] ({a['name']}): needs `method` or `selection`")
-            extra = set(a) - {"name", "method", "params", "selection", "seeds", "pool_filter", "match"}
+            extra = set(a) - {"name", "method", "params", "selection", "seeds", "pool_filter", "match", "fractions"}
             if extra:
                 raise ValueError(f"arms[{i}] ({a['name']}): unknown keys {sorted(extra)}")
         return arms
