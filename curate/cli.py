@@ -103,6 +103,9 @@ app.command("compare")(compare_command)
 from curate.cache_cli import app as _cache_app  # noqa: E402  (curate cache ls|gc|verify)
 app.add_typer(_cache_app, name="cache")
 
+from curate.cli_eval import eval_command  # noqa: E402  (`curate eval CONFIG`)
+app.command("eval")(eval_command)
+
 
 def main() -> None:  # pragma: no cover
     app()

@@ -1,1 +1,1 @@
-"""curate.train."""
+"""LoRA trainer for evaluating selections (peft); torch is imported lazily."""

@@ -1,0 +1,39 @@
+"""``curate eval CONFIG``: LoRA per (arm, seed), held-out reference losses, paired comparison with random.
+
+Mounted on the typer app in :mod:`curate.cli` as ``app.command("eval")(eval_command)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def eval_command(config: Path = typer.Argument(..., help="eval config YAML (see configs/eval/)"),
+                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="output dir (overrides `output:`)"),
+                 device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)"),
+                 max_new_units: Optional[int] = typer.Option(None, "--max-new-units", help="train at most N new (arm, seed) units, write a partial report and stop (rerun to resume)"),
+                 arms: Optional[str] = typer.Option(None, "--arms", help="comma-separated arm names to run (the reference arm is always run)"),
+                 progress: bool = typer.Option(True, help="show progress bars"),
+                 verbose: bool = typer.Option(True, help="log each unit")):
+    """Train a LoRA per (arm, seed) on equal budgets and compare held-out losses with random."""
+    import logging
+
+    from curate.config import ConfigError
+    from curate.eval.runner import run_eval
+    from curate.io import InputError
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        res = run_eval(config, output=str(output) if output else None, device=device, show_progress=progress,
+                       max_new_units=max_new_units, arms=arms.split(",") if arms else None)
+    except (ConfigError, InputError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    n_cached = sum(u["cached"] for u in res["units"])
+    typer.echo(res["report_md"])
+    out = res["output_dir"]
+    state = "complete" if res.get("complete", True) else "PARTIAL (rerun to resume)"
+    typer.echo(f"units: {len(res['units'])} ({n_cached} cached), {state}; wall {res['wall_seconds']:.0f} s")
+    typer.echo(f"output: {out}/report.md, {out}/results.json" + "".join(f", {p}" for p in res["plots"]))

