@@ -97,6 +97,8 @@ def _mount_optional() -> None:
 
 
 _mount_optional()
+from curate.cli_ops import mount as _mount_ops  # noqa: E402  (serve, refresh, versions, rollback)
+_mount_ops(app)
 
 
 def main() -> None:  # pragma: no cover
