@@ -123,3 +123,38 @@ def test_against_follows_a_recurated_reference(tmp_path):
     prov = r2.provenance().to_pylist()
     assert sorted(r["id"] for r in prov if r["reason"] == "duplicate_of_curated") == [f"p{i}" for i in range(5, 10)]
     assert len(list((ref_dir / "minhash_index").iterdir())) == 1  # the stale index was removed
+
+
+def test_row_cache_computes_only_unseen_rows_and_matches_direct(tmp_path):
+    import pyarrow as pa
+
+    from curate.rowcache import RowCached
+    from curate.score.stages import Heuristics
+    from curate.stage import StageContext
+
+    rows = _rows("c", 0, 12)
+    table = pa.table({"id": [r["id"] for r in rows], "instruction": [r["instruction"] for r in rows],
+                      "output": [r["output"] for r in rows], "text": [r["output"] for r in rows]})
+    ctx = StageContext(work_dir=tmp_path / "w", show_progress=False)
+    stage = Heuristics(columns=["h_words", "h_chars"])
+    direct = stage.annotate(table, ctx)
+    first = RowCached(stage, tmp_path / "cache")
+    assert first.annotate(table.slice(0, 8), ctx).equals(direct.slice(0, 8))
+    assert (first.n_hits_, first.n_computed_) == (0, 8)
+    shuffled = table.take(pa.array([11, 3, 9, 0, 10, 5, 1, 2, 4, 6, 7, 8]))
+    second = RowCached(stage, tmp_path / "cache")
+    out = second.annotate(shuffled, ctx)
+    assert (second.n_hits_, second.n_computed_) == (8, 4)
+    assert out.equals(direct.take(pa.array([11, 3, 9, 0, 10, 5, 1, 2, 4, 6, 7, 8])))
+    # other parameters are another cache; a changed text is another row
+    other = RowCached(Heuristics(columns=["h_words"]), tmp_path / "cache")
+    other.annotate(table, ctx)
+    assert other.n_hits_ == 0
+    edited = table.set_column(2, "output", pa.array(["changed words here"] + table.column("output").to_pylist()[1:]))
+    third = RowCached(stage, tmp_path / "cache")
+    third.annotate(edited, ctx)
+    assert (third.n_hits_, third.n_computed_) == (11, 1)
+    with pytest.raises(ValueError, match="kmeans"):
+        from curate.cluster.kmeans import KMeans
+
+        RowCached(KMeans(), tmp_path / "cache")
