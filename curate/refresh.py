@@ -20,6 +20,8 @@ output layout of ``curate run``), with
   index inside that version; its cache key holds the version's content hash);
 * row-local annotators (embeddings, LM and quality scores) wrapped in :mod:`curate.rowcache`,
   so only rows never seen before are embedded and scored;
+* a ``kmeans`` step with unchanged parameters assigns rows to the previous version's centroids
+  (saved in ``<version>/state/``) instead of refitting, so cluster ids stay stable;
 * the selection recomputed under the recipe's budget over the whole pool.
 
 It then writes ``changelog.json`` / ``changelog.md`` (rows added to and removed from the
@@ -147,22 +149,120 @@ def rollback(versions_dir: str | Path, version: str) -> str:
 
 # ------------------------------------------------------------------------- running
 
-class RefreshRunner(Runner):
-    """A Runner that serves row-local annotators from the per-row cache (:mod:`curate.rowcache`)."""
+STATE = "state"  # <version>/state/<step>/: kmeans centroids a later version assigns new rows to
 
-    def __init__(self, *args, **kw):
+
+def _step_dir(label: str) -> str:
+    return label.replace(":", "_")
+
+
+class KMeansAssign(Annotator):
+    """A refresh's ``kmeans``: place rows in the previous version's clusters (no refit).
+
+    Keeps cluster ids stable across versions: a row seen before gets the same cluster, a new row
+    the nearest previous centroid (:func:`curate.cluster.kmeans.assign_from_artifacts`). The
+    centroid files' content hash is part of the cache key.
+
+    Args:
+        stage: the recipe's ``kmeans`` stage (its ``embedding_column`` and ``use_gpu`` are used).
+        state_dir: the previous version's saved artifacts of that step (``centroids.npy``,
+            ``kmeans.json``, PCA files).
+    """
+
+    name = "kmeans"
+
+    def __init__(self, stage, state_dir: str | Path):
+        self.stage = stage
+        self.state_dir = str(state_dir)
+
+    def get_params(self) -> dict:
+        return self.stage.get_params()
+
+    def cache_params(self) -> dict:
+        import xxhash
+
+        h = xxhash.xxh3_128()
+        for f in sorted(Path(self.state_dir).iterdir()):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        return {**self.stage.cache_params(), "assign_to_centroids": h.hexdigest()}
+
+    def output_columns(self) -> list[str]:
+        return self.stage.output_columns()
+
+    def annotate(self, table, ctx):
+        import shutil
+
+        import numpy as np
+        import pyarrow as pa
+
+        from curate.cluster.kmeans import CENTROID_DISTANCE, assign_from_artifacts
+        from curate.schema import CLUSTER_ID, embedding_matrix
+
+        if len(table):
+            cid, dist = assign_from_artifacts(embedding_matrix(table, self.stage.embedding_column), self.state_dir,
+                                              use_gpu=self.stage.use_gpu)
+        else:
+            cid, dist = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if ctx.artifact_dir is not None:  # carried forward, so the next version assigns to the same centroids
+            shutil.copytree(self.state_dir, ctx.artifact_dir, dirs_exist_ok=True)
+        return pa.table({CLUSTER_ID: pa.array(cid, pa.int64()), CENTROID_DISTANCE: pa.array(dist, pa.float32())})
+
+
+class RefreshRunner(Runner):
+    """A Runner that serves row-local annotators from the per-row cache (:mod:`curate.rowcache`)
+    and assigns rows to the previous version's kmeans centroids instead of refitting.
+
+    Args:
+        previous: the previous version's folder, or None (default).
+        *args, **kw: as for :class:`curate.pipeline.Runner`.
+    """
+
+    def __init__(self, *args, previous: Path | None = None, **kw):
         super().__init__(*args, **kw)
+        self.previous = previous
         self.row_cache_stats: dict[str, dict] = {}
+
+    def _previous_centroids(self, stage, label: str) -> Path | None:
+        if self.previous is None:
+            return None
+        d = self.previous / STATE / _step_dir(label)
+        meta = d.parent / f"{_step_dir(label)}.json"
+        if not (d / "centroids.npy").is_file() or not meta.is_file():
+            return None
+        saved = json.loads(meta.read_text())
+        same = saved.get("type") == stage.name and saved.get("params") == json.loads(
+            json.dumps(stage.cache_params(), default=str))
+        return d if same else None  # another kmeans (params changed): refit
 
     def apply(self, stage, table, parent_key, label):
         from curate.rowcache import ROW_LOCAL, RowCached
 
         if isinstance(stage, Annotator) and stage.name in ROW_LOCAL and not isinstance(stage, RowCached):
             stage = RowCached(stage, self.store.root)
+        elif stage.name == "kmeans" and not isinstance(stage, KMeansAssign):
+            prev = self._previous_centroids(stage, label)
+            if prev is not None:
+                stage = KMeansAssign(stage, prev)
         out = super().apply(stage, table, parent_key, label)
         if isinstance(stage, RowCached) and hasattr(stage, "n_hits_"):
             self.row_cache_stats[label] = {"cached": stage.n_hits_, "computed": stage.n_computed_}
         return out
+
+
+def _save_state(store, records, out: Path) -> None:
+    """Copy each kmeans step's artifacts (centroids) into ``<version>/state/<step>/``."""
+    import shutil
+
+    for r in records:
+        art = store.artifacts(r.key)
+        if r.type != "kmeans" or not (art / "centroids.npy").is_file():
+            continue
+        dest = out / STATE / _step_dir(r.label)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(art, dest)
+        params = {k: v for k, v in r.params.items() if k != "assign_to_centroids"}
+        (out / STATE / f"{_step_dir(r.label)}.json").write_text(
+            json.dumps({"type": r.type, "params": params}, default=str))
 
 
 def _fill_previous(stages: list[dict], previous: Path | None) -> list[dict]:
@@ -246,10 +346,12 @@ def run_refresh(config, source: str | None = None, versions_dir: str | None = No
     cfg = load_config(data)
     vdir.mkdir(parents=True, exist_ok=True)
     log.info("refresh %s: %s", version, plan["message"])
-    runner = RefreshRunner(StageStore(cfg.cache_dir), seed=cfg.seed, show_progress=show_progress)
+    runner = RefreshRunner(StageStore(cfg.cache_dir), seed=cfg.seed, show_progress=show_progress,
+                           previous=vdir / prev if prev else None)
     ing, table, ledger, records, final_key = runner.execute(cfg)
     res = write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0,
                     show_progress=show_progress)
+    _save_state(runner.store, records, out)
     changes = build_changelog(vdir / prev if prev else None, out, version, prev, records)
     changes["row_cache"] = runner.row_cache_stats
     write_changelog(changes, out)

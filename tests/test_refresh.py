@@ -158,3 +158,40 @@ def test_row_cache_computes_only_unseen_rows_and_matches_direct(tmp_path):
         from curate.cluster.kmeans import KMeans
 
         RowCached(KMeans(), tmp_path / "cache")
+
+
+def test_refresh_assigns_new_rows_to_previous_centroids(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from curate.cluster.kmeans import KMeans
+    from curate.provenance import Ledger
+    from curate.refresh import RefreshRunner, _save_state
+    from curate.schema import embedding_column
+    from curate.store import StageStore
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 5]], dtype=np.float32)
+    x = np.concatenate([c + rng.normal(scale=0.3, size=(10, 3)) for c in centres]).astype(np.float32)
+
+    def tab(m):
+        return pa.table({"id": [f"r{i}" for i in range(len(m))], "embedding": embedding_column(m)})
+
+    store = StageStore(tmp_path / "cache")
+    v1 = tmp_path / "v0001"
+    t1 = tab(x)
+    out1, _, rec1 = RefreshRunner(store, show_progress=False).run_stages(
+        [KMeans(k=3, seed=1)], t1, "in1", Ledger(t1.column("id").to_pylist()))
+    _save_state(store, rec1, v1)
+    assert (v1 / "state" / "0_kmeans" / "centroids.npy").is_file()
+    new = np.concatenate([x, centres + 0.01]).astype(np.float32)  # 3 new rows, one at each centre
+    t2 = tab(new)
+    out2, _, rec2 = RefreshRunner(store, show_progress=False, previous=v1).run_stages(
+        [KMeans(k=3, seed=1)], t2, "in2", Ledger(t2.column("id").to_pylist()))
+    assert "assign_to_centroids" in rec2[0].params  # assigned, not refitted
+    c1, c2 = out1.column("cluster_id").to_numpy(), out2.column("cluster_id").to_numpy()
+    assert np.array_equal(c2[:30], c1)  # old rows keep their clusters
+    assert c2[30:].tolist() == [c1[0], c1[10], c1[20]]
+    _, _, rec3 = RefreshRunner(store, show_progress=False, previous=v1).run_stages(
+        [KMeans(k=2, seed=1)], t2, "in2", Ledger(t2.column("id").to_pylist()))
+    assert "assign_to_centroids" not in rec3[0].params  # other parameters: refitted
