@@ -3,8 +3,8 @@
 ``map_shards`` asks :func:`active_executor` whether an executor is installed in the current
 context (a ``ContextVar``; none in plain ``curate run``). The Prefect flow installs a
 :class:`PrefectShardExecutor` around a stage when it runs on prefect-dask's ``DaskTaskRunner``
-(``curate_flow(dask=True)``): every shard of embed / LM scoring / the quality model becomes one
-Prefect task, run by whichever Dask worker is free. Nothing else changes:
+(``curate_flow(dask=True)``): every shard of embed / LM scoring / the quality model / MinHash
+signatures becomes one Prefect task, run by whichever Dask worker is free. Nothing else changes:
 
 * a shard is the same rows ``[start, stop)`` and the same ``fn`` as in the local loop, saved to
   the same file (``<work_dir>/shards/<start>-<stop>.npz``, written to a temp name then renamed),

@@ -112,12 +112,24 @@ def test_one_dask_task_per_shard_retry_and_resume(prefect_server, tmp_path):
     (ctx.work_dir / "shards").mkdir(parents=True)  # a killed run had finished rows [20, 25)
     np.savez(ctx.work_dir / "shards" / f"{20:012d}-{25:012d}.npz", sq=np.arange(20, 25.0) ** 2, ids=np.arange(20, 25))
 
+    import pyarrow as pa
+
+    from curate.dedup.minhash import MinHashDedup
+    from curate.dedup.minhash_index import compute_band_keys
+
+    texts = pa.array([f"alpha beta gamma delta {i % 4} epsilon zeta eta theta" for i in range(30)])
+    params = MinHashDedup().signature_params()
+    local_keys = compute_band_keys(texts, params, batch_size=8)
+
     @flow(name="dask-shards-test", task_runner=dask_runner(n_workers=2))
     def shards_flow():
         with use_executor(PrefectShardExecutor(retries=2, retry_delay_seconds=0)):
-            return ctx.map_shards(25, lambda a, b: _square(marks, a, b), shard_size=10, desc="square")
+            keys = compute_band_keys(texts, params, batch_size=8, work_dir=tmp_path / "mh")
+            return ctx.map_shards(25, lambda a, b: _square(marks, a, b), shard_size=10, desc="square"), keys
 
-    out = shards_flow()
+    out, keys = shards_flow()
     assert active_executor() is None
+    assert np.array_equal(keys[0], local_keys[0]) and np.array_equal(keys[1], local_keys[1])
+    assert len(list((tmp_path / "mh" / "minhash_tasks" / "shards").glob("*.npz"))) == 4  # one task per shard
     assert np.array_equal(out["sq"], local["sq"]) and np.array_equal(out["ids"], local["ids"])
     assert sorted(p.name for p in marks.glob("call-*")) == ["call-0-0", "call-10-0", "call-10-1"]

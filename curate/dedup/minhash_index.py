@@ -87,6 +87,16 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
 
     kw = {k: params[k] for k in SIGNATURE_PARAMS}
     n = len(texts)
+    from curate.shards_dask import active_executor  # under a Dask flow: one task per shard
+
+    if active_executor() is not None and work_dir is not None and n:
+        from types import SimpleNamespace
+
+        out = active_executor().map_shards(
+            SimpleNamespace(work_dir=Path(work_dir) / "minhash_tasks"), n,
+            lambda a, b: dict(zip(("keys", "valid"), _shard_worker((texts.slice(a, b - a), kw)))),
+            shard_size=batch_size, desc="minhash")
+        return out["keys"], out["valid"]
     starts = list(range(0, n, batch_size))
     keys = np.empty((n, kw["bands"]), dtype=np.uint64)
     valid = np.empty(n, dtype=bool)
