@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 import curate
+from conftest import REPO
 
 pytest.importorskip("prefect")
+if str(REPO) not in sys.path:  # flows/ is imported from the checkout, whichever way pytest was started
+    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="session")
