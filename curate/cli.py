@@ -106,6 +106,9 @@ app.add_typer(_cache_app, name="cache")
 from curate.cli_eval import eval_command  # noqa: E402  (`curate eval CONFIG`)
 app.command("eval")(eval_command)
 
+from curate.cli_ops import mount as _mount_ops  # noqa: E402  (serve, refresh, versions, rollback)
+_mount_ops(app)
+
 
 def main() -> None:  # pragma: no cover
     app()

@@ -72,6 +72,9 @@ class StageContext:
         """
         from tqdm.auto import tqdm
 
+        from curate.shards_dask import active_executor  # hook: one Dask task per shard under a flow
+        if active_executor() is not None:
+            return active_executor().map_shards(self, n_rows, fn, shard_size=shard_size, desc=desc)
         shard_dir = self.work_dir / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
         starts = list(range(0, n_rows, shard_size)) or [0]

@@ -1,19 +1,25 @@
-"""Prefect flows: ``curate`` (run a recipe) and ``curate-refresh`` (scheduled re-curation).
+"""Prefect flows over curate.pipeline (thin glue: the library never imports Prefect).
 
-Each step is a Prefect task that passes only small references (config path, cache keys, output
-dir) — never tables: a task replays the recipe up to its step, and every earlier step is a
-cache hit in curate's StageStore, so each task does only its own step's work.
+Both flows are named ``curate``, so every deployment reads ``curate/<name>``
+(``prefect deployment run curate/quickstart``; see prefect.yaml and docs/operations.md):
 
-Deployments are declared in prefect.yaml (``prefect deployment run curate/quickstart``).
-``task_runner="dask"`` runs the tasks on a Dask cluster through prefect-dask
-(a LocalCluster by default; pass ``dask_address`` for an existing scheduler).
+* :func:`curate_flow`: one task for ingest, one per recipe stage (named by its label, e.g.
+  ``2:minhash_dedup``), one to write the output. Tasks pass only the config path, cache keys and
+  the output dir, never tables: a stage task replays the recipe up to its step, where every
+  earlier step is a cache hit in curate's StageStore, so it computes only its own step. With
+  ``dask=True`` the stages run in a subflow on prefect-dask's ``DaskTaskRunner`` and every
+  sharded annotator (embed, LM scores, quality model) submits one task per shard.
+* :func:`refresh_flow`: a versioned refresh (:mod:`curate.refresh`): ``plan`` says which
+  version it will write or that the source is unchanged (no-op), then one task writes it.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from curate.config import load_config
 from curate.pipeline import Runner, ingest, run as run_recipe
@@ -21,63 +27,143 @@ from curate.provenance import Ledger
 from curate.store import StageStore
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(config: str, output_dir: str | None) -> str:
+def _run_name(prefix: str = "") -> str:
+    params = flow_run.parameters or {}
+    cfg = Path(str(params.get("config") or "recipe")).stem
+    return f"{prefix}{cfg}-{time.strftime('%m%d-%H%M%S')}"
+
+
+@task(name="ingest", cache_policy=NO_CACHE, task_run_name="ingest {recipe}")
+def ingest_task(config: str, output_dir: str | None, recipe: str) -> str:
+    """Read (or load from cache) the recipe's input; returns the ingest cache key."""
     cfg = load_config(config, output_dir)
-    return ingest(cfg, StageStore(cfg.cache_dir)).key
+    ing = ingest(cfg, StageStore(cfg.cache_dir), show_progress=False)
+    get_run_logger().info("ingest: %d rows, %d quarantined -> key %s%s", len(ing.table), len(ing.quarantine),
+                          ing.key, " (cached)" if ing.cached else "")
+    return ing.key
 
 
 @task(name="stage", cache_policy=NO_CACHE)
-def stage_task(config: str, output_dir: str | None, upto: int, parent_key: str) -> str:
-    """Run stages[0..upto] (all but the last are cache hits); return the last step's key."""
+def stage_task(config: str, output_dir: str | None, upto: int, parent_key: str, per_shard: bool = False) -> str:
+    """Run stages[0..upto] (all but the last are cache hits); return the last step's key.
+
+    Args:
+        per_shard: route the stage's shards through the flow's task runner (one task each).
+    """
+    from contextlib import nullcontext
+
+    from curate.shards_dask import PrefectShardExecutor, use_executor
+
     cfg = load_config(config, output_dir)
     store = StageStore(cfg.cache_dir)
-    ing = ingest(cfg, store)
-    if ing.key != parent_key and upto == 0:
+    ing = ingest(cfg, store, show_progress=False)
+    if upto == 0 and ing.key != parent_key:
         raise RuntimeError(f"input changed while the flow ran (ingest key {ing.key} != {parent_key})")
     ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist())
     stages = cfg.build_stages()[: upto + 1]
-    _, key, records = Runner(store, seed=cfg.seed, show_progress=False).run_stages(stages, ing.table, ing.key, ledger)
-    get_run_logger().info("%s -> key %s (%s)", records[-1].label, key, "cached" if records[-1].cached else f"{records[-1].seconds:.1f}s")
+    with use_executor(PrefectShardExecutor()) if per_shard else nullcontext():
+        _, key, records = Runner(store, seed=cfg.seed, show_progress=False).run_stages(stages, ing.table, ing.key,
+                                                                                       ledger)
+    log = get_run_logger()
+    for r in records[-(1 + sum(rec.auto for rec in records[-2:])):]:
+        log.info("%s: %d -> %d rows, key %s (%s)", r.label, r.rows_in, r.rows_out, r.key,
+                 "cached" if r.cached else f"{r.seconds:.1f}s")
     return key
 
 
-@task(name="write-output", cache_policy=NO_CACHE)
-def write_task(config: str, output_dir: str | None, final_key: str) -> dict:
+@task(name="write-output", cache_policy=NO_CACHE, task_run_name="write-output {recipe}")
+def write_task(config: str, output_dir: str | None, final_key: str, recipe: str) -> dict:
+    """Write the output dir (every step is a cache hit by now); returns dir, hash and counts."""
     res = run_recipe(config, output_dir=output_dir, show_progress=False)
-    return {"output_dir": str(res.output_dir), "output_hash": res.output_hash, "counts": res.counts}
+    return {"output_dir": str(Path(res.output_dir).resolve()), "output_hash": res.output_hash, "counts": res.counts}
 
 
-@flow(name="curate")
-def curate_flow(config: str = "configs/quickstart.yaml", output_dir: str | None = None) -> dict:
-    """Run a recipe as one Prefect task per step; returns output dir, hash and counts."""
+def _steps(config: str, output_dir: str | None, per_shard: bool) -> dict:
     cfg = load_config(config, output_dir)  # fail before any task on a bad recipe
-    key = ingest_task(config, output_dir)
-    for i in range(len(cfg.stages)):
-        key = stage_task(config, output_dir, i, key)
-    result = write_task(config, output_dir, key)
-    get_run_logger().info("curated %s", result)
+    recipe = cfg.name or Path(config).stem
+    key = ingest_task(config, output_dir, recipe)
+    for i, spec in enumerate(cfg.stages):
+        label = f"{i}:{spec['type']}"
+        key = stage_task.with_options(name=f"stage {spec['type']}", task_run_name=f"{label} [{recipe}]")(
+            config, output_dir, i, key, per_shard)
+    result = write_task(config, output_dir, key, recipe)
+    get_run_logger().info("curated %s: %s selected, output %s, hash %s", recipe, result["counts"]["n_selected"],
+                          result["output_dir"], result["output_hash"])
     return result
 
 
-@flow(name="curate-refresh")
-def refresh_flow(config: str = "configs/refresh.yaml", output_dir: str | None = None) -> dict:
-    """Scheduled refresh: re-read the input (new files change its fingerprint), dedup against
-    the curated set named in the recipe (e.g. ``minhash_dedup`` with ``against:``) and
-    re-select. An unchanged input is a no-op thanks to the cache."""
-    return curate_flow(config, output_dir)
+@flow(name="curate-dask-stages", flow_run_name=lambda: _run_name("dask-"))
+def _dask_stages(config: str, output_dir: str | None = None) -> dict:
+    return _steps(config, output_dir, per_shard=True)
 
 
-def dask_flow(address: str | None = None, n_workers: int = 2):
-    """``curate_flow`` with a prefect-dask DaskTaskRunner (LocalCluster unless ``address``)."""
+def dask_runner(address: str | None = None, n_workers: int = 2):
+    """prefect-dask ``DaskTaskRunner``: a LocalCluster of ``n_workers`` single-thread processes,
+    or the scheduler at ``address`` (dask-jobqueue / dask-kubernetes clusters expose one)."""
     from prefect_dask import DaskTaskRunner
 
-    runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
-        cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True})
-    return curate_flow.with_options(task_runner=runner)
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
 
 
-if __name__ == "__main__":  # python flows/curate_flow.py CONFIG
+@flow(name="curate", flow_run_name=lambda: _run_name())
+def curate_flow(config: str = "configs/quickstart.yaml", output_dir: str | None = None, dask: bool = False,
+                dask_address: str | None = None, dask_workers: int = 2) -> dict:
+    """Run a recipe as one Prefect task per step; returns output dir, hash and counts.
+
+    Args:
+        config: recipe YAML (relative paths resolve against the working directory).
+        output_dir: overrides the recipe's ``output.dir``.
+        dask: run the stages on Dask, one task per shard of the sharded annotators (default False).
+        dask_address: scheduler address (default None = a local cluster).
+        dask_workers: workers of the local cluster (default 2).
+    """
+    if dask:
+        return _dask_stages.with_options(task_runner=dask_runner(dask_address, dask_workers))(config, output_dir)
+    return _steps(config, output_dir, per_shard=False)
+
+
+@task(name="plan-refresh", cache_policy=NO_CACHE, task_run_name="plan refresh {recipe}")
+def plan_refresh_task(config: str, source: str | None, versions_dir: str | None, recipe: str) -> dict:
+    from curate.refresh import plan_refresh
+
+    return plan_refresh(config, source, versions_dir)
+
+
+@task(name="refresh-version", cache_policy=NO_CACHE)
+def refresh_task(config: str, source: str | None, versions_dir: str | None) -> dict:
+    from curate.refresh import run_refresh
+
+    r = run_refresh(config, source, versions_dir, show_progress=False)
+    return {"version": r.version, "path": str(Path(r.path).resolve()), "noop": r.noop, "message": r.message,
+            "output_hash": r.output_hash, "counts": r.counts, "seconds": round(r.seconds, 2),
+            "added": r.changelog.get("n_added", 0), "removed": r.changelog.get("n_removed", 0)}
+
+
+@flow(name="curate", flow_run_name=lambda: _run_name("refresh-"))
+def refresh_flow(config: str = "configs/refresh.yaml", source: str | None = None,
+                 versions_dir: str | None = None) -> dict:
+    """Versioned refresh: the next ``vNNNN`` with a changelog, or a no-op on an unchanged source.
+
+    Args:
+        config: refresh recipe (its ``refresh:`` block names the source and versions dir).
+        source: overrides ``refresh.source``.
+        versions_dir: overrides ``refresh.versions_dir``.
+    """
+    log = get_run_logger()
+    recipe = Path(config).stem
+    plan = plan_refresh_task(config, source, versions_dir, recipe)
+    log.info("%s", plan["message"])
+    if plan["noop"]:
+        return {"version": plan["version"], "noop": True, "message": plan["message"]}
+    out = refresh_task.with_options(task_run_name=f"refresh {recipe} {plan['version']}")(config, source, versions_dir)
+    log.info("%s", out["message"])
+    return out
+
+
+if __name__ == "__main__":  # python flows/curate_flow.py [CONFIG]
     import sys
 
     print(curate_flow(*(sys.argv[1:2] or [])))

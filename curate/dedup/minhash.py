@@ -19,7 +19,7 @@ import pyarrow as pa
 from curate.dedup.lsh import band_edges, connected_components, representatives
 from curate.dedup.minhash_core import optimal_param, pair_jaccard, shingle_hashes
 from curate.dedup.minhash_index import (MinHashIndex, compute_band_keys, index_for_against,
-                                        signature_params)
+                                        reference_fingerprint, signature_params)
 from curate.registry import register
 from curate.stage import Selection, Selector, StageContext
 
@@ -57,7 +57,11 @@ class MinHashDedup(Selector):
             value of a numeric column; NaN lowest; ties first). Default ``"first"``.
         against: path to a saved index (``MinHashIndex.save``) or a previous curate run's
             output dir; rows near-duplicating a row there are dropped as
-            ``duplicate_of_curated`` with ``dup_of`` = that curated row's id. Default None.
+            ``duplicate_of_curated`` with ``dup_of`` = that curated row's id. A row of the input
+            with the same id and text as a reference row *is* that curated row (a refresh
+            re-reads the whole pool): it is kept, and rows near-duplicating it are dropped as
+            ``duplicate_of_curated``. The reference's content hash is part of the cache key.
+            Default None.
         save_index: also write the kept rows' index (band keys, ids, texts) to the stage's
             artifact dir (default False: it copies the kept texts; ``against`` a run dir builds
             and caches the index on first use instead).
@@ -130,6 +134,14 @@ class MinHashDedup(Selector):
         self.num_proc = num_proc
 
     # -- helpers -----------------------------------------------------------------------------
+    def cache_params(self) -> dict:
+        """Parameters plus ``against_content``: the content hash of the reference (not its path),
+        so a reference re-curated in place reruns this stage instead of hitting a stale cache."""
+        p = super().cache_params()
+        if self.against is not None:
+            p["against_content"] = reference_fingerprint(self.against)
+        return p
+
     def band_shape(self) -> tuple[int, int]:
         """(bands, rows): the explicit ones, or the FP/FN-integral optimum."""
         if self.bands is not None:
@@ -225,8 +237,12 @@ class MinHashDedup(Selector):
             idx = index_for_against(self.against, params, batch_size=int(self.batch_size), num_proc=int(self.num_proc),
                                     show_progress=ctx.show_progress)
             m = len(idx)
+        same = np.zeros(n, dtype=bool)
+        if m:
+            same, in_input = _rows_in_reference(idx, ids, texts)
         all_keys = np.concatenate([np.asarray(idx.keys), keys]) if m else keys
-        all_valid = np.concatenate([idx.valid, valid]) if m else valid
+        # a reference row that is itself in the input stands in through its input copy
+        all_valid = np.concatenate([idx.valid & ~in_input, valid]) if m else valid
         src, dst = band_edges(all_keys, all_valid)
         new_edge = (src >= m) | (dst >= m)  # curated rows are already deduplicated among themselves
         src, dst = src[new_edge], dst[new_edge]
@@ -246,7 +262,8 @@ class MinHashDedup(Selector):
         labels = connected_components(m + n, src, dst)
         pr_new = self._priority(table, texts)
         if m:
-            pr = np.concatenate([np.full(m, np.inf), pr_new if pr_new is not None else np.zeros(n)])
+            pr_new = np.zeros(n) if pr_new is None else pr_new
+            pr = np.concatenate([np.full(m, np.inf), np.where(same, np.inf, pr_new)])  # curated rows win
         else:
             pr = pr_new
         rep = representatives(labels, pr)
@@ -255,14 +272,16 @@ class MinHashDedup(Selector):
         in_cluster = sizes[labels[node]] > 1
         rep_new = rep[node]
         dropped = in_cluster & (rep_new != node)
-        curated = dropped & (rep_new < m)
+        rep_is_curated = (rep_new < m) | same[np.clip(rep_new - m, 0, max(n - 1, 0))] if n else rep_new < m
+        curated = dropped & rep_is_curated
         reason = np.full(n, None, dtype=object)
         reason[dropped & ~curated] = "near_duplicate"
         reason[curated] = "duplicate_of_curated"
         dup_of = np.full(n, None, dtype=object)
-        if curated.any():
-            dup_of[curated] = idx.ids[rep_new[curated]]
-        local = dropped & ~curated
+        in_ref = dropped & (rep_new < m)
+        if in_ref.any():
+            dup_of[in_ref] = idx.ids[rep_new[in_ref]]
+        local = dropped & (rep_new >= m)
         dup_of[local] = ids[rep_new[local] - m]
         cluster = np.full(n, -1, dtype=np.int64)
         if in_cluster.any():
@@ -277,3 +296,23 @@ class MinHashDedup(Selector):
             MinHashIndex(ids[kept], keys[kept], valid[kept], params, texts.take(pa.array(kept))).save(
                 Path(ctx.artifact_dir) / "minhash_index")
         return Selection(keep=keep, reason=reason, extras={"dup_of": dup_of, "dup_cluster": cluster})
+
+
+def _rows_in_reference(idx: MinHashIndex, ids: np.ndarray, texts) -> tuple[np.ndarray, np.ndarray]:
+    """Input rows identical (same id, and same text when the index holds texts) to a reference row.
+
+    Returns:
+        ((n,) bool over the input rows, (m,) bool over the reference rows).
+    """
+    pos = {k: i for i, k in enumerate(idx.ids.tolist())}
+    j = np.fromiter((pos.get(k, -1) for k in ids.tolist()), dtype=np.int64, count=len(ids))
+    cand = np.flatnonzero(j >= 0)
+    if len(cand) and idx.texts is not None:
+        a = texts.take(pa.array(cand)).to_pylist()
+        b = idx.texts.take(pa.array(j[cand])).to_pylist()
+        cand = cand[np.fromiter((x == y for x, y in zip(a, b)), dtype=bool, count=len(cand))]
+    same = np.zeros(len(ids), dtype=bool)
+    same[cand] = True
+    in_input = np.zeros(len(idx), dtype=bool)
+    in_input[j[cand]] = True
+    return same, in_input

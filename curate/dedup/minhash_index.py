@@ -86,6 +86,16 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
 
     kw = {k: params[k] for k in SIGNATURE_PARAMS}
     n = len(texts)
+    from curate.shards_dask import active_executor  # under a Dask flow: one task per shard
+
+    if active_executor() is not None and work_dir is not None and n:
+        from types import SimpleNamespace
+
+        out = active_executor().map_shards(
+            SimpleNamespace(work_dir=Path(work_dir) / "minhash_tasks"), n,
+            lambda a, b: dict(zip(("keys", "valid"), _shard_worker((texts.slice(a, b - a), kw)))),
+            shard_size=batch_size, desc="minhash")
+        return out["keys"], out["valid"]
     starts = list(range(0, n, batch_size))
     keys = np.empty((n, kw["bands"]), dtype=np.uint64)
     valid = np.empty(n, dtype=bool)
@@ -247,11 +257,46 @@ class MinHashIndex:
                              "rebuild it with the stage's parameters or change the stage's")
 
 
+def _reference_files(against: str | Path) -> tuple[str, list[Path]]:
+    p = Path(against)
+    if (p / "meta.json").exists():
+        return "index", [p / n for n in ("meta.json", "band_keys.npy", "valid.npy", "rows.parquet") if (p / n).exists()]
+    files = sorted((p / "data").glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"against={str(against)!r} is neither a MinHash index (meta.json) "
+                                "nor a curate run directory (data/*.parquet)")
+    return "run", files
+
+
+def reference_fingerprint(against: str | Path) -> str:
+    """Content hash (xxh3-128 hex) of what ``against`` names: the index files or the run's data shards.
+
+    It enters ``minhash_dedup``'s cache key, so a re-curated reference (same path, other rows)
+    is never answered from a cache computed against the old one.
+
+    Raises:
+        FileNotFoundError: ``against`` is neither an index nor a run directory.
+    """
+    import xxhash
+
+    kind, files = _reference_files(against)
+    h = xxhash.xxh3_128()
+    h.update(kind.encode())
+    for f in files:
+        h.update(f.name.encode() + b"\0" + str(f.stat().st_size).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def index_for_against(against: str | Path, params: dict[str, Any], **exec_kw: Any) -> MinHashIndex:
     """Resolve ``against``: a saved index directory, or a curate run's output directory.
 
     For a run directory (one holding ``data/*.parquet`` with ``id`` and ``text``), the index is
-    built from those rows once and cached at ``<run>/minhash_index/<params-hash>/``.
+    built from those rows once and cached at ``<run>/minhash_index/<params-hash>-<data-hash>/``:
+    keyed by the rows' content too, so re-curating the run into the same folder builds a new
+    index (and removes the stale ones) instead of silently reusing the old rows.
 
     Raises:
         FileNotFoundError: neither an index nor a run directory.
@@ -262,11 +307,12 @@ def index_for_against(against: str | Path, params: dict[str, Any], **exec_kw: An
         idx = MinHashIndex.load(p)
         idx.check_params(params, where=f"against={str(against)!r}")
         return idx
-    files = sorted((p / "data").glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"against={str(against)!r} is neither a MinHash index (meta.json) "
-                                "nor a curate run directory (data/*.parquet)")
-    cache = p / "minhash_index" / params_hash(params)
+    _, files = _reference_files(p)
+    content = reference_fingerprint(p)[:16]
+    cache = p / "minhash_index" / f"{params_hash(params)}-{content}"
+    for stale in (p / "minhash_index").glob("*"):
+        if stale.is_dir() and not stale.name.endswith(f"-{content}"):  # built from rows no longer there
+            shutil.rmtree(stale, ignore_errors=True)
     if (cache / "meta.json").exists():
         idx = MinHashIndex.load(cache)
         idx.check_params(params, where=str(cache))
