@@ -92,6 +92,9 @@ def _render(parts: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
     if len(parts) == 1:  # the text format keeps its text unchanged
         return pc.fill_null(parts[0], ""), unsafe
     cleaned = [pc.if_else(pc.fill_null(pc.equal(p, ""), True), pa.scalar(None, pa.string()), p) for p in parts]
+    if all(c.null_count == len(c) for c in cleaned):
+        # pyarrow 26 returns an *empty* array (not n nulls) when every input is all-null
+        return pa.array([""] * len(parts[0]), pa.string()), unsafe
     return pc.binary_join_element_wise(*cleaned, "\n\n", null_handling="skip"), unsafe
 
 

@@ -43,7 +43,11 @@ def bow_encode(self, texts, show_progress=False):
 
 @pytest.fixture
 def fake_embed(monkeypatch):
+    import curate.select.rds as rds_module
+
     monkeypatch.setattr(Embed, "encode", bow_encode)
+    # target vectors are memoised per process by the embedder's parameters, which do not see the patch
+    monkeypatch.setattr(rds_module, "_TARGET_CACHE", {})
 
 
 def planted_pool(n_on=30, n_off=70, seed=0):

@@ -55,15 +55,16 @@ def validate_selection_budget(budget, name: str = "budget") -> None:
 
     Args:
         budget: int >= 0 (rows), float in (0, 1] (fraction of the rows reaching the stage), or a
-            mapping ``{"tokens": N}`` with an int N >= 0.
+            mapping ``{"tokens": N}`` with an int N >= 1.
         name: parameter name for the message (default "budget").
     """
     if isinstance(budget, dict):
         if set(budget) != {"tokens"}:
             raise ValueError(f"{name} as a mapping must be {{tokens: N}}, got {budget!r}")
         n = budget["tokens"]
-        if isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
-            raise ValueError(f"{name}.tokens must be an int >= 0, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+            raise ValueError(f"{name}.tokens must be an int >= 1 (a zero budget would silently give an "
+                             f"empty dataset), got {n!r}")
         return
     validate_budget(budget, name)
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from curate.embed.stage import Embed, build_texts
 from curate.registry import register
+from curate.store import stable_hash
 from curate.schema import embedding_matrix
 from curate.select.base import BudgetSelector, Picks
 from curate.select.targets import (describe_targets, read_targets, targets_fingerprint, targets_sha,
@@ -169,7 +170,7 @@ class RDS(BudgetSelector):
         emb = self._embedder()
         out = {}
         for task, t in tasks.items():
-            key = (tuple(sorted(emb.cache_params().items())), targets_fingerprint({task: t}))
+            key = (stable_hash(emb.cache_params()), targets_fingerprint({task: t}))
             if key not in _TARGET_CACHE:
                 _TARGET_CACHE[key] = emb.encode(build_texts(t, self.text_column, self.template))
             out[task] = _TARGET_CACHE[key]

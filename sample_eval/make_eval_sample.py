@@ -1,6 +1,6 @@
 """Rebuild the small held-out eval slices from the shared data copy (seed 0, byte-identical reruns).
 
-    python sample_data/eval/make_eval_sample.py [DATA_DIR]   (default ../shared/data)
+    python sample_eval/make_eval_sample.py [DATA_DIR]   (default ../shared/data)
 """
 import json
 import sys
