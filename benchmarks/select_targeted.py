@@ -23,8 +23,9 @@ Steps:
     small        rds with MiniLM, rds with lm_pooling (the paper's embedding) and zipfit on a
                  small subsample (600 Dolly + 30 GSM8K rows): lm_pooling encodes ~1 row/s on
                  this CPU, too slow for the full pool (embedding shards of 100 rows resume).
-    sae          sae_greedy / sae_simscale on the full pool's MiniLM embeddings (after
-                 rds_minilm): SAE training time, selection time, feature coverage vs random.
+    sae          sae_greedy / sae_simscale on the full pool's MiniLM embeddings: SAE training
+                 time, selection time, feature coverage vs random at 1,000 rows and 5%.
+    sae_curve    the same coverage comparison at 25..400 rows (after ``sae``; seconds).
     summary      merge the step results into ``--out/../select_targeted.json`` and print a table.
 """
 from __future__ import annotations
@@ -165,6 +166,27 @@ def step_sae(data: Path, cache: Path) -> dict:
     return out
 
 
+def step_sae_curve(data: Path, cache: Path) -> dict:
+    """Feature coverage vs random at small budgets (after ``sae``: everything is cached, seconds)."""
+    from curate.embed.stage import Embed
+    from curate.select.sae import SAEFeatures, SAEGreedy, SAESimScale, feature_coverage_vs_random
+
+    pool, _ = build_pool(data)
+    annotated = annotate(pool, cache, [Embed(), SAEFeatures()])
+    ids = np.array(annotated.column("id").to_pylist())
+    out = {}
+    for budget in (25, 50, 100, 200, 400):
+        for cls in (SAEGreedy, SAESimScale):
+            stage = cls(budget=budget)
+            t = time.perf_counter()
+            sel = stage.select(annotated, None)
+            res = feature_coverage_vs_random(annotated, sel.keep, seed=0)
+            res["select_seconds"] = round(time.perf_counter() - t, 3)
+            res["gsm8k_selected"] = int(sum("gsm8k" in i for i in ids[sel.keep]))
+            out[f"{stage.name}@{budget}"] = res
+    return out
+
+
 def summary(out_dir: Path) -> dict:
     res = {p.stem: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))}
     (out_dir.parent / "select_targeted.json").write_text(json.dumps(res, indent=2))
@@ -191,7 +213,7 @@ def summary(out_dir: Path) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--step", required=True, choices=["cost", "zipfit", "rds_minilm", "sub_minilm",
-                                                      "sub_zipfit", "small", "sae", "summary"])
+                                                      "sub_zipfit", "small", "sae", "sae_curve", "summary"])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=None, help="stage cache (default $CURATE_CACHE)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "select_targeted")
@@ -208,6 +230,8 @@ def main(argv=None) -> None:
         res = step_cost(a.data)
     elif a.step == "sae":
         res = step_sae(a.data, cache)
+    elif a.step == "sae_curve":
+        res = step_sae_curve(a.data, cache)
     elif a.step == "small":
         res = step_small(a.data, cache)
     else:

@@ -43,11 +43,10 @@ def bow_encode(self, texts, show_progress=False):
 
 @pytest.fixture
 def fake_embed(monkeypatch):
-    import curate.select.rds as rds_module
+    import curate.select.rds as rds
 
     monkeypatch.setattr(Embed, "encode", bow_encode)
-    # target vectors are memoised per process by the embedder's parameters, which do not see the patch
-    monkeypatch.setattr(rds_module, "_TARGET_CACHE", {})
+    monkeypatch.setattr(rds, "_TARGET_CACHE", {})  # target vectors memoised by a real-MiniLM test
 
 
 def planted_pool(n_on=30, n_off=70, seed=0):
@@ -237,7 +236,7 @@ def write_sample_pool(tmp_path) -> "Path":
     return path
 
 
-def test_shipped_recipe_runs(fake_embed, tmp_path, monkeypatch):
+def test_shipped_recipe_runs(fake_embed, tmp_path, monkeypatch):  # after the real-MiniLM test on purpose
     from conftest import REPO
 
     monkeypatch.chdir(REPO)  # the recipe's targets path is relative to the repository root

@@ -27,11 +27,6 @@ def clustered(sizes=(300,) + (10,) * 9, d=32, noise=0.05, seed=0) -> tuple[np.nd
     return x[perm].astype(np.float32), lab[perm]
 
 
-def rows(x: np.ndarray, **extra) -> list[dict]:
-    return [{"id": f"r{i}", "instruction": f"row {i}", "output": "x", "embedding": v.tolist(),
-             **{k: v2[i] for k, v2 in extra.items()}} for i, v in enumerate(x)]
-
-
 def table(x: np.ndarray, tokens=None) -> pa.Table:
     cols = {"id": [f"r{i}" for i in range(len(x))], "text": [f"row {i}" for i in range(len(x))],
             "embedding": embedding_column(x)}
