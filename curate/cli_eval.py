@@ -15,6 +15,7 @@ def eval_command(config: Path = typer.Argument(..., help="eval config YAML (see 
                  device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)"),
                  max_new_units: Optional[int] = typer.Option(None, "--max-new-units", help="train at most N new (arm, seed) units, write a partial report and stop (rerun to resume)"),
                  arms: Optional[str] = typer.Option(None, "--arms", help="comma-separated arm names to run (the reference arm is always run)"),
+                 seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds to train now (e.g. 0 first for a quick one-seed table)"),
                  progress: bool = typer.Option(True, help="show progress bars"),
                  verbose: bool = typer.Option(True, help="log each unit")):
     """Train a LoRA per (arm, seed) on equal budgets and compare held-out losses with random."""
@@ -27,7 +28,8 @@ def eval_command(config: Path = typer.Argument(..., help="eval config YAML (see 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         res = run_eval(config, output=str(output) if output else None, device=device, show_progress=progress,
-                       max_new_units=max_new_units, arms=arms.split(",") if arms else None)
+                       max_new_units=max_new_units, arms=arms.split(",") if arms else None,
+                       seeds=[int(x) for x in seeds.split(",")] if seeds else None)
     except (ConfigError, InputError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)

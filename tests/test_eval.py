@@ -227,3 +227,11 @@ def test_pool_holdout_rows_are_not_in_the_pool(files, tiny, tmp_path):
 
     pool_ids = set(pq.read_table(tmp_path / "h" / "pool" / "pool.parquet").column("id").to_pylist())
     assert len(hold) == 10 and not ({h["id"] for h in hold} & pool_ids) and res["pool_rows"] <= 40
+
+
+def test_seeds_slice_then_rest(files, tiny, tmp_path):
+    cfg = _config(files, tiny, tmp_path / "s")
+    first = run_eval(cfg, show_progress=False, seeds=[0])
+    assert first["complete"] is False and sorted((u["arm"], u["seed"]) for u in first["units"]) == [("longest", 0), ("random", 0)]
+    rest = run_eval(cfg, show_progress=False, seeds=[1])
+    assert rest["complete"] is True and len(rest["units"]) == 4 and sum(not u["cached"] for u in rest["units"]) == 2

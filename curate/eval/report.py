@@ -64,6 +64,10 @@ def markdown(cfg, results: dict, sets: list) -> str:
         lines.append(f"| {a} | {len(us)} | {us[0]['rows']} | {us[0]['steps']} | "
                      f"{np.mean([u['tokens']['target'] for u in us]):.0f} | {np.mean([u['train_seconds'] for u in us]):.1f} | "
                      f"{np.mean([u['eval_seconds'] for u in us]):.1f} | {np.mean([u['train_losses'][-1] for u in us]):.4f} |")
+    few = [f"{a} ({sum(u['arm'] == a for u in units)})" for a in arms if sum(u["arm"] == a for u in units) < 3]
+    if few:
+        lines += ["", f"Note: arms with fewer than 3 seeds: {', '.join(few)}. The protocol asks for at least 3 per "
+                  "arm (5 for random); with 1 seed the CI covers example sampling only, not seed noise."]
     base = results["base"]["losses"]
     lines += ["", "## Mean reference loss (nats/token; base = untrained model)", "",
               "| arm | " + " | ".join(f"{s.name} ({s.style}) {m}" for s in sets for m in ("full", "content", "end")) + " |",

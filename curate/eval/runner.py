@@ -264,8 +264,8 @@ class EvalRun:
         t.model_ = None  # free the adapted copy before the next unit
         return meta
 
-    def run(self, max_new_units: int | None = None) -> dict:
-        """Run every unit (or stop after training ``max_new_units`` new ones) and write the report."""
+    def run(self, max_new_units: int | None = None, seeds: list[int] | None = None) -> dict:
+        """Run every unit (or stop after training ``max_new_units`` new ones; only ``seeds`` if given) and write the report."""
         from tqdm.auto import tqdm
 
         from curate.eval.report import write_report
@@ -276,12 +276,24 @@ class EvalRun:
         prompts = [p for s in self.eval_sets() for p in s.prompts()]
         pool, decontam = build_pool(cfg, prompts, self.out, self.show_progress)
         units = [(a, s) for a in cfg.arms for s in (a.get("seeds") or cfg.seeds)]
+        if seeds is not None:  # a slice of the seeds now; the rest later (a partial report meanwhile)
+            skipped = [u for u in units if u[1] not in seeds]
+            units = [u for u in units if u[1] in seeds]
         results = {"base": self.run_base(), "units": []}
         selections: dict[str, list] = {}
         cache_dir = str(self.out / "stage_cache")
         bar = tqdm(units, desc="eval units", disable=not self.show_progress, unit="unit")
         new = 0
         results["complete"] = True
+        for arm, seed in ([] if seeds is None else skipped):  # report finished units of other seeds
+            sel = make_selection(arm, pool, cfg.budget, seed, cache_dir=cache_dir, matched=selections)
+            selections.setdefault(arm["name"], []).append(sel)
+            u = self._load_unit(self._unit_dir(arm["name"], seed), self._unit_key(sel, seed))
+            if u is None:
+                results["complete"] = False
+            else:
+                u["cached"] = True
+                results["units"].append(u)
         for arm, seed in bar:
             bar.set_postfix(arm=arm["name"], seed=seed)
             sel = make_selection(arm, pool, cfg.budget, seed, cache_dir=cache_dir, matched=selections)
@@ -305,7 +317,7 @@ class EvalRun:
 
 
 def run_eval(config, output: str | None = None, device: str | None = None, show_progress: bool = True,
-             max_new_units: int | None = None, arms: list[str] | None = None) -> dict:
+             max_new_units: int | None = None, arms: list[str] | None = None, seeds: list[int] | None = None) -> dict:
     """Run an eval config end to end; returns the results dict (also written to ``<output>/results.json``).
 
     Args:
@@ -316,6 +328,7 @@ def run_eval(config, output: str | None = None, device: str | None = None, show_
         max_new_units: train at most this many new units, then write a partial report (``complete``
             False) and return: lets a long eval run as short resumable invocations.
         arms: run only these arms (plus the reference arm); default all.
+        seeds: train only units with these seeds now (finished units of other seeds are reported).
     """
     cfg = load_eval_config(config, arms)
-    return EvalRun(cfg, output, device, show_progress).run(max_new_units)
+    return EvalRun(cfg, output, device, show_progress).run(max_new_units, seeds)
