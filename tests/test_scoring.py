@@ -383,7 +383,7 @@ def test_chat_template_prompt_and_response_prefix(tiny_lm, tmp_path):
     finally:
         tok.chat_template = None
     t = _table([ROWS[1]], ())
-    out = Perplexity(model=str(chat_dir), template="chat", device="cpu", show_progress=False).annotate(
+    out = Perplexity(model=str(chat_dir), template="chat", device="cpu", dtype="float32", show_progress=False).annotate(
         t, StageContext(work_dir=tmp_path / "w", show_progress=False))
     q_ids, a_ids = _enc(tok, q), _enc(tok, ROWS[1][2])
     cond = _nll(model, q_ids + a_ids)[len(q_ids) - 1:].mean()

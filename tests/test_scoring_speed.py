@@ -142,7 +142,10 @@ def test_lm_stage_key_has_dtype_and_weights(tmp_path, monkeypatch):
     (tmp_path / "m.gguf").write_bytes(b"weights")
     p = Perplexity(model=str(tmp_path / "m.gguf"))
     r = p.cache_params()["resolved"]
-    assert r["dtype"] == "float32" and len(r["weights"]) == 32
+    from curate.models import CPU_LM_DTYPE
+
+    assert r["dtype"] == CPU_LM_DTYPE == "bfloat16" and len(r["weights"]) == 32
+    assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="float32").cache_params()["resolved"]["dtype"] == "float32"
     assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="int8").cache_params()["resolved"]["dtype"] == "int8"
     import curate.models
 

@@ -61,8 +61,9 @@ def encode_lm(
         revision: HF revision for hub models (default None). Ignored for the packaged GGUF.
         max_length: truncate to this many tokens (default 512, RDS+'s Alpaca setting).
         normalize: L2-normalise (default True; RDS+ does).
-        precision: weights dtype on CUDA: None = bfloat16 (RDS+ runs bf16); on CPU float32.
-            Not yet verified on a GPU.
+        precision: weights dtype: None = bfloat16 on CUDA (RDS+ runs bf16; not yet verified on a
+            GPU) and ``curate.models.CPU_LM_DTYPE`` (bfloat16, measured) on CPU; "float32" for
+            full precision.
         batch_size: texts per forward pass (default 8).
         device: torch device (default None = cuda when present).
         show_progress: draw a progress bar over batches.
@@ -73,8 +74,10 @@ def encode_lm(
     import torch
     from tqdm.auto import tqdm
 
+    from curate.models import resolve_lm_dtype
+
     dev = pick_device(device)
-    dtype = precision if dev.startswith("cuda") else "float32"
+    dtype = resolve_lm_dtype(precision, dev)  # None: bf16 on CUDA, CPU_LM_DTYPE on CPU
     if revision is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -184,8 +184,10 @@ class Embed(Annotator):
             return self.precision or DEFAULT_ONNX_PRECISION
         if self.backend == "static":
             return "float32"
-        from curate.models import pick_device
+        from curate.models import pick_device, resolve_lm_dtype
 
+        if self.backend == "lm_pooling":
+            return resolve_lm_dtype(self.precision, pick_device(self.device))
         if not pick_device(self.device).startswith("cuda") or self.precision == "float32":
             return "float32"
         if self.precision is not None:

@@ -83,7 +83,7 @@ def embed_stage(embedder: str, embed_params: dict, device: str | None = None, ba
 
 
 def compute_features(f: RowFields, features: tuple[str, ...], *, embedder: str = "all-MiniLM-L6-v2",
-                     proxy_lm: str = "SmolLM2-135M-Instruct", batch_size: int = 64,
+                     proxy_lm: str = "SmolLM2-135M-Instruct", batch_size: int | None = None,
                      device: str | None = None, show_progress: bool = False, embedding_text: str = "car",
                      embed_params: dict | None = None, embeddings: np.ndarray | None = None) -> np.ndarray:
     """(n, d) float64 raw feature matrix for the requested groups, in FEATURE_GROUPS order.
@@ -92,7 +92,8 @@ def compute_features(f: RowFields, features: tuple[str, ...], *, embedder: str =
         f: the rows.
         features: groups to compute.
         embedder, proxy_lm: models of the ``embedding`` and ``lm`` groups.
-        batch_size, device, show_progress: execution settings.
+        batch_size, device, show_progress: execution settings (batch_size None = the embed
+            backend's own default: 1 for onnx, 64 for torch).
         embedding_text: ``"car"`` (default, the layout before issue 12) or ``"text"``.
         embed_params: ``embed`` stage settings for the embedding (default None = torch
             sentence-transformers, the layout before issue 12).
@@ -252,7 +253,7 @@ class QualityModel:
         """(n,) scores w . z + b from a raw feature matrix (higher = better)."""
         return self._z(X) @ self.coef_ + self.intercept_
 
-    def score(self, f: RowFields, *, batch_size: int = 64, device: str | None = None,
+    def score(self, f: RowFields, *, batch_size: int | None = None, device: str | None = None,
               embeddings: np.ndarray | None = None) -> np.ndarray:
         """(n,) scores for rows, computing their features first (``embeddings``: precomputed, (n, d))."""
         if len(f) == 0:

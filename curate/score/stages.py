@@ -252,7 +252,7 @@ class QualityModelStage(Annotator):
         column: output column name (default "quality").
         embedding_column: column to reuse when it matches the scorer's embedder (default
             ``"embedding"``; None = always embed).
-        batch_size: embedding/LM batch size (default 64; execution-only).
+        batch_size: embedding batch size (default None = the embed backend's own; execution-only).
         device: torch device (execution-only).
         show_progress: progress bars (execution-only).
     """
@@ -261,7 +261,7 @@ class QualityModelStage(Annotator):
     version = "1"
 
     def __init__(self, *, model_path: str | None = None, column: str = "quality",
-                 embedding_column: str | None = "embedding", batch_size: int = 64, device: str | None = None,
+                 embedding_column: str | None = "embedding", batch_size: int | None = None, device: str | None = None,
                  show_progress: bool = True):
         if model_path is not None and not isinstance(model_path, str):
             raise ValueError(f"model_path must be None or a path string, got {model_path!r}")
@@ -270,8 +270,8 @@ class QualityModelStage(Annotator):
         if embedding_column is not None and (not isinstance(embedding_column, str) or not embedding_column):
             raise ValueError(f"embedding_column must be None or a column name, got {embedding_column!r}")
         self.embedding_column = embedding_column
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}")
         self.model_path, self.column = model_path, column
         self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
 
