@@ -189,6 +189,9 @@ def load_config(source: str | Path | dict | RunConfig, output_dir: str | None = 
                 data = _deep_merge(_read_yaml(Path(data.pop("extends"))), data)
         else:
             data = _read_yaml(Path(source))
+        if "refresh" in data:
+            raise ConfigError("refresh: this is a versioned-refresh recipe; run it with `curate refresh CONFIG` "
+                              "(or the curate/refresh deployment), which resolves {previous} and writes vNNNN/")
         try:
             cfg = RunConfig.model_validate(data)
         except ValidationError as e:
