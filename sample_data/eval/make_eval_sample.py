@@ -18,5 +18,5 @@ def sample(src: Path, dst: Path, n: int) -> None:
     dst.write_text("".join(json.dumps(json.loads(rows[i]), ensure_ascii=False) + "\n" for i in idx), encoding="utf-8")
 
 
-sample(data / "self_instruct_user_oriented_252.jsonl", here / "self_instruct_60.jsonl", 60)
-sample(data / "gsm8k_test.jsonl", here / "gsm8k_test_100.jsonl", 100)
+sample(data / "self_instruct_user_oriented_252.jsonl", here / "self_instruct_60.jsonl.heldout", 60)
+sample(data / "gsm8k_test.jsonl", here / "gsm8k_test_100.jsonl.heldout", 100)
