@@ -43,7 +43,7 @@ CONFIGS = [
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pool", default="/work/shared/data/instruct/alpaca_44k.json")
-    ap.add_argument("--eval", default=str(ROOT / "sample_data" / "eval" / "self_instruct_60.jsonl"))
+    ap.add_argument("--eval", default=str(ROOT / "sample_eval" / "self_instruct_60.jsonl"))
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--only", default=None, help="comma-separated config names")
