@@ -92,10 +92,12 @@ def _render(parts: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
     if len(parts) == 1:  # the text format keeps its text unchanged
         return pc.fill_null(parts[0], ""), unsafe
     cleaned = [pc.if_else(pc.fill_null(pc.equal(p, ""), True), pa.scalar(None, pa.string()), p) for p in parts]
-    if all(c.null_count == len(c) for c in cleaned):
-        # pyarrow 26 returns an *empty* array (not n nulls) when every input is all-null
-        return pa.array([""] * len(parts[0]), pa.string()), unsafe
-    return pc.binary_join_element_wise(*cleaned, "\n\n", null_handling="skip"), unsafe
+    # Joined pairwise with coalesce: pyarrow 26's null_handling="skip" drops the rows whose parts
+    # are all null from its result (it returns fewer rows than it was given).
+    acc = cleaned[0]
+    for p in cleaned[1:]:
+        acc = pc.coalesce(pc.binary_join_element_wise(acc, p, "\n\n"), acc, p)
+    return pc.fill_null(acc, ""), unsafe
 
 
 def adapt_table(records: list, fmt: str, fields: dict, *, name: str, source: str, id_field: str | None,
