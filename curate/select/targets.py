@@ -28,18 +28,9 @@ DEFAULT_TASK = "target"
 def _read_one(spec, where: str) -> pa.Table:
     from curate import io as cio
 
-    if isinstance(spec, (str, Path)):
-        if not Path(spec).exists():
-            raise ValueError(f"{where}: no such file or folder: {str(spec)!r}")
-    elif isinstance(spec, (list, tuple)):
-        if not spec:
-            raise ValueError(f"{where}: the target set is empty")
-        if not all(isinstance(r, Mapping) for r in spec):
-            raise ValueError(f"{where}: target rows must be dicts (records), got "
-                             f"{type(next(r for r in spec if not isinstance(r, Mapping))).__name__}")
+    _check_spec(spec, where)
+    if isinstance(spec, (list, tuple)):
         spec = [dict(r) for r in spec]
-    elif not isinstance(spec, pa.Table) and not type(spec).__module__.startswith(("pandas", "datasets")):
-        raise ValueError(f"{where}: expected rows (list of dicts), a path, or a table, got {type(spec).__name__}")
     try:
         got = cio.from_records(spec, source="targets")
     except ValueError as e:  # InputError: empty / nothing valid
@@ -93,16 +84,22 @@ def validate_targets_spec(targets, name: str = "targets") -> None:
         where = name if task is None else f"{name}[{task!r}]"
         if task is not None and (not isinstance(task, str) or not task):
             raise ValueError(f"{name}: task names must be non-empty strings, got {task!r}")
-        if isinstance(spec, (str, Path)):
-            if not Path(spec).exists():
-                raise ValueError(f"{where}: no such file or folder: {str(spec)!r}")
-        elif isinstance(spec, (list, tuple)):
-            if not spec:
-                raise ValueError(f"{where}: the target set is empty")
-            if not all(isinstance(r, Mapping) for r in spec):
-                raise ValueError(f"{where}: target rows must be dicts (records)")
-        elif not isinstance(spec, pa.Table) and not type(spec).__module__.startswith(("pandas", "datasets")):
-            raise ValueError(f"{where}: expected rows (list of dicts), a path, or a table, got {type(spec).__name__}")
+        _check_spec(spec, where)
+
+
+def _check_spec(spec, where: str) -> None:
+    """Raise ValueError (naming ``where``) unless ``spec`` is an existing path, rows, or a table."""
+    if isinstance(spec, (str, Path)):
+        if not Path(spec).exists():
+            raise ValueError(f"{where}: no such file or folder: {str(spec)!r}")
+    elif isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ValueError(f"{where}: the target set is empty")
+        bad = next((r for r in spec if not isinstance(r, Mapping)), None)
+        if bad is not None:
+            raise ValueError(f"{where}: target rows must be dicts (records), got {type(bad).__name__}")
+    elif not isinstance(spec, pa.Table) and not type(spec).__module__.startswith(("pandas", "datasets")):
+        raise ValueError(f"{where}: expected rows (list of dicts), a path, or a table, got {type(spec).__name__}")
 
 
 def targets_fingerprint(tasks: dict[str, pa.Table]) -> str:
