@@ -59,7 +59,8 @@ def stage_task(config: str, output_dir: str | None, upto: int, parent_key: str, 
     ing = ingest(cfg, store, show_progress=False)
     if upto == 0 and ing.key != parent_key:
         raise RuntimeError(f"input changed while the flow ran (ingest key {ing.key} != {parent_key})")
-    ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist())
+    ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist(),
+                    n_input=ing.n_records if ing.n_records >= 0 else None)
     stages = cfg.build_stages()[: upto + 1]
     with use_executor(PrefectShardExecutor()) if per_shard else nullcontext():
         _, key, records = Runner(store, seed=cfg.seed, show_progress=False).run_stages(stages, ing.table, ing.key,
