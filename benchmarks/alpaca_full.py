@@ -48,7 +48,7 @@ def main() -> None:
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
     md = ["# The 44k recipe (`configs/instruction/alpaca_full.yaml`) from empty caches", "",
           f"Pool `{a.pool}`; stage cache and model cache empty at the start; {os.cpu_count()} CPU cores, no GPU.", "",
-          f"**Wall time {wall / 60:.0f} min {wall % 60:.0f} s** ({wall:.0f} s; the run's own report: "
+          f"**Wall time {int(wall // 60)} min {wall % 60:.0f} s** ({wall:.0f} s; the run's own report: "
           f"{rep['seconds']:.0f} s, the rest is writing the output directory). "
           f"{res.counts['n_input']} rows in -> {res.counts['n_selected']} selected, {res.counts['n_dropped']} dropped, "
           f"{res.counts['n_quarantined']} quarantined.", "",
