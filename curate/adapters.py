@@ -297,7 +297,8 @@ class TableBuilder:
     Columns are Python lists until :meth:`build`, which calls ``pa.array`` once per column.
     Extra (original) columns keep their first-seen order; a key that collides with a canonical
     column name without being consumed (e.g. LIMA's ``source``) is kept as ``orig_<key>``; an
-    empty key or one with control characters becomes ``orig_<JSON-escaped key>``; names are
+    empty key or one with control characters or unpaired surrogates becomes
+    ``orig_<JSON-escaped key>`` (:func:`unique_column_name`); names are
     made unique with ``_2``, ``_3``... A column whose values mix types across rows (or hold
     empty objects, which Parquet cannot store) is stored as strings: strings unchanged, other
     values JSON-encoded.
@@ -310,20 +311,9 @@ class TableBuilder:
         self._names: dict[str, str] = {}  # record key -> column name (unique, printable)
 
     def _column_name(self, key: str) -> str:
-        """A record key as a column name: canonical names get ``orig_``, an empty name or control
-        characters (which Arrow/Parquet/datasets cannot round-trip) are escaped, and the result
-        is unique among the columns."""
         name = self._names.get(key)
         if name is None:
-            name = f"orig_{key}" if key in schema.CANONICAL_COLUMNS else key
-            if not name or any(ord(ch) < 32 or ch == "\x7f" for ch in name):
-                name = "orig_" + json.dumps(name)[1:-1]
-            taken = set(self._names.values()) | set(schema.CANONICAL_COLUMNS)
-            base, k = name, 1
-            while name in taken:
-                k += 1
-                name = f"{base}_{k}"
-            self._names[key] = name
+            name = self._names[key] = unique_column_name(key, set(self._names.values()))
         return name
 
     def __len__(self) -> int:
@@ -355,21 +345,46 @@ class TableBuilder:
         return pa.Table.from_arrays(arrays, names=names)
 
 
-def _has_empty_struct(t: pa.DataType) -> bool:
-    """True if ``t`` holds a struct without fields anywhere (Parquet cannot write those)."""
+def _unwritable_name(name: str) -> bool:
+    """True for a name Arrow, Parquet or ``datasets`` cannot round-trip: empty, control
+    characters, or unpaired surrogates (not encodable as UTF-8)."""
+    return not name or any(ord(ch) < 32 or ch == "\x7f" or 0xD800 <= ord(ch) <= 0xDFFF for ch in name)
+
+
+def unique_column_name(key: str, taken: set[str]) -> str:
+    """A record key as an extra column name, unique among ``taken`` and the canonical columns.
+
+    Canonical names get ``orig_``; a name Arrow/Parquet/datasets cannot round-trip (see
+    :func:`_unwritable_name`) becomes ``orig_<JSON-escaped key>``; clashes get ``_2``, ``_3``...
+    """
+    name = f"orig_{key}" if key in schema.CANONICAL_COLUMNS else key
+    if _unwritable_name(name):
+        name = "orig_" + json.dumps(name)[1:-1]
+    taken = taken | set(schema.CANONICAL_COLUMNS)
+    base, k = name, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def storable_type(t: pa.DataType) -> bool:
+    """False if ``t`` holds, anywhere, a struct without fields (Parquet cannot write those) or
+    a field whose name cannot round-trip (:func:`_unwritable_name`)."""
     if pa.types.is_struct(t):
-        return t.num_fields == 0 or any(_has_empty_struct(t.field(i).type) for i in range(t.num_fields))
+        return t.num_fields > 0 and all(not _unwritable_name(t.field(i).name) and storable_type(t.field(i).type)
+                                        for i in range(t.num_fields))
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return _has_empty_struct(t.value_type)
+        return storable_type(t.value_type)
     if pa.types.is_map(t):
-        return _has_empty_struct(t.key_type) or _has_empty_struct(t.item_type)
-    return False
+        return storable_type(t.key_type) and storable_type(t.item_type)
+    return True
 
 
 def _extra_array(values: list) -> pa.Array:
     try:
         arr = pa.array(values)
-        if not _has_empty_struct(arr.type):
+        if storable_type(arr.type):
             return arr
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeEncodeError, OverflowError,
             RecursionError):

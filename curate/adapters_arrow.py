@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema
-from curate.adapters import FORMATS, _keys, check_fields, detect_format, render_text
+from curate.adapters import FORMATS, _keys, check_fields, detect_format, render_text, storable_type, unique_column_name
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +238,13 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
     kept_recs = records if k == n else [records[i] for i in idx]
     for key in (_extra_order(kept_recs, consumed) if keys - consumed else []):
         try:
-            arrays.append(pa.array([r.get(key) for r in kept_recs]))
+            arr = pa.array([r.get(key) for r in kept_recs])
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, UnicodeEncodeError):
             raise _Fallback(f"extra column {key!r} has mixed types") from None
-        names.append(f"orig_{key}" if key in schema.CANONICAL_COLUMNS else key)
+        if not storable_type(arr.type):
+            raise _Fallback(f"extra column {key!r} holds empty objects or unwritable field names")
+        arrays.append(arr)
+        names.append(unique_column_name(key, set(names)))
     if seen is not None:
         seen.update(new_seen)
     return pa.Table.from_arrays(arrays, names=names), quarantine

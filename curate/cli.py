@@ -20,9 +20,19 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+_INPUT_HELP = "input pool: file, folder or glob (overrides input.path)"
+_SET_HELP = "override a recipe value, KEY.PATH=VALUE (YAML value; numbers index lists: stages.8.budget=1000); repeatable"
+
+
+def _overrides(input_path: Optional[str], sets: Optional[list[str]]) -> list[str]:
+    return ([f"input.path={input_path}"] if input_path else []) + list(sets or [])
+
+
 @app.command()
 def run(config: Path = typer.Argument(..., help="recipe YAML"),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="output dir (overrides output.dir)"),
+        input_path: Optional[str] = typer.Option(None, "--input", "-i", help=_INPUT_HELP),
+        sets: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
         cache_dir: Optional[Path] = typer.Option(None, help="stage cache dir (overrides cache_dir)"),
         progress: bool = typer.Option(True, help="show progress bars"),
         verbose: bool = typer.Option(True, help="log each step")):
@@ -34,7 +44,7 @@ def run(config: Path = typer.Argument(..., help="recipe YAML"),
     _setup_logging(verbose)
     try:
         res = run_recipe(config, output_dir=str(output) if output else None, show_progress=progress,
-                         cache_dir=str(cache_dir) if cache_dir else None)
+                         cache_dir=str(cache_dir) if cache_dir else None, overrides=_overrides(input_path, sets))
     except (ConfigError, InputError) as e:
         _fail(str(e))
     c = res.counts
@@ -47,14 +57,16 @@ def run(config: Path = typer.Argument(..., help="recipe YAML"),
 
 @app.command()
 def plan(config: Path = typer.Argument(..., help="recipe YAML"),
-         output: Optional[Path] = typer.Option(None, "--output", "-o")):
+         output: Optional[Path] = typer.Option(None, "--output", "-o"),
+         input_path: Optional[str] = typer.Option(None, "--input", "-i", help=_INPUT_HELP),
+         sets: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP)):
     """Show each step's cache key and whether it is cached (nothing is computed)."""
     from curate.config import ConfigError
     from curate.io import InputError
     from curate.pipeline import plan as plan_recipe
 
     try:
-        rows = plan_recipe(config, str(output) if output else None)
+        rows = plan_recipe(config, str(output) if output else None, _overrides(input_path, sets))
     except (ConfigError, InputError) as e:
         _fail(str(e))
     for r in rows:

@@ -167,12 +167,56 @@ def _format_validation_error(e: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def load_config(source: str | Path | dict | RunConfig, output_dir: str | None = None) -> RunConfig:
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides (the CLI's ``--set``) to a recipe dict; returns a copy.
+
+    Keys are dotted; a number selects a list item (``stages.8.budget=1000``); the value is parsed
+    as YAML (``true``, ``1000``, ``[a, b]``, ``{tokens: 500000}``), so strings need no quotes.
+    A missing mapping key is created; a list index out of range is an error.
+
+    Raises:
+        ConfigError: for a malformed override or a path that does not fit the recipe.
+    """
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".") if sep else []
+        if not parts or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. input.path=pool.jsonl")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+        node = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[:i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {item!r}: {where}: index out of range (the list has {len(node)} items)")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i])} is a {type(node).__name__}, not a mapping")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+    return out
+
+
+def load_config(source: str | Path | dict | RunConfig, output_dir: str | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
     """Load and fully validate a recipe.
 
     Args:
         source: YAML path, a dict of the same shape, or a RunConfig.
         output_dir: overrides ``output.dir`` (the CLI's ``--output``).
+        overrides: ``key.path=value`` strings applied after ``extends`` (the CLI's ``--set`` and
+            ``--input``); see :func:`apply_overrides`. Not allowed with a RunConfig.
 
     Returns:
         RunConfig whose stages all instantiate.
@@ -181,6 +225,8 @@ def load_config(source: str | Path | dict | RunConfig, output_dir: str | None = 
         ConfigError: with the key path and allowed values.
     """
     if isinstance(source, RunConfig):
+        if overrides:
+            raise ConfigError("overrides need a YAML path or a dict, not a RunConfig")
         cfg = source
     else:
         if isinstance(source, dict):
@@ -189,6 +235,8 @@ def load_config(source: str | Path | dict | RunConfig, output_dir: str | None = 
                 data = _deep_merge(_read_yaml(Path(data.pop("extends"))), data)
         else:
             data = _read_yaml(Path(source))
+        if overrides:
+            data = apply_overrides(data, overrides)
         if "refresh" in data:
             raise ConfigError("refresh: this is a versioned-refresh recipe; run it with `curate refresh CONFIG` "
                               "(or the curate/refresh deployment), which resolves {previous} and writes vNNNN/")

@@ -208,12 +208,13 @@ class Runner:
         return ing, table, ledger, records, key
 
 
-def plan(config, output_dir: str | None = None) -> list[dict]:
+def plan(config, output_dir: str | None = None, overrides: list[str] | None = None) -> list[dict]:
     """What a run would do: one row per step with its key and whether it is cached.
 
     Keys chain from the input fingerprint, so this reads no data except cached column lists.
+    ``overrides``: ``key.path=value`` strings, as for :func:`run`.
     """
-    cfg = load_config(config, output_dir)
+    cfg = load_config(config, output_dir, overrides)
     store = StageStore(cfg.cache_dir)
     key = ingest_key(cfg)
     rows = [{"step": "ingest", "key": key, "cached": store.has(key)}]
@@ -229,7 +230,8 @@ def plan(config, output_dir: str | None = None) -> list[dict]:
     return rows
 
 
-def run(config, output_dir: str | None = None, show_progress: bool = True, cache_dir: str | None = None):
+def run(config, output_dir: str | None = None, show_progress: bool = True, cache_dir: str | None = None,
+        overrides: list[str] | None = None):
     """Run a recipe end to end and write the output directory.
 
     Args:
@@ -237,13 +239,15 @@ def run(config, output_dir: str | None = None, show_progress: bool = True, cache
         output_dir: overrides ``output.dir``.
         show_progress: draw progress bars (default True).
         cache_dir: overrides ``cache_dir``.
+        overrides: ``key.path=value`` strings applied to the recipe after ``extends``
+            (``["input.path=pool.jsonl", "stages.8.budget=1000"]``; the CLI's ``--input``/``--set``).
 
     Returns:
         ``curate.output.RunResult``.
     """
     from curate.output import write_run
 
-    cfg = load_config(config, output_dir)
+    cfg = load_config(config, output_dir, overrides)
     if cache_dir is not None:
         cfg = cfg.model_copy(update={"cache_dir": str(cache_dir)})
     t0 = time.perf_counter()

@@ -66,3 +66,26 @@ def test_stages_lists_basic_types():
     res = runner.invoke(app, ["stages"])
     for name in ("exact_dedup", "length_filter", "random", "top_k", "score_filter"):
         assert name in res.output
+
+
+def test_input_and_set_override_the_recipe(tmp_path):
+    cfg = _recipe(tmp_path)
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps({"instruction": f"Name the colour number {i}.", "output": f"Colour {i}."})
+                               for i in range(10)) + "\n")
+    res = runner.invoke(app, ["run", str(cfg), "--input", str(other), "--set", "stages.1.budget=4",
+                              "--no-progress", "--no-verbose"])
+    assert res.exit_code == 0, res.output
+    assert "10 in -> 4 selected, 6 dropped, 0 quarantined" in res.output
+    res = runner.invoke(app, ["plan", str(cfg), "-i", str(other), "--set", "stages.1.budget=4"])
+    assert "3/3 steps cached" in res.output  # the same overridden recipe: nothing to run
+    res = runner.invoke(app, ["plan", str(cfg)])  # the recipe file itself is untouched
+    assert "0/3 steps cached" in res.output
+
+
+def test_bad_set_is_one_line_exit_2(tmp_path):
+    cfg = _recipe(tmp_path)
+    for bad, says in [("stages.5.budget=3", "index out of range"), ("budget", "expected key.path=value"),
+                      ("stages.1.budgt=3", "stages[1].budgt")]:
+        res = runner.invoke(app, ["run", str(cfg), "--set", bad, "--no-progress"])
+        assert res.exit_code == 2 and says in res.output, (bad, res.output)

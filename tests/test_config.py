@@ -67,3 +67,14 @@ def test_extends_cycle_and_missing_file(tmp_path):
 
 def test_output_override():
     assert load_config(BASE, output_dir="elsewhere").output.dir == "elsewhere"
+
+
+def test_apply_overrides_parses_yaml_values_and_indexes_lists():
+    from curate.config import apply_overrides
+
+    data = {"input": {"path": "a.jsonl"}, "stages": [{"type": "embed"}, {"type": "top_k", "budget": 5}]}
+    got = apply_overrides(data, ["input.path=b.jsonl", "stages.1.budget={tokens: 500}", "seed=7",
+                                 "output.plots=false"])
+    assert got == {"input": {"path": "b.jsonl"}, "stages": [{"type": "embed"}, {"type": "top_k", "budget": {"tokens": 500}}],
+                   "seed": 7, "output": {"plots": False}}
+    assert data["stages"][1]["budget"] == 5  # the caller's dict is not changed
