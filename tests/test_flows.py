@@ -136,3 +136,41 @@ def test_one_dask_task_per_shard_retry_and_resume(prefect_server, tmp_path):
     assert len(list((tmp_path / "mh" / "minhash_tasks" / "shards").glob("*.npz"))) == 4  # one task per shard
     assert np.array_equal(out["sq"], local["sq"]) and np.array_equal(out["ids"], local["ids"])
     assert sorted(p.name for p in marks.glob("call-*")) == ["call-0-0", "call-10-0", "call-10-1"]
+
+
+def test_evaluate_flow_one_task_per_seed_then_report(prefect_server, tmp_path):
+    """curate/evaluate's flow on a tiny LM saved to a folder: the same results as `run_eval`,
+    tasks named by seed, and a second flow run trains nothing (every unit cached)."""
+    pytest.importorskip("peft")
+    from tiny_lm import tiny_lm
+
+    from curate.eval.runner import run_eval
+    from flows.evaluate_flow import evaluate_flow
+
+    lm, tok = tiny_lm(seed=0, n_layers=2, hidden=32)
+    lm.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    rows = [{"instruction": f"Say the word number {i}.", "input": "", "output": "word " * (1 + i % 7)} for i in range(40)]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ev = [{"instruction": f"Repeat {i}.", "input": "", "output": "word word"} for i in range(6)]
+    (tmp_path / "ev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ev))
+    cfg = {"name": "tiny", "output": str(tmp_path / "eval_flow"), "pool": {"paths": [str(tmp_path / "pool.jsonl")]},
+           "decontaminate": {"exact": True, "minhash_threshold": None, "embed_threshold": None},
+           "eval_sets": [{"name": "ev", "path": str(tmp_path / "ev.jsonl"), "style": "human"}],
+           "budget": 8, "seeds": [0, 1],
+           "arms": [{"name": "random", "method": "random"}, {"name": "longest", "method": "longest"}],
+           "train": {"model": str(tmp_path / "lm"), "layers": 1, "batch_size": 4, "epochs": 1, "max_length": 64},
+           "eval": {"batch_size": 4, "content_skip": 1}, "n_boot": 100}
+    path = tmp_path / "tiny_eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    state = evaluate_flow(str(path), return_state=True)
+    out = state.result()
+    assert out["complete"] and out["units"] == 4
+    assert set(out["verdicts"]["random"]) == {"longest"}  # every arm but the reference
+    assert sorted(_task_run_names(state.state_details.flow_run_id)) == [
+        "eval tiny_eval seed 0", "eval tiny_eval seed 1", "report tiny_eval"]
+    again = evaluate_flow(str(path))
+    assert again["complete"] and again["units"] == 4
+    direct = run_eval(str(path), show_progress=False)  # the library call sees the flow's units, all cached
+    assert all(u["cached"] for u in direct["units"])
+    assert {a: r["verdict"] for a, r in direct["comparisons"][0]["arms"].items()} == out["verdicts"]["random"]
