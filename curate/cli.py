@@ -70,7 +70,8 @@ def plan(config: Path = typer.Argument(..., help="recipe YAML"),
     except (ConfigError, InputError) as e:
         _fail(str(e))
     for r in rows:
-        typer.echo(f"{'cached ' if r['cached'] else 'will run'}  {r['step']:<28} {r['key']}")
+        typer.echo(f"{'cached ' if r['cached'] else 'will run'}  {r['step']:<28} {r['key']}"
+                   + (f"  (damaged: {r['damaged']}; will be moved aside and recomputed)" if r.get("damaged") else ""))
     todo = sum(not r["cached"] for r in rows)
     typer.echo(f"{len(rows) - todo}/{len(rows)} steps cached; {todo} to run")
 

@@ -216,14 +216,24 @@ def plan(config, output_dir: str | None = None, overrides: list[str] | None = No
     """
     cfg = load_config(config, output_dir, overrides)
     store = StageStore(cfg.cache_dir)
+    def status(key: str) -> tuple[bool, str | None]:
+        # sizes only (cheap): a truncated or missing file shows as damaged, not as cached; the
+        # run itself also checksums small entries and recomputes whatever is damaged
+        if not store.has(key):
+            return False, None
+        problem = store.check(key, deep=False)
+        return problem is None, problem
+
     key = ingest_key(cfg)
-    rows = [{"step": "ingest", "key": key, "cached": store.has(key)}]
-    columns = store.manifest(key)["columns"] if store.has(key) else list(CANONICAL_COLUMNS)
+    cached, problem = status(key)
+    rows = [{"step": "ingest", "key": key, "cached": cached, "damaged": problem}]
+    columns = store.manifest(key)["columns"] if cached else list(CANONICAL_COLUMNS)
     for stage in cfg.build_stages():
         for step, auto in [(p, True) for p in stage.prerequisites(columns)] + [(stage, False)]:
             key = stage_key(key, step)
-            cached = store.has(key)
-            rows.append({"step": f"{len(rows) - 1}:{step.name}" + (" (auto)" if auto else ""), "key": key, "cached": cached})
+            cached, problem = status(key)
+            rows.append({"step": f"{len(rows) - 1}:{step.name}" + (" (auto)" if auto else ""), "key": key,
+                         "cached": cached, "damaged": problem})
             if isinstance(step, Annotator):
                 # an uncached annotator's columns are known only if it declares them
                 columns += store.manifest(key)["columns"] if cached else _known_columns(step)

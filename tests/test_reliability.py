@@ -44,6 +44,9 @@ def test_truncated_cache_entry_is_recomputed(tmp_path, caplog):
     key = _manifest(first)["input"]["key"]
     table = tmp_path / "cache" / key / "table.arrow"
     table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    planned = curate.plan(cfg)  # plan says so before any run (it used to show the entry as cached)
+    assert not planned[0]["cached"] and "bytes, manifest says" in planned[0]["damaged"]
+    assert all(r["cached"] and r["damaged"] is None for r in planned[1:])  # the later entries are intact
     second = curate.run({**cfg, "output": {"dir": str(tmp_path / "run2"), "plots": False}}, show_progress=False)
     assert not second.report["input"]["cached"]  # recomputed
     assert second.output_hash == first.output_hash
