@@ -1,9 +1,10 @@
 """``curate eval``: train a LoRA per (arm, seed) on the same budget and compare held-out losses with random.
 
 Each (arm, seed) is a unit stored under ``<output>/units/<arm>/seed<s>/`` (adapter, per-example
-losses and generation scores, generations, ``unit.json``), written to a temp dir and renamed, so a killed eval resumes at the next
-unfinished unit and an unchanged unit (same selection hash, trainer parameters, seed and eval
-sets) is never retrained. The untrained base model is one more unit (``base``).
+losses and generation scores, generations, ``unit.json``), written to a temp dir and renamed, so
+a killed eval resumes at the next unfinished unit and an unchanged unit (same selection hash,
+trainer parameters, seed and eval sets) is never retrained or regenerated. The untrained base
+model is one more unit (``base``).
 """
 from __future__ import annotations
 
