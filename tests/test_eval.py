@@ -128,6 +128,9 @@ def test_eval_prefix_cache_gives_the_same_losses(files, tiny, tmp_path):
         for s in ("a", "b"):
             for m in ("full", "content", "end"):
                 np.testing.assert_allclose(u["losses"][s][m], v["losses"][s][m], rtol=1e-4, atol=1e-5)
+        # the GSM8K-style set also has the `#### N` answer-line NLL, equal on both paths
+        assert "answer" not in u["losses"]["a"] and np.isfinite(u["losses"]["b"]["answer"]).all()
+        np.testing.assert_allclose(u["losses"]["b"]["answer"], v["losses"]["b"]["answer"], rtol=1e-4, atol=1e-5)
 
 
 def test_paired_delta_null_and_planted_effect():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,15 +29,25 @@ class DecontamConfig(_Strict):
     embed_threshold: Optional[float] = 0.9
 
 
+class GenerateConfig(_Strict):
+    """Optional generation-based scoring of an eval set (see :mod:`curate.eval.generate`)."""
+
+    metric: Literal["gsm8k_exact_match", "reference_contains"] = "gsm8k_exact_match"
+    max_new_tokens: int = Field(256, ge=1)  # greedy tokens per prompt; GSM8K gold solutions ~127 tokens
+    batch_size: int = Field(8, ge=1)        # prompts per generate call (left padded); changes no result
+                                            # in exact arithmetic, but is part of the cache key
+
+
 class EvalSetConfig(_Strict):
     name: str
     path: str
-    style: str = ""
+    style: str = ""                        # "gsm8k" also reports the `#### N` answer-line NLL
     n: Optional[int] = None
     seed: int = 0
     strip_calculator: bool = False
     max_response_tokens: Optional[int] = None
     stratify: Optional[str] = None
+    generate: Optional[GenerateConfig] = None  # greedy generation + per-example 0/1 score (slow)
 
 
 class EvalConfig(_Strict):

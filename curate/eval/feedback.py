@@ -62,24 +62,9 @@ class LoRAFeedback:
         self.history_ = []
 
     def _generate(self, lm, tok, prompts: list[str]) -> list[str]:
-        import torch
+        from curate.eval.generate import greedy_generate
 
-        device = next(lm.parameters()).device
-        side = tok.padding_side
-        tok.padding_side = "left"
-        out = []
-        try:
-            for lo in range(0, len(prompts), self.gen_batch_size):
-                enc = tok(prompts[lo:lo + self.gen_batch_size], add_special_tokens=False, return_tensors="pt", padding=True)
-                with torch.inference_mode():
-                    g = lm.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                                    max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                                    eos_token_id=tok.eos_token_id)
-                new = g[:, enc["input_ids"].shape[1]:]
-                out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
-        finally:
-            tok.padding_side = side
-        return out
+        return greedy_generate(lm, tok, prompts, max_new_tokens=self.max_new_tokens, batch_size=self.gen_batch_size)[0]
 
     def __call__(self, selected, cluster_ids) -> dict[int, float]:
         import time

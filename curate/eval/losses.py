@@ -5,7 +5,10 @@ Per example (mean over its reference tokens, EVALUATION.md §1.5):
 * ``full``: mean NLL over every reference token including the end-of-turn token;
 * ``content``: the same without the first ``content_skip`` (8) tokens and the end token, so
   openers ("Sure! Here's ...") and the length prior do not dominate (URIAL, arXiv 2312.01552);
-* ``end``: NLL of the end-of-turn token alone (NaN when truncation removed it).
+* ``end``: NLL of the end-of-turn token alone (NaN when truncation removed it);
+* ``answer`` (only when the encoding carries a span, e.g. GSM8K sets): mean NLL over the tokens of
+  the final ``#### N`` line (EVALUATION.md §1.5; NaN when there is no such line or truncation
+  removed it). It isolates the answer from the solution's format (§1.9, §4.2).
 
 Evaluation runs under ``torch.inference_mode`` in fp32 (bf16 autocast on CUDA), rows sorted by
 length, logits only at reference positions, and optionally from the cached input of the lowest
@@ -17,7 +20,8 @@ import numpy as np
 
 from curate.train.encode import Encoded
 
-METRICS = ("full", "content", "end")
+METRICS = ("full", "content", "end")  # every set
+SPAN_METRIC = "answer"                 # sets whose encoding has a span (GSM8K style)
 
 
 def reference_losses(lm, tokenizer, enc: Encoded, *, states: list | None = None, start: int = 0,
@@ -36,7 +40,8 @@ def reference_losses(lm, tokenizer, enc: Encoded, *, states: list | None = None,
         show_progress: tqdm bar.
 
     Returns:
-        ``full``, ``content``, ``end``: (n,) float64 (NaN where undefined); ``n_target`` (n,) int.
+        ``full``, ``content``, ``end``: (n,) float64 (NaN where undefined); ``n_target`` (n,) int;
+        ``answer`` (n,) float64 as well when ``enc.span`` is set.
     """
     import torch
     from tqdm.auto import tqdm
@@ -48,7 +53,7 @@ def reference_losses(lm, tokenizer, enc: Encoded, *, states: list | None = None,
     device = next(lm.parameters()).device
     lengths = enc.lengths
     order = np.argsort(-lengths, kind="stable")
-    out = {m: np.full(n, np.nan) for m in METRICS}
+    out = {m: np.full(n, np.nan) for m in METRICS + ((SPAN_METRIC,) if enc.span is not None else ())}
     n_t = enc.n_target
     ac = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     for lo in tqdm(range(0, n, batch_size), desc=desc, disable=not show_progress, unit="batch", leave=False):
@@ -76,6 +81,11 @@ def reference_losses(lm, tokenizer, enc: Encoded, *, states: list | None = None,
                 out["content"][i] = body.mean()
             if enc.has_end[i]:
                 out["end"][i] = v[-1]
+            if enc.span is not None:
+                # v holds the predicted target positions 1.. in order; pick the span's among them
+                on = enc.span[i][1:][enc.target[i][1:]]
+                if on.any():
+                    out[SPAN_METRIC][i] = v[on].mean()
         assert off == len(nll), "token bookkeeping"
     out["n_target"] = n_t
     return out

@@ -7,15 +7,28 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.eval.losses import METRICS
+from curate.eval.generate import GEN_METRICS, HIGHER_IS_BETTER
+from curate.eval.losses import METRICS, SPAN_METRIC
 from curate.eval.stats import holm, paired_delta, verdict
 
 log = logging.getLogger(__name__)
+ALL_METRICS = METRICS + (SPAN_METRIC,) + GEN_METRICS  # report order
+
+
+def set_metrics(units: list, set_name: str) -> list[str]:
+    """Metrics some unit has for ``set_name`` (losses of every set; ``answer`` and generation scores of some)."""
+    return [m for m in ALL_METRICS if any(m in u["losses"].get(set_name, {}) for u in units)]
 
 
 def _matrix(units: list, arm: str, set_name: str, metric: str) -> np.ndarray:
-    rows = [u["losses"][set_name][metric] for u in units if u["arm"] == arm]
+    # a unit finished before a metric existed (e.g. the answer-line NLL) has NaN for it: dropped as n/a
+    rows = [u["losses"][set_name].get(metric, np.full(len(u["losses"][set_name]["full"]), np.nan))
+            for u in units if u["arm"] == arm]
     return np.vstack(rows) if rows else np.zeros((0, 0))
+
+
+def _direction(m: str) -> str:
+    return "accuracy; positive = arm more accurate" if m in HIGHER_IS_BETTER else "loss; negative = lower loss"
 
 
 def compare(cfg, units: list, sets: list, reference: str) -> dict:
@@ -27,15 +40,22 @@ def compare(cfg, units: list, sets: list, reference: str) -> dict:
         arms = []
     out = {"reference": reference, "verdict_sets": vsets, "arms": {}}
     p_iut = {}
+    metrics = {s.name: set_metrics(units, s.name) for s in sets}
     for arm in arms:
         per = {}
         for s in sets:
             per[s.name] = {m: paired_delta(_matrix(units, arm, s.name, m), _matrix(units, reference, s.name, m),
-                                           n_boot=cfg.n_boot) for m in METRICS}
+                                           n_boot=cfg.n_boot, higher_is_better=m in HIGHER_IS_BETTER)
+                           for m in metrics[s.name]}
         full = {k: v["full"] for k, v in per.items()}
         ps = [full[s].get("p", 1.0) for s in vsets]
         p_iut[arm] = float(max(ps)) if ps else 1.0
-        out["arms"][arm] = {"sets": per, "verdict": {m: verdict({k: v[m] for k, v in per.items()}, vsets) for m in METRICS}}
+        # a metric's verdict is over the verdict sets that carry it: a generation or GSM8K-only metric
+        # counts only when its set is listed in verdict_sets ("not evaluated" otherwise)
+        verdicts = {m: verdict({k: v[m] for k, v in per.items() if m in v}, [s for s in vsets if m in per[s]],
+                               higher_is_better=m in HIGHER_IS_BETTER)
+                    for m in ALL_METRICS if any(m in v for v in per.values())}
+        out["arms"][arm] = {"sets": per, "verdict": verdicts}
     for arm, p in holm(p_iut).items():
         out["arms"][arm]["p_iut_holm"] = p
         out["arms"][arm]["p_iut"] = p_iut[arm]
@@ -69,18 +89,18 @@ def markdown(cfg, results: dict, sets: list) -> str:
         lines += ["", f"Note: arms with fewer than 3 seeds: {', '.join(few)}. The protocol asks for at least 3 per "
                   "arm (5 for random); with 1 seed the CI covers example sampling only, not seed noise."]
     base = results["base"]["losses"]
-    lines += ["", "## Mean reference loss (nats/token; base = untrained model)", "",
-              "| arm | " + " | ".join(f"{s.name} ({s.style}) {m}" for s in sets for m in ("full", "content", "end")) + " |",
-              "|---|" + "---|" * (3 * len(sets))]
-    lines.append("| base | " + " | ".join(f"{np.nanmean(base[s.name][m]):.4f}" for s in sets for m in ("full", "content", "end")) + " |")
+    cols = [(s, m) for s in sets for m in set_metrics(units + [results["base"]], s.name)]
+    lines += ["", "## Mean per-example metrics (losses in nats/token, accuracies 0-1; base = untrained model)", "",
+              "| arm | " + " | ".join(f"{s.name} ({s.style}) {m}" for s, m in cols) + " |",
+              "|---|" + "---|" * len(cols)]
+    lines.append("| base | " + " | ".join(f"{np.nanmean(base[s.name][m]):.4f}" if m in base[s.name] else "n/a"
+                                        for s, m in cols) + " |")
     for a in arms:
         cells = []
-        for s in sets:
-            for m in ("full", "content", "end"):
-                M = _matrix(units, a, s.name, m)
-                per_seed = np.nanmean(M, axis=1)
-                sd = f" ±{per_seed.std(ddof=1):.4f}" if len(per_seed) > 1 else ""
-                cells.append(f"{per_seed.mean():.4f}{sd}")
+        for s, m in cols:
+            per_seed = np.nanmean(_matrix(units, a, s.name, m), axis=1)
+            sd = f" ±{per_seed.std(ddof=1):.4f}" if len(per_seed) > 1 else ""
+            cells.append(f"{per_seed.mean():.4f}{sd}")
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     ref0 = cfg.reference_arm
     if any(u["arm"] == ref0 for u in units):
@@ -94,17 +114,20 @@ def markdown(cfg, results: dict, sets: list) -> str:
         lines += ["", f"Movement of `{ref0}` from base (full loss, base − arm): " + "; ".join(notes)]
     for comp in results["comparisons"]:
         ref = comp["reference"]
-        lines += ["", f"## Paired difference to `{ref}` (arm − {ref}; negative = lower loss; 95% CI, wider of "
-                  "two-level bootstrap and Welch)", ""]
-        for m in METRICS:
-            lines += [f"**{m} loss**", "", "| arm | " + " | ".join(s.name for s in sets) + " | verdict (" +
-                      ", ".join(comp["verdict_sets"]) + ") |", "|---|" + "---|" * (len(sets) + 1)]
+        lines += ["", f"## Paired difference to `{ref}` (arm − {ref}; 95% CI, wider of two-level bootstrap and Welch)", ""]
+        for m in ALL_METRICS:
+            msets = [s for s in sets if any(m in r["sets"][s.name] for r in comp["arms"].values())]
+            if not msets:
+                continue
+            vs = [s for s in comp["verdict_sets"] if any(s == x.name for x in msets)]
+            lines += [f"**{m}** ({_direction(m)})", "", "| arm | " + " | ".join(s.name for s in msets) + " | verdict (" +
+                      (", ".join(vs) or "no verdict set has it") + ") |", "|---|" + "---|" * (len(msets) + 1)]
             for a, r in comp["arms"].items():
-                v = r["verdict"][m]
+                v = r["verdict"].get(m, "not evaluated")
                 if v == "no detectable difference":
-                    mdes = [r["sets"][s][m].get("mde", float("nan")) for s in comp["verdict_sets"]]
+                    mdes = [r["sets"][s][m].get("mde", float("nan")) for s in vs]
                     v += f" (MDE ≈ {np.nanmax(mdes):.4f})" if np.isfinite(mdes).any() else ""
-                lines.append(f"| {a} | " + " | ".join(_fmt(r["sets"][s.name][m]) for s in sets) + f" | {v} |")
+                lines.append(f"| {a} | " + " | ".join(_fmt(r["sets"][s.name].get(m, {})) for s in msets) + f" | {v} |")
             lines.append("")
         if comp["arms"]:
             lines.append("Holm-adjusted intersection-union p (full loss, max over verdict sets): " +
@@ -164,6 +187,11 @@ def _json_default(o):
     return f"<{type(o).__name__}>" if not isinstance(o, (str, int, float)) else o
 
 
+def _mean(v) -> float | None:
+    v = np.asarray(v, dtype=np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else None  # None (JSON null), not a NaN warning
+
+
 def write_report(cfg, out: Path, results: dict, sets: list) -> dict:
     """Compute comparisons, write results.json, report.md and plots; return the results dict."""
     refs = [cfg.reference_arm, *cfg.compare_also]
@@ -175,10 +203,10 @@ def write_report(cfg, out: Path, results: dict, sets: list) -> dict:
     slim["config"] = cfg.model_dump()
     slim["units"] = [{k: v for k, v in u.items() if k != "losses"} for u in results["units"]]
     slim["base"] = {k: v for k, v in results["base"].items() if k != "losses"}
-    slim["base"]["means"] = {s: {m: float(np.nanmean(v)) for m, v in d.items() if m in METRICS}
+    slim["base"]["means"] = {s: {m: _mean(v) for m, v in d.items() if m in ALL_METRICS}
                              for s, d in results["base"]["losses"].items()}
     for u, full in zip(slim["units"], results["units"]):
-        u["means"] = {s: {m: float(np.nanmean(v)) for m, v in d.items() if m in METRICS} for s, d in full["losses"].items()}
+        u["means"] = {s: {m: _mean(v) for m, v in d.items() if m in ALL_METRICS} for s, d in full["losses"].items()}
     slim["decontamination"] = {k: v for k, v in results["decontamination"].items() if k != "dropped_ids"}
     (out / "results.json").write_text(json.dumps(slim, indent=1, default=_json_default))
     results["report_md"] = md

@@ -1,9 +1,10 @@
 """``curate eval``: train a LoRA per (arm, seed) on the same budget and compare held-out losses with random.
 
 Each (arm, seed) is a unit stored under ``<output>/units/<arm>/seed<s>/`` (adapter, per-example
-losses, ``unit.json``), written to a temp dir and renamed, so a killed eval resumes at the next
-unfinished unit and an unchanged unit (same selection hash, trainer parameters, seed and eval
-sets) is never retrained. The untrained base model is one more unit (``base``).
+losses and generation scores, generations, ``unit.json``), written to a temp dir and renamed, so
+a killed eval resumes at the next unfinished unit and an unchanged unit (same selection hash,
+trainer parameters, seed and eval sets) is never retrained or regenerated. The untrained base
+model is one more unit (``base``).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import pyarrow.parquet as pq
 
 from curate.eval.arms import make_selection, selection_hash
 from curate.eval.config import EvalConfig, load_eval_config
-from curate.eval.losses import METRICS, reference_losses
-from curate.eval.sets import GSM8K_CALC, load_eval_set
+from curate.eval.generate import write_generations
+from curate.eval.losses import reference_losses
+from curate.eval.sets import GSM8K_CALC, answer_span, load_eval_set
 from curate.score.rows import row_fields
 from curate.store import stable_hash
 
@@ -128,8 +130,16 @@ class EvalRun:
                                         stratify=s.stratify) for s in self.cfg.eval_sets]
         return self._sets
 
+    def _gen_cfg(self) -> dict:
+        """{set name: GenerateConfig} of the sets with a ``generate`` option."""
+        return {s.name: s.generate for s in self.cfg.eval_sets if s.generate is not None}
+
     def eval_key(self) -> str:
+        # a set's generate option joins its entry only when present, so configs without one keep
+        # their keys (units finished before generation existed are not retrained)
+        gen = self._gen_cfg()
         return stable_hash({"sets": [[s.name, s.ids, s.instruction, s.input, s.reference, s.max_response_tokens]
+                                     + ([gen[s.name].model_dump()] if s.name in gen else [])
                                      for s in self.eval_sets()], "eval": self.cfg.eval, "v": EVAL_VERSION})
 
     def _encoded(self):
@@ -141,8 +151,11 @@ class EvalRun:
             self._eval_enc = {}
             for s in self.eval_sets():
                 prompts = [render_prompt(tok, a, x, t.template, t.system_prompt) for a, x in zip(s.instruction, s.input)]
+                # GSM8K-style sets also get the `#### N` line's tokens (answer-line NLL)
+                spans = [answer_span(r) for r in s.reference] if s.style == "gsm8k" else None
                 self._eval_enc[s.name] = encode_texts(tok, prompts, s.reference, template=t.template,
-                                                      max_length=t.max_length, max_response_tokens=s.max_response_tokens)
+                                                      max_length=t.max_length, max_response_tokens=s.max_response_tokens,
+                                                      spans=spans)
         return self._eval_enc
 
     def _start_layer(self) -> int:
@@ -191,6 +204,38 @@ class EvalRun:
                                        show_progress=self.show_progress, desc=f"eval {name}")
                 for name, enc in self._encoded().items()}
 
+    def generate(self, lm) -> tuple[dict, dict, dict]:
+        """Greedy generation and 0/1 scores for every set with a ``generate`` option.
+
+        The prompt tokens are the scored rows' own (``Encoded.ids[i][:n_prompt[i]]``): the same
+        template, system prompt and BOS handling as training.
+
+        Returns:
+            (scores, records, meta) as in :func:`curate.eval.generate.generate_and_score`, keyed by set.
+        """
+        from curate.eval.generate import generate_and_score
+        from curate.train.encode import end_of_turn
+
+        tok = self.trainer.base()[1]
+        end = tok(end_of_turn(tok, self.trainer.template), add_special_tokens=False)["input_ids"]
+        stops = sorted({tok.eos_token_id, *(end if len(end) == 1 else [])} - {None})
+        sets = {s.name: s for s in self.eval_sets()}
+        scores, records, meta = {}, {}, {}
+        for name, g in self._gen_cfg().items():
+            enc = self._encoded()[name]
+            scores[name], records[name], meta[name] = generate_and_score(
+                lm, tok, [x[:k] for x, k in zip(enc.ids, enc.n_prompt)], sets[name].reference, sets[name].ids,
+                metric=g.metric, max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, eos_token_id=stops)
+        return scores, records, meta
+
+    def _evaluate_all(self, lm) -> tuple[dict, dict, dict]:
+        """Losses, then generation scores merged into the same {set: {metric: array}} dict."""
+        losses = self.evaluate(lm)
+        scores, records, meta = self.generate(lm)
+        for name, d in scores.items():
+            losses[name].update(d)
+        return losses, records, meta
+
     # -- units
     def _unit_dir(self, arm: str, seed) -> Path:
         return self.out / "units" / arm / ("base" if seed is None else f"seed{seed}")
@@ -211,10 +256,13 @@ class EvalRun:
         meta["losses"] = losses
         return meta
 
-    def _commit_unit(self, udir: Path, meta: dict, losses: dict, trainer=None, sel: pa.Table | None = None):
+    def _commit_unit(self, udir: Path, meta: dict, losses: dict, trainer=None, sel: pa.Table | None = None,
+                     generations: dict | None = None):
         tmp = udir.with_name(udir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        if generations:
+            write_generations(tmp, generations, self.eval_sets())
         np.savez(tmp / "losses.npz", **{f"{s}::{m}": v for s, d in losses.items() for m, v in d.items()})
         if trainer is not None:
             trainer.save(tmp / "adapter", selection_hash=meta.get("selection_hash"), extra={"arm": meta["arm"], "seed": meta["seed"]})
@@ -233,9 +281,11 @@ class EvalRun:
             got["cached"] = True
             return got
         t0 = time.perf_counter()
-        losses = self.evaluate(self.trainer.base()[0])
+        losses, gens, gen_meta = self._evaluate_all(self.trainer.base()[0])
         meta = {"key": key, "arm": "base", "seed": None, "eval_seconds": time.perf_counter() - t0}
-        self._commit_unit(udir, meta, losses)
+        if gen_meta:
+            meta["generate"] = gen_meta
+        self._commit_unit(udir, meta, losses, generations=gens)
         meta["losses"], meta["cached"] = losses, False
         return meta
 
@@ -255,11 +305,13 @@ class EvalRun:
         t = self.trainer
         t.fit(sel, seed=seed)
         t0 = time.perf_counter()
-        losses = self.evaluate(t.model_.get_base_model())
+        losses, gens, gen_meta = self._evaluate_all(t.model_.get_base_model())
         meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_, "steps": t.steps_,
                 "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": t.prefix_seconds_,
                 "eval_seconds": time.perf_counter() - t0, "train_losses": t.losses_.tolist(), "layers": t.layers_}
-        self._commit_unit(udir, meta, losses, t, sel)
+        if gen_meta:  # eval_seconds includes generation; its own share is here
+            meta["generate"] = gen_meta
+        self._commit_unit(udir, meta, losses, t, sel, generations=gens)
         meta["losses"], meta["cached"] = losses, False
         t.model_ = None  # free the adapted copy before the next unit
         return meta

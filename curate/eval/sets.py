@@ -19,6 +19,23 @@ import numpy as np
 GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 
 
+def answer_span(reference: str) -> tuple[int, int] | None:
+    """Character span ``[start, end)`` of a GSM8K solution's final answer line (``#### 72``).
+
+    From the last ``####`` to the end of its line, trailing whitespace excluded (GSM8K puts it on
+    a line of its own; a ``####`` inside a line is accepted too); None when there is none.
+    Used for the answer-line NLL (EVALUATION.md §1.5): the span is mapped to tokens by the
+    tokenizer's offset mapping (:func:`curate.train.encode.encode_texts`), so the tokens are
+    exactly those of the scored sequence, not of a re-tokenised substring.
+    """
+    i = reference.rfind("####")
+    if i < 0:
+        return None
+    j = reference.find("\n", i)
+    line = reference[i:] if j < 0 else reference[i:j]
+    return i, i + len(line.rstrip())
+
+
 @dataclass
 class EvalSet:
     """n held-out examples.

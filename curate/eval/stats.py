@@ -6,13 +6,18 @@ random. Its CI is the wider of (1) a two-level percentile bootstrap that resampl
 and the examples (the same example draw for both arms) and (2) a Welch t interval on per-seed
 means. "Beats random" requires the CI to exclude 0 below on every verdict set (an intersection-union
 test); p-values (bootstrap, max over sets) are Holm-adjusted across arms.
+
+The same machinery serves per-example accuracies (0/1 scores of generation sets), where higher
+is better: Delta is still arm minus reference, and ``higher_is_better`` flips which side of 0
+counts as "better" in the win rate and the verdict.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def paired_delta(La: np.ndarray, Lr: np.ndarray, *, n_boot: int = 10_000, seed: int = 0, alpha: float = 0.05) -> dict:
+def paired_delta(La: np.ndarray, Lr: np.ndarray, *, n_boot: int = 10_000, seed: int = 0, alpha: float = 0.05,
+                 higher_is_better: bool = False) -> dict:
     """Delta of arm vs reference with CIs.
 
     Args:
@@ -21,12 +26,14 @@ def paired_delta(La: np.ndarray, Lr: np.ndarray, *, n_boot: int = 10_000, seed: 
         n_boot: bootstrap draws (default 10,000).
         seed: bootstrap RNG seed.
         alpha: 1 - confidence (default 0.05).
+        higher_is_better: False for losses (default), True for accuracies; only ``win_rate``
+            depends on it.
 
     Returns:
         dict with ``delta``, ``ci_boot``, ``ci_welch`` (None with < 2 seeds in an arm), ``ci``
         (the wider), ``p_boot`` (two-sided), ``seed_sd_arm``, ``seed_sd_ref``, ``se``, ``mde``
         (3.3 x SE, EVALUATION.md §1.7), ``p`` (the larger of the bootstrap and Welch two-sided p), ``n_examples``, ``n_seeds``, ``win_rate`` (share of
-        examples where the arm's seed-mean loss is lower).
+        examples where the arm's seed mean is strictly better: lower loss, or higher accuracy).
     """
     from scipy import stats
 
@@ -72,7 +79,7 @@ def paired_delta(La: np.ndarray, Lr: np.ndarray, *, n_boot: int = 10_000, seed: 
     p = p_boot if p_welch is None else max(p_boot, p_welch)  # matches the wider-CI rule
     return {"delta": delta, "ci": ci, "ci_boot": ci_boot, "ci_welch": ci_welch, "p_boot": p_boot, "p_welch": p_welch, "p": p,
             "seed_sd_arm": sd_a, "seed_sd_ref": sd_r, "se": se, "mde": mde, "n_examples": int(n),
-            "n_seeds": [Sa, Sr], "win_rate": float((d < 0).mean())}
+            "n_seeds": [Sa, Sr], "win_rate": float((d > 0).mean() if higher_is_better else (d < 0).mean())}
 
 
 def holm(pvals: dict[str, float]) -> dict[str, float]:
@@ -86,19 +93,25 @@ def holm(pvals: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def verdict(per_set: dict[str, dict], verdict_sets: list[str]) -> str:
+def verdict(per_set: dict[str, dict], verdict_sets: list[str], higher_is_better: bool = False) -> str:
     """``beats random`` / ``worse than random`` / ``style-dependent`` / ``no detectable difference``.
 
     Args:
         per_set: {set name: :func:`paired_delta` result} for one arm and one metric.
         verdict_sets: the sets that must all agree (the reference styles).
+        higher_is_better: False (default) for losses: "beats" needs the CI below 0 on every set;
+            True for accuracies: "beats" needs it above 0.
     """
+    if not verdict_sets:  # e.g. no verdict set carries this metric; all([]) would read as "beats"
+        return "not evaluated"
     sig = []
     for s in verdict_sets:
         r = per_set.get(s)
         if r is None or r.get("n_examples", 0) == 0:
             return "not evaluated"
         lo, hi = r["ci"]
+        if higher_is_better:  # mirror the interval so that -1 always means "better than the reference"
+            lo, hi = -hi, -lo
         sig.append(-1 if hi < 0 else (1 if lo > 0 else 0))
     if all(v == -1 for v in sig):
         return "beats random"

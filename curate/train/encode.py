@@ -29,19 +29,24 @@ class Encoded:
         target: list of n (L_i,) bool arrays; True for response tokens (end token included).
         n_prompt: (n,) int64 prompt tokens per row (after truncation).
         has_end: (n,) bool; False when truncation cut the response's end token.
+        span: None, or list of n (L_i,) bool arrays marking the response tokens that overlap a
+            character span of the response (e.g. GSM8K's ``#### N`` line; see ``spans`` in
+            :func:`encode_texts`). A subset of ``target``.
     """
 
     ids: list
     target: list
     n_prompt: np.ndarray
     has_end: np.ndarray
+    span: list | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, idx) -> "Encoded":
         """The rows at ``idx`` (int array), in that order."""
-        return Encoded([self.ids[i] for i in idx], [self.target[i] for i in idx], self.n_prompt[idx], self.has_end[idx])
+        return Encoded([self.ids[i] for i in idx], [self.target[i] for i in idx], self.n_prompt[idx], self.has_end[idx],
+                       None if self.span is None else [self.span[i] for i in idx])
 
     @property
     def lengths(self) -> np.ndarray:
@@ -89,7 +94,8 @@ def render_prompt(tokenizer, instruction: str, input: str, template: str = "chat
 
 
 def encode_texts(tokenizer, prompts: list[str], responses: list[str], *, template: str = "chat",
-                 max_length: int = 512, max_response_tokens: int | None = None) -> Encoded:
+                 max_length: int = 512, max_response_tokens: int | None = None,
+                 spans: list | None = None) -> Encoded:
     """Tokenise prompt/response pairs; responses get the end-of-turn token appended.
 
     Args:
@@ -100,17 +106,29 @@ def encode_texts(tokenizer, prompts: list[str], responses: list[str], *, templat
         max_length: tokens per row; longer rows are cut from the right (default 512).
         max_response_tokens: keep only the first k response tokens (the end token is then cut
             too), e.g. 256 for GPT-4 references (EVALUATION.md §2 item 9). Default None.
+        spans: None (default), or n items, each None or a character span ``(start, end)`` of
+            the response; the response tokens whose offsets overlap it are marked in
+            ``Encoded.span`` (a fast tokenizer's offset mapping of this very tokenisation, so
+            no substring is re-tokenised). A token straddling a span edge counts as inside; a
+            span that truncation cuts short is dropped whole (no tokens marked).
 
     Returns:
         :class:`Encoded`.
     """
     end = end_of_turn(tokenizer, template)
     p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer([r + end for r in responses], add_special_tokens=False)["input_ids"]
+    if spans is not None and len(spans) != len(responses):
+        raise ValueError(f"spans must have one item per response ({len(responses)}), got {len(spans)}")
+    r_enc = tokenizer([r + end for r in responses], add_special_tokens=False, return_offsets_mapping=spans is not None)
+    r_ids = r_enc["input_ids"]
+    r_span = None
+    if spans is not None:  # token k of the response is in the span when its char range overlaps [a, b)
+        r_span = [np.array([sp is not None and s < sp[1] and e > sp[0] for s, e in offs], dtype=bool)
+                  for sp, offs in zip(spans, r_enc["offset_mapping"])]
     bos = [tokenizer.bos_token_id] if (template == "alpaca" and tokenizer.bos_token_id is not None
                                        and getattr(tokenizer, "add_bos_token", False)) else []
-    ids, tgt, n_p, ends = [], [], [], []
-    for p, r in zip(p_ids, r_ids):
+    ids, tgt, n_p, ends, sp = [], [], [], [], []
+    for j, (p, r) in enumerate(zip(p_ids, r_ids)):
         p = bos + list(p)
         full = len(r)
         r = list(r)[:max_response_tokens] if max_response_tokens else list(r)
@@ -121,7 +139,11 @@ def encode_texts(tokenizer, prompts: list[str], responses: list[str], *, templat
         ids.append(x)
         tgt.append(m)
         n_p.append(min(len(p), len(x)))
-    return Encoded(ids, tgt, np.asarray(n_p, dtype=np.int64), np.asarray(ends, dtype=bool))
+        if r_span is not None:  # cut exactly like the ids; a span cut short is dropped whole
+            m_sp = np.concatenate([np.zeros(len(p), dtype=bool), r_span[j][:len(r)]])[:max_length]
+            sp.append(m_sp if m_sp.sum() == r_span[j].sum() else np.zeros_like(m_sp))
+    return Encoded(ids, tgt, np.asarray(n_p, dtype=np.int64), np.asarray(ends, dtype=bool),
+                   sp if r_span is not None else None)
 
 
 def encode_table(tokenizer, table: pa.Table, *, template: str = "chat", system_prompt: str | None = None,
