@@ -40,6 +40,18 @@ def test_onnx_matches_torch(torch_emb):
     assert float(short_t[0] @ short_o[0]) > 0.9999 and float(short_o[0] @ x[0]) < 0.999
 
 
+def test_onnx_workers_give_identical_vectors():
+    """Concurrent single-threaded runs (num_workers 2) and one two-threaded run give the same bits,
+    which is why num_workers is execution-only (not in the cache key)."""
+    texts = [r["text"] for r in _rows()]
+    one = Embed(backend="onnx", num_workers=1).encode(texts)
+    two = Embed(backend="onnx", num_workers=2).encode(texts)
+    assert np.array_equal(one, two)
+    assert Embed(backend="onnx", num_workers=1).cache_params() == Embed(backend="onnx", num_workers=2).cache_params()
+    with pytest.raises(ValueError, match="num_workers"):
+        Embed(num_workers=0)
+
+
 def test_onnx_int8_close_to_torch_and_keeps_neighbours(torch_emb):
     rows, ref = torch_emb
     x = Embed(backend="onnx", precision="int8").encode([r["text"] for r in rows])

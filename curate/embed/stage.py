@@ -114,6 +114,8 @@ class Embed(Annotator):
             sentence-transformers, 8 for ``lm_pooling``; execution-only, except for onnx int8,
             whose vectors depend on the batch: there it is part of the cache key).
         device: torch device (default None = cuda when present; execution-only).
+        num_workers: onnx only: batches run at once, each on one core (default None = one per
+            core; execution-only: every row's vector is the same, measured bit-identical).
         show_progress: progress bar over shards (default True; execution-only).
 
     Output column: ``column`` as fixed-size-list<float32> (or float16) of size d.
@@ -128,7 +130,7 @@ class Embed(Annotator):
                  template: str | None = None, max_length: int | None = None, normalize: bool = True,
                  dtype: str = "float32", precision: str | None = None, embedding_dim: int | None = None,
                  shard_size: int = 4096, batch_size: int | None = None, device: str | None = None,
-                 show_progress: bool = True):
+                 num_workers: int | None = None, show_progress: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if dtype not in DTYPES:
@@ -142,7 +144,8 @@ class Embed(Annotator):
                              f"(onnx: null, float32 or int8; static: null or float32)")
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize must be true or false, got {normalize!r}")
-        for pname, val in (("max_length", max_length), ("embedding_dim", embedding_dim), ("batch_size", batch_size)):
+        for pname, val in (("max_length", max_length), ("embedding_dim", embedding_dim), ("batch_size", batch_size),
+                           ("num_workers", num_workers)):
             if val is not None and (isinstance(val, bool) or not isinstance(val, Integral) or val < 1):
                 raise ValueError(f"{pname} must be an int >= 1 or null, got {val!r}")
         if isinstance(shard_size, bool) or not isinstance(shard_size, Integral) or shard_size < 1:
@@ -173,6 +176,7 @@ class Embed(Annotator):
         self.shard_size = shard_size
         self.batch_size = batch_size
         self.device = device
+        self.num_workers = num_workers
         self.show_progress = show_progress
 
     def output_columns(self) -> list[str]:
@@ -224,7 +228,8 @@ class Embed(Annotator):
 
             return encode_onnx(texts, self.model, revision=self.revision, max_length=self.max_length,
                                normalize=self.normalize, precision=self.effective_precision(),
-                               batch_size=self.batch_size or ONNX_BATCH_SIZE, show_progress=show_progress)
+                               batch_size=self.batch_size or ONNX_BATCH_SIZE, workers=self.num_workers,
+                               show_progress=show_progress)
         if self.backend == "static":
             from curate.embed.static import encode_static
 
