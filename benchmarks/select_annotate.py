@@ -27,7 +27,13 @@ curate's own ``embed`` (default backend, the canonical ``text``), ``heuristics``
 a stage cache in ``OUT_DIR/cache`` (embed's 4096-row shards resume after a kill), then writes the
 same ``annotations.npz`` + ``meta.json``::
 
-    python benchmarks/select_annotate.py POOL OUT_DIR --via-curate
+    python benchmarks/select_annotate.py POOL OUT_DIR --via-curate [--reuse-embeddings RECIPE_WORK_DIR]
+
+``--reuse-embeddings DIR`` takes the ``embed`` column of the 44k recipe's run
+(``benchmarks/alpaca_full.py --work DIR``), matched by row id, and embeds only the rows it lacks.
+Valid because the default onnx backend embeds one text at a time (batch 1): a row's vector does
+not depend on the other rows (bit-identical, tests/test_embed_backends.py); the cached entry must
+come from the same embed parameters (checked against its manifest).
 """
 from __future__ import annotations
 
@@ -165,7 +171,61 @@ def merge(pool: str, out: Path, shard_size: int) -> None:
     print(json.dumps(meta, indent=2))
 
 
-def via_curate(pool: str, out: Path) -> None:
+def reused_embeddings(table, pool: str, recipe_dir: Path, embed) -> tuple:
+    """(n, d) embeddings for ``table``'s rows: from the 44k recipe's cached ``embed`` step, matched
+    by row id; rows it lacks (dropped before its embed step) are embedded here.
+
+    ``recipe_dir`` is ``benchmarks/alpaca_full.py``'s ``--work`` folder: the recipe is replayed up
+    to its ``embed`` step on that folder's stage cache (every step a cache hit, nothing computed)
+    to get the ids beside the cached column.
+
+    Returns (matrix, n_reused, seconds spent embedding the missing rows).
+    """
+    import pyarrow as pa
+
+    from curate.config import load_config
+    from curate.pipeline import Runner, ingest
+    from curate.provenance import Ledger
+    from curate.schema import embedding_matrix
+    from curate.store import StageStore
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_config(repo / "configs" / "instruction" / "alpaca_full.yaml",
+                      overrides=[f"input.path={pool}",
+                                 f"cache_dir={recipe_dir / 'cache'}"])
+    stages = cfg.build_stages()
+    n_embed = next(i for i, st in enumerate(stages) if st.name == "embed") + 1
+    if stages[n_embed - 1].cache_params() != embed.cache_params():
+        raise SystemExit("the recipe's embed step has other parameters than the default embed")
+    from curate.pipeline import plan
+
+    steps = plan(cfg)[:n_embed + 1]  # ingest + the steps up to embed: all must be cache hits
+    if not all(r["cached"] for r in steps):
+        raise SystemExit(f"{recipe_dir}: not cached for this pool path: {[r['step'] for r in steps if not r['cached']]} "
+                         "(pass the pool path exactly as benchmarks/alpaca_full.py got it)")
+    store = StageStore(cfg.cache_dir)
+    runner = Runner(store, show_progress=False)
+    ing = ingest(cfg, store, False)
+    led = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist())
+    cached, _, records = runner.run_stages(stages[:n_embed], ing.table, ing.key, led)
+    if not all(r.cached for r in records):
+        raise SystemExit(f"{recipe_dir}: the recipe's steps up to embed were not all cached (run alpaca_full.py first)")
+    pos = {i: j for j, i in enumerate(cached.column("id").to_pylist())}
+    mat = embedding_matrix(cached, "embedding")
+    ids = table.column("id").to_pylist()
+    out = np.zeros((len(ids), mat.shape[1]), np.float32)
+    miss = [i for i, x in enumerate(ids) if x not in pos]
+    for i, x in enumerate(ids):
+        if x in pos:
+            out[i] = mat[pos[x]]
+    t0 = time.perf_counter()
+    if miss:
+        texts = table.column("text").take(pa.array(miss)).to_pylist()
+        out[miss] = embed.encode(texts)
+    return out, len(ids) - len(miss), time.perf_counter() - t0
+
+
+def via_curate(pool: str, out: Path, reuse: Path | None = None) -> None:
     """Annotate with curate's default stages (embed, heuristics, quality_model); see the module doc."""
     from curate.embed.stage import Embed
     from curate.pipeline import Runner
@@ -180,7 +240,18 @@ def via_curate(pool: str, out: Path) -> None:
     ledger = Ledger(table.column("id").to_pylist(), [], table.column("source").to_pylist())
     embed = Embed()
     t0 = time.perf_counter()
-    got, _, records = runner.run_stages([embed, Heuristics(), QualityModelStage()], table, table_fingerprint(table), ledger)
+    reuse_note = None
+    if reuse is None:
+        stages = [embed, Heuristics(), QualityModelStage()]
+    else:
+        from curate.schema import embedding_column
+
+        emb, n_reused, t_missing = reused_embeddings(table, pool, reuse, embed)
+        table = table.append_column("embedding", embedding_column(emb))
+        reuse_note = {"from": str(reuse), "rows_reused": n_reused, "rows_embedded_here": table.num_rows - n_reused,
+                      "seconds_embedding_missing": t_missing}
+        stages = [Heuristics(), QualityModelStage()]
+    got, _, records = runner.run_stages(stages, table, table_fingerprint(table), ledger)
     wall = time.perf_counter() - t0
     secs = {r.type: r.seconds for r in records}
     np.savez(out / "annotations.npz", ids=np.array(got.column("id").to_pylist()),
@@ -192,6 +263,7 @@ def via_curate(pool: str, out: Path) -> None:
             "embed_string": "canonical text (curate's default)", "heuristic_columns": list(HEURISTIC_COLUMNS),
             "quality": "curate quality_model: shipped scorer (curate/assets), reusing the embedding column",
             "stage_seconds": secs, "wall_seconds": wall, "cached": [r.label for r in records if r.cached],
+            "embeddings_reused": reuse_note,
             "embed_seconds": secs.get("embed", float("nan")), "heuristics_seconds": secs.get("heuristics", float("nan")),
             "embed_rows_per_s": n / secs["embed"] if secs.get("embed") else float("nan"),
             "heuristics_rows_per_s": n / secs["heuristics"] if secs.get("heuristics") else float("nan")}
@@ -235,6 +307,8 @@ def main() -> None:
     g.add_argument("--merge", action="store_true")
     g.add_argument("--check-template", action="store_true")
     g.add_argument("--via-curate", action="store_true")
+    ap.add_argument("--reuse-embeddings", type=Path, default=None,
+                    help="with --via-curate: benchmarks/alpaca_full.py's --work folder; its cached embed step is reused by row id")
     ap.add_argument("--more-s", type=float, default=420.0,
                     help="after --shard i, go on with the next unfinished shards while under this many seconds")
     ap.add_argument("--n", type=int, default=512)
@@ -247,7 +321,7 @@ def main() -> None:
     elif a.merge:
         merge(a.pool, out, a.shard_size)
     elif a.via_curate:
-        via_curate(a.pool, out)
+        via_curate(a.pool, out, a.reuse_embeddings)
     elif a.check_template:
         check_template(a.pool, out, a.n, a.seed)
     else:
