@@ -6,7 +6,7 @@
 # Progress: OUT_ROOT/<pool>/progress.log. Rerunning skips finished shards.
 set -euo pipefail
 PY=${PYTHON:-python}
-LOCK=${HEAVY_LOCK:-/work/heavy.lock}
+LOCK=${HEAVY_LOCK:-${TMPDIR:-/tmp}/curate-heavy.lock}
 root=$1; shift
 for pool in "$@"; do
   out="$root/$(basename "${pool%.*}")"

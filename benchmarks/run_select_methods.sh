@@ -4,12 +4,13 @@
 #   benchmarks/run_select_methods.sh ANNOTATIONS_ROOT [extra select_methods.py args]
 set -euo pipefail
 PY=${PYTHON:-python}
-LOCK=${HEAVY_LOCK:-/work/heavy.lock}
+LOCK=${HEAVY_LOCK:-${TMPDIR:-/tmp}/curate-heavy.lock}
 ann=$1; shift
 B="$PY benchmarks/select_methods.py --annotations $ann $*"
 work="$ann/select_methods"
 for pool in alpaca_44k dolly_15k; do
   [ -e "$work/units/${pool}__random.json" ] || flock "$LOCK" $B --prepare "$pool"
+  [ -e "$ann/$pool/sae_latents.npy" ] || flock "$LOCK" $B --prepare-sae "$pool" || echo "sae features for $pool failed"
 done
 for u in $($B --list); do
   [ -e "$work/units/${u/:/__}.json" ] && continue
