@@ -184,17 +184,41 @@ def load_sentence_transformer(model: str = DEFAULT_EMBEDDER, device: str | None 
     return SentenceTransformer(path, device=pick_device(device))
 
 
-# What dtype=None means on CPU: bf16 weights run 3.3-3.5x faster than a bare fp32 loop with
-# Spearman >= 0.999 to it (avx512_bf16 CPUs; losses are still taken in fp32); dynamic int8 was
-# faster but rank-correlated only ~0.7. benchmarks/results/lm_speed.md, docs/scoring.md.
-CPU_LM_DTYPE = "bfloat16"
+# What dtype=None means on CPU depends on the CPU. With native bf16 (avx512_bf16 or AMX), bf16
+# weights run 3.3-3.5x faster than a bare fp32 loop with Spearman >= 0.999 to it (losses are
+# still taken in fp32); benchmarks/results/lm_speed.md. Without it (e.g. AVX2-only CPUs) bf16 is
+# emulated: measured 4.6x SLOWER than fp32 for perplexity on 24 alpaca rows (132 s vs 28.7 s,
+# AMD EPYC AVX2). Dynamic int8 was faster still but rank-correlated only ~0.7. docs/scoring.md.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (``/proc/cpuinfo`` flags; False where unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return any(f in line.split() for f in CPU_BF16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def cpu_lm_dtype() -> str:
+    """The CPU default of causal-LM stages: bfloat16 with native bf16 instructions, else float32."""
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def resolve_lm_dtype(dtype: str | None, device: str) -> str:
-    """The dtype a causal LM actually runs in: ``dtype``, or for None bf16 on CUDA, CPU_LM_DTYPE on CPU."""
+    """The dtype a causal LM actually runs in: ``dtype``, or for None bf16 on CUDA, :func:`cpu_lm_dtype` on CPU.
+
+    The resolved dtype is part of the LM stages' cache keys, so machines with and without
+    native bf16 never share cached scores.
+    """
     if dtype is not None:
         return dtype
-    return "bfloat16" if device.startswith("cuda") else CPU_LM_DTYPE
+    return "bfloat16" if device.startswith("cuda") else cpu_lm_dtype()
 
 
 @lru_cache(maxsize=2)
@@ -207,7 +231,7 @@ def load_causal_lm(model: str = DEFAULT_PROXY_LM, device: str | None = None, dty
         dtype: "float32", "bfloat16", "float16", or "int8" (CPU only: float32 weights loaded,
             then every ``nn.Linear`` dynamically quantised to int8 with
             ``torch.ao.quantization.quantize_dynamic``; activations stay float). None = bfloat16
-            on cuda, ``CPU_LM_DTYPE`` on cpu.
+            on cuda, :func:`cpu_lm_dtype` on cpu (bf16 only with native bf16 instructions).
 
     Returns:
         (``transformers.PreTrainedModel`` in eval mode, tokenizer with a pad token set).

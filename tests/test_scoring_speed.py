@@ -142,13 +142,16 @@ def test_lm_stage_key_has_dtype_and_weights(tmp_path, monkeypatch):
     (tmp_path / "m.gguf").write_bytes(b"weights")
     p = Perplexity(model=str(tmp_path / "m.gguf"))
     r = p.cache_params()["resolved"]
-    from curate.models import CPU_LM_DTYPE
-
-    assert r["dtype"] == CPU_LM_DTYPE == "bfloat16" and len(r["weights"]) == 32
-    assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="float32").cache_params()["resolved"]["dtype"] == "float32"
-    assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="int8").cache_params()["resolved"]["dtype"] == "int8"
     import curate.models
 
+    assert r["dtype"] == curate.models.cpu_lm_dtype() and len(r["weights"]) == 32
+    # the CPU default follows the CPU's bf16 support (and so does the key)
+    for native, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(curate.models, "cpu_has_native_bf16", lambda native=native: native)
+        assert Perplexity(model=str(tmp_path / "m.gguf")).cache_params()["resolved"]["dtype"] == want
+    monkeypatch.undo()
+    assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="float32").cache_params()["resolved"]["dtype"] == "float32"
+    assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="int8").cache_params()["resolved"]["dtype"] == "int8"
     monkeypatch.setattr(curate.models, "pick_device", lambda device=None: device or "cuda")
     assert IFD(model=str(tmp_path / "m.gguf")).cache_params()["resolved"]["dtype"] == "bfloat16"
     monkeypatch.undo()

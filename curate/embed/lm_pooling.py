@@ -62,7 +62,7 @@ def encode_lm(
         max_length: truncate to this many tokens (default 512, RDS+'s Alpaca setting).
         normalize: L2-normalise (default True; RDS+ does).
         precision: weights dtype: None = bfloat16 on CUDA (RDS+ runs bf16; not yet verified on a
-            GPU) and ``curate.models.CPU_LM_DTYPE`` (bfloat16, measured) on CPU; "float32" for
+            GPU) and ``curate.models.cpu_lm_dtype()`` on CPU (bfloat16 with native bf16 instructions, else float32; measured); "float32" for
             full precision.
         batch_size: texts per forward pass (default 8).
         device: torch device (default None = cuda when present).
@@ -77,7 +77,7 @@ def encode_lm(
     from curate.models import resolve_lm_dtype
 
     dev = pick_device(device)
-    dtype = resolve_lm_dtype(precision, dev)  # None: bf16 on CUDA, CPU_LM_DTYPE on CPU
+    dtype = resolve_lm_dtype(precision, dev)  # None: bf16 on CUDA, cpu_lm_dtype() on CPU
     if revision is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
