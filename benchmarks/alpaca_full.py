@@ -24,12 +24,14 @@ sys.path.insert(0, str(REPO))
 
 def cpu_info() -> str:
     """CPU model and its widest vector extension: embedding speed differs 1.3x+ between machines."""
+    from curate.models import cpu_flags
+
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags()
     vec = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
     return f"{model}, {vec}{', avx512_bf16' if 'avx512_bf16' in flags else ''}"
 

@@ -193,16 +193,21 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (``/proc/cpuinfo`` flags; False where unreadable)."""
+def cpu_flags() -> frozenset[str]:
+    """The first CPU's feature flags from ``/proc/cpuinfo`` (empty where unreadable, e.g. not Linux)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    return any(f in line.split() for f in CPU_BF16_FLAGS)
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (:func:`cpu_flags`; False where unreadable)."""
+    return any(f in cpu_flags() for f in CPU_BF16_FLAGS)
 
 
 def cpu_lm_dtype() -> str:
