@@ -21,7 +21,6 @@ This module imports Prefect only inside :class:`PrefectShardExecutor`.
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -55,23 +54,29 @@ def shard_path(work_dir: Path, start: int, stop: int) -> Path:
 
 
 def compute_shard(fn: Callable[[int, int], dict], path: str, start: int, stop: int) -> str:
-    """Compute one shard and save it atomically (skipped when the file exists); returns its path."""
+    """Compute one shard and save it atomically with its checksum (skipped when a sound copy
+    exists; a damaged one is moved aside and recomputed); returns its path."""
+    from curate.stage import load_shard, save_shard
+
     p = Path(path)
-    if p.exists():
+    if p.exists() and load_shard(p) is not None:
         return str(p)
     p.parent.mkdir(parents=True, exist_ok=True)
-    result = fn(start, stop)
-    tmp = p.with_name(f"{p.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **result)
-    os.replace(tmp, p)
+    save_shard(p, fn(start, stop))
     return str(p)
 
 
 def load_shards(paths: list[Path]) -> dict[str, np.ndarray]:
+    """Concatenate finished shards (checked against their checksums; a damaged one is an error:
+    it was sound when its task returned)."""
+    from curate.stage import load_shard
+
     parts = []
     for p in paths:
-        with np.load(p, allow_pickle=False) as z:
-            parts.append({k: z[k] for k in z.files})
+        got = load_shard(p)
+        if got is None:
+            raise RuntimeError(f"shard {p} was damaged after its task finished; rerun to recompute it")
+        parts.append(got)
     if not parts or not parts[0]:
         return {}
     return {k: np.concatenate([q[k] for q in parts], axis=0) for k in parts[0]}
@@ -97,7 +102,10 @@ class PrefectShardExecutor:
 
         starts = list(range(0, n_rows, shard_size)) or [0]
         paths = [shard_path(ctx.work_dir, a, min(a + shard_size, n_rows)) for a in starts]
-        todo = [(a, p) for a, p in zip(starts, paths) if not p.exists()]
+        from curate.stage import load_shard
+
+        # a finished shard is reused only when it passes its checksum (a damaged one is moved aside)
+        todo = [(a, p) for a, p in zip(starts, paths) if not (p.exists() and load_shard(p) is not None)]
         if len(todo) < len(starts):
             log.info("%s: resuming, %d of %d shards already finished", desc, len(starts) - len(todo), len(starts))
         t = task(compute_shard, name=f"shard {desc}", retries=self.retries,

@@ -86,12 +86,12 @@ class StageContext:
         for start, path in tqdm(list(zip(starts, paths)), desc=desc, disable=not self.show_progress, unit="shard"):
             stop = min(start + shard_size, n_rows)
             if path.exists():
-                got = _load_shard(path)
+                got = load_shard(path)
                 if got is not None:
                     parts.append(got)
                     continue
             result = fn(start, stop)
-            _save_shard(path, result)
+            save_shard(path, result)
             parts.append(result)
         if not parts or not parts[0]:
             return {}
@@ -102,8 +102,12 @@ class StageContext:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-def _save_shard(path: Path, result: dict[str, np.ndarray]) -> None:
-    """Write a shard and its checksum sidecar; the shard appears (os.replace) only when whole."""
+def save_shard(path: Path, result: dict[str, np.ndarray]) -> None:
+    """Write ``result`` to ``path`` (.npz) with a size + xxh3-128 sidecar (``.sum.json``).
+
+    The shard appears (os.replace) only when whole; :func:`load_shard` checks it. Used by every
+    resumable shard folder (stage shards, Dask shard tasks, MinHash band keys).
+    """
     import xxhash
 
     tmp = path.with_suffix(".tmp.npz")
@@ -116,7 +120,7 @@ def _save_shard(path: Path, result: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)  # a shard is either whole or absent
 
 
-def _load_shard(path: Path) -> dict[str, np.ndarray] | None:
+def load_shard(path: Path) -> dict[str, np.ndarray] | None:
     """A finished shard's arrays, or None (moved to ``shards/damaged/``) if it fails its checksum."""
     import xxhash
 

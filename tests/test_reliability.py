@@ -130,6 +130,53 @@ def test_map_shards_recomputes_a_damaged_shard(tmp_path, caplog):
     assert len(list((tmp_path / "w" / "shards" / "damaged").glob("*.npz"))) == 2
 
 
+def _damage(shards: list[Path]) -> None:
+    """Truncate the first shard; flip one byte of the second (same size)."""
+    shards[0].write_bytes(shards[0].read_bytes()[:40])
+    b = bytearray(shards[1].read_bytes())
+    b[-30] ^= 0x10
+    shards[1].write_bytes(bytes(b))
+
+
+def test_minhash_band_key_shards_recompute_when_damaged(tmp_path, monkeypatch):
+    from curate.dedup import minhash_index as mi
+    from curate.dedup.minhash import MinHashDedup
+
+    texts = pa.array([f"row {i} " + " ".join(f"w{j}" for j in range(i, i + 12)) for i in range(40)])
+    params = MinHashDedup().signature_params()
+    k1, v1 = mi.compute_band_keys(texts, params, batch_size=10, work_dir=tmp_path)
+    shards = sorted((tmp_path / "minhash_shards").glob("*.npz"))
+    assert len(shards) == 4 and all(p.with_suffix(".sum.json").exists() for p in shards)
+    _damage(shards[1:3])
+    real, calls = mi._shard_worker, []
+    monkeypatch.setattr(mi, "_shard_worker", lambda a: calls.append(len(a[0])) or real(a))
+    k2, v2 = mi.compute_band_keys(texts, params, batch_size=10, work_dir=tmp_path)
+    assert calls == [10, 10] and (k1 == k2).all() and (v1 == v2).all()  # only the two damaged shards
+    assert len(list((tmp_path / "minhash_shards" / "damaged").glob("*.npz"))) == 2
+
+
+def test_dask_shard_files_are_checked(tmp_path):
+    from curate.shards_dask import compute_shard, load_shards
+
+    calls = []
+
+    def fn(a, b):
+        calls.append(a)
+        return {"x": np.arange(a, b, dtype=np.float64)}
+
+    paths = [tmp_path / f"{a}.npz" for a in (0, 10)]
+    for a, p in zip((0, 10), paths):
+        compute_shard(fn, str(p), a, a + 10)
+    compute_shard(fn, str(paths[0]), 0, 10)  # sound: skipped
+    assert calls == [0, 10]
+    _damage(paths)
+    with pytest.raises(RuntimeError, match="damaged after its task finished"):
+        load_shards(paths)  # never silently concatenates a damaged shard
+    for a, p in zip((0, 10), paths):  # what the rerun's tasks do: recompute what was moved aside
+        compute_shard(fn, str(p), a, a + 10)
+    assert calls == [0, 10, 0, 10] and np.array_equal(load_shards(paths)["x"], np.arange(20.0))
+
+
 # ---------------------------------------------------------------- multiprocessing start method
 
 _MINHASH_SNIPPET = """

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.dedup.minhash_core import SHINGLE_HASH_VERSION, text_band_keys
+from curate.stage import load_shard, save_shard
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,9 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
     todo = []
     for s in starts:
         p = path(s)
-        if p is not None and p.exists():
-            with np.load(p) as z:
-                keys[s:s + batch_size], valid[s:s + batch_size] = z["keys"], z["valid"]
+        got = load_shard(p) if p is not None and p.exists() else None  # None also when damaged (moved aside)
+        if got is not None:
+            keys[s:s + batch_size], valid[s:s + batch_size] = got["keys"], got["valid"]
         else:
             todo.append(s)
 
@@ -119,9 +120,7 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
         keys[s:s + len(v)], valid[s:s + len(v)] = k, v
         p = path(s)
         if p is not None:
-            tmp = p.with_suffix(".tmp.npz")
-            np.savez(tmp, keys=k, valid=v)
-            os.replace(tmp, p)  # a shard is whole or absent
+            save_shard(p, {"keys": k, "valid": v})  # whole or absent, with its checksum
 
     bar = tqdm(total=len(starts), initial=len(starts) - len(todo), desc="minhash", unit="shard",
                disable=not show_progress)
