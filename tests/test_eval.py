@@ -162,6 +162,19 @@ def test_decontamination_rules(tmp_path):
     assert drop.tolist() == [True, False, True, False] and rep["by_rule"] == {"exact": 1, "minhash": 1}
 
 
+@pytest.mark.parametrize("backend", ["onnx", "sentence_transformers"])
+def test_decontamination_embedding_rule_real_minilm(backend):
+    """A paraphrase with no shared 5-gram is caught by MiniLM cosine (0.92 here), on either
+    backend (the same model; onnx is the default); an unrelated prompt and a 0.87 one are not."""
+    ev = ["Write a short poem about the sea and the sky at night", "Compute the sum of 2 and 3"]
+    pool = pa.table({"id": ["p", "u", "s"], "text": ["t"] * 3, "input": [""] * 3, "output": ["o"] * 3,
+                     "instruction": ["Compose a brief poem about the night sky over the ocean",
+                                     "Totally unrelated instruction about cooking pasta", "Add 2 and 3 and give the sum"]})
+    drop, rep = decontaminate(pool, ev, embed_threshold=0.9, embed_backend=backend)
+    assert drop.tolist() == [True, False, False]
+    assert rep["by_rule"] == {"exact": 0, "minhash": 0, "embedding": 1} and rep["params"]["embed_backend"] == backend
+
+
 def test_controls_length_matched_and_shuffled():
     rng = np.random.default_rng(0)
     lens = rng.integers(1, 400, 2000)
@@ -238,3 +251,12 @@ def test_seeds_slice_then_rest(files, tiny, tmp_path):
     assert first["complete"] is False and sorted((u["arm"], u["seed"]) for u in first["units"]) == [("longest", 0), ("random", 0)]
     rest = run_eval(cfg, show_progress=False, seeds=[1])
     assert rest["complete"] is True and len(rest["units"]) == 4 and sum(not u["cached"] for u in rest["units"]) == 2
+
+
+def test_pool_key_keeps_the_settings_of_pools_built_before_embed_backend():
+    from curate.eval.config import DecontamConfig
+    from curate.eval.runner import _decontam_key
+
+    legacy = {"exact": True, "minhash_threshold": 0.5, "embed_threshold": 0.9}  # the key's dict before the option
+    assert _decontam_key(DecontamConfig(embed_backend="sentence_transformers")) == legacy
+    assert _decontam_key(DecontamConfig()) == {**legacy, "embed_backend": "onnx"}  # new default: a new pool

@@ -173,6 +173,9 @@ def test_defaults_and_errors_name_the_parameter():
     assert RDS(budget=3, targets=TARGET_ROWS, backend="lm_pooling").method_prerequisites([])[0].backend == "lm_pooling"
     assert RDS(budget=3, targets=TARGET_ROWS, backend="lm_pooling").column_ == "embedding_lm"
     assert RDS(budget=3, targets=TARGET_ROWS).method_prerequisites(["embedding"]) == []
+    # both MiniLM backends read (or make) the `embedding` column a default `embed` stage makes
+    assert RDS(budget=3, targets=TARGET_ROWS, backend="onnx").column_ == "embedding"
+    assert RDS(budget=3, targets=TARGET_ROWS, backend="onnx").method_prerequisites(["embedding"]) == []
     with pytest.raises(ConfigError, match="targets"):
         build_stage({"type": "rds", "budget": 3})
     with pytest.raises(ValueError, match="mode"):

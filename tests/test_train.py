@@ -198,6 +198,13 @@ def test_adapter_saved_with_config_and_selection_hash(tiny, tmp_path):
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
 
 
+def test_fingerprint_separates_cuda_bf16_from_cpu_fp32(tiny):
+    """A unit trained under CUDA's bf16 autocast is never reused as the CPU's fp32 one (or back)."""
+    cpu = LoRATrainer(model=tiny, device="cpu").fingerprint()
+    cuda = LoRATrainer(model=tiny, device="cuda").fingerprint()  # no GPU needed: nothing is loaded
+    assert "autocast" not in cpu and cuda.pop("autocast") == "bfloat16" and cuda == cpu
+
+
 def test_bad_params_name_the_parameter(tiny):
     with pytest.raises(ValueError, match="layers=9"):
         resolve_layers(9, 4)

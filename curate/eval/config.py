@@ -27,6 +27,9 @@ class DecontamConfig(_Strict):
     exact: bool = True
     minhash_threshold: Optional[float] = 0.5
     embed_threshold: Optional[float] = 0.9
+    # MiniLM through the project's default embedding backend (onnx: the torch model's vectors to
+    # float rounding, ~1.7x faster on CPU; docs/embeddings.md); sentence_transformers = torch
+    embed_backend: Literal["onnx", "sentence_transformers"] = "onnx"
 
 
 class GenerateConfig(_Strict):

@@ -60,8 +60,8 @@ def _minhash_hits(pool: list[str], evals: list[str], threshold: float, num_perm:
 
 
 def decontaminate(pool: pa.Table, eval_prompts: list[str], *, exact: bool = True, minhash_threshold: float | None = 0.5,
-                  embed_threshold: float | None = 0.9, embedder: str | None = None, batch_size: int = 256,
-                  show_progress: bool = False) -> tuple[np.ndarray, dict]:
+                  embed_threshold: float | None = 0.9, embedder: str | None = None, embed_backend: str = "onnx",
+                  batch_size: int | None = None, show_progress: bool = False) -> tuple[np.ndarray, dict]:
     """Which pool rows to drop.
 
     Args:
@@ -71,7 +71,9 @@ def decontaminate(pool: pa.Table, eval_prompts: list[str], *, exact: bool = True
         minhash_threshold: word 5-gram Jaccard threshold (default 0.5; None = off).
         embed_threshold: MiniLM cosine threshold (default 0.9; None = off).
         embedder: embedding model (default all-MiniLM-L6-v2 from its package).
-        batch_size: embedding batch size.
+        embed_backend: ``"onnx"`` (default) or ``"sentence_transformers"`` (torch), as the
+            ``embed`` stage's ``backend``.
+        batch_size: embedding batch size (default None = the backend's default).
         show_progress: progress bars.
 
     Returns:
@@ -94,10 +96,11 @@ def decontaminate(pool: pa.Table, eval_prompts: list[str], *, exact: bool = True
         counts["minhash"] = int(m.sum())
         drop |= m
     if embed_threshold is not None:
-        from curate.embed.sentence import encode_sentences
+        from curate.embed.stage import Embed
 
-        e_pool = encode_sentences(prompts, embedder, batch_size=batch_size, show_progress=show_progress)
-        e_eval = encode_sentences(list(eval_prompts), embedder, batch_size=batch_size)
+        enc = Embed(backend=embed_backend, model=embedder, batch_size=batch_size, show_progress=False)
+        e_pool = enc.encode(prompts, show_progress=show_progress)
+        e_eval = enc.encode(list(eval_prompts))
         best = np.full(n, -1.0, dtype=np.float32)
         for lo in range(0, n, 8192):
             best[lo:lo + 8192] = (e_pool[lo:lo + 8192] @ e_eval.T).max(axis=1)
@@ -106,7 +109,8 @@ def decontaminate(pool: pa.Table, eval_prompts: list[str], *, exact: bool = True
         drop |= m
     ids = pool.column("id").to_pylist()
     report = {"n_pool": n, "n_eval_prompts": len(eval_prompts), "dropped": int(drop.sum()), "by_rule": counts,
-              "params": {"exact": exact, "minhash_threshold": minhash_threshold, "embed_threshold": embed_threshold},
+              "params": {"exact": exact, "minhash_threshold": minhash_threshold, "embed_threshold": embed_threshold,
+                         "embed_backend": embed_backend},
               "dropped_ids": [ids[i] for i in np.flatnonzero(drop)]}
     log.info("decontamination: %d of %d pool rows match an eval prompt (%s)", drop.sum(), n, counts)
     return drop, report

@@ -43,6 +43,13 @@ def _versions() -> dict:
     return out
 
 
+def _decontam_key(d) -> dict:
+    """The decontamination settings in the pool's key. ``embed_backend`` joins only when it is not
+    torch (sentence_transformers), the only backend before the option existed: pools built then
+    keep their keys."""
+    return d.model_dump(exclude={"embed_backend"} if d.embed_backend == "sentence_transformers" else None)
+
+
 def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progress: bool) -> tuple[pa.Table, dict]:
     """Read, subsample and decontaminate the pool (cached in ``<output>/pool/`` by its inputs)."""
     from curate import io as cio
@@ -50,7 +57,7 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
 
     pool_params = cfg.pool.model_dump(exclude={"holdout"} if not cfg.pool.holdout else set())
     key = stable_hash({"v": EVAL_VERSION, "pool": pool_params, "fp": cio.input_fingerprint(cfg.pool.paths),
-                       "decontam": cfg.decontaminate.model_dump(), "eval": stable_hash(sorted(eval_prompts))})
+                       "decontam": _decontam_key(cfg.decontaminate), "eval": stable_hash(sorted(eval_prompts))})
     pdir = out / "pool"
     if (pdir / "pool.json").exists() and json.loads((pdir / "pool.json").read_text()).get("key") == key:
         return pq.read_table(pdir / "pool.parquet"), json.loads((pdir / "pool.json").read_text())["report"]
@@ -87,7 +94,8 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
                                                         for o in table.column("output").to_pylist()], pa.string()))
     d = cfg.decontaminate
     drop, report = decontaminate(table, eval_prompts, exact=d.exact, minhash_threshold=d.minhash_threshold,
-                                 embed_threshold=d.embed_threshold, show_progress=show_progress)
+                                 embed_threshold=d.embed_threshold, embed_backend=d.embed_backend,
+                                 show_progress=show_progress)
     report["by_source_before"] = {s: int(c) for s, c in zip(*np.unique(table.column("source").to_pylist(), return_counts=True))}
     report["quarantined"] = len(got.quarantine)
     table = table.filter(pa.array(~drop))
@@ -158,6 +166,12 @@ class EvalRun:
                                                       spans=spans)
         return self._eval_enc
 
+    def _autocast_key(self) -> dict:
+        """``{"autocast": "bfloat16"}`` on CUDA, else ``{}``: base losses and prefix states computed
+        under bf16 are not the CPU's fp32 ones (empty on CPU, so fp32 keys stay as they were)."""
+        fp = self.trainer.fingerprint()
+        return {"autocast": fp["autocast"]} if "autocast" in fp else {}
+
     def _start_layer(self) -> int:
         from curate.train.lora import resolve_layers
 
@@ -178,7 +192,7 @@ class EvalRun:
                 # cached on disk: the lower blocks' outputs on the eval rows are the same for every arm and
                 # every later invocation (a resumed eval does not pay for them again)
                 key = stable_hash({"model": self.trainer.fingerprint()["model"], "start": start,
-                                   "ids": stable_hash([x.tolist() for x in enc.ids])})
+                                   "ids": stable_hash([x.tolist() for x in enc.ids]), **self._autocast_key()})
                 f = self.out / "eval_cache" / f"{name}-{key}.npy"
                 if f.exists():
                     flat = np.load(f, mmap_mode="r")
@@ -274,7 +288,8 @@ class EvalRun:
 
     def run_base(self) -> dict:
         key = stable_hash({"base": self.trainer.fingerprint()["model"], "eval": self.eval_key(),
-                           "tmpl": [self.trainer.template, self.trainer.system_prompt, self.trainer.max_length]})
+                           "tmpl": [self.trainer.template, self.trainer.system_prompt, self.trainer.max_length],
+                           **self._autocast_key()})
         udir = self._unit_dir("base", None)
         got = self._load_unit(udir, key)
         if got is not None:

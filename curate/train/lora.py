@@ -123,7 +123,8 @@ class LoRATrainer:
         self.show_progress = show_progress
         self._loaded = None
 
-    # -- what identifies a training run (for caches); device and progress excluded
+    # -- what identifies a training run (for caches); device and progress excluded, except that
+    # CUDA trains under bf16 autocast: such a run is another experiment than the CPU's fp32 one
     def fingerprint(self) -> dict:
         keys = ("template", "system_prompt", "max_length", "r", "alpha", "dropout", "target_modules", "layers",
                 "lr", "warmup_ratio", "weight_decay", "grad_clip", "batch_size", "epochs", "max_steps",
@@ -132,6 +133,10 @@ class LoRATrainer:
         fp["target_modules"] = list(fp["target_modules"])
         fp["model"] = self.model if isinstance(self.model, str) else f"object:{type(self.model[0]).__name__}"
         fp["version"] = TRAINER_VERSION
+        from curate.models import pick_device
+
+        if pick_device(self.device).startswith("cuda"):  # only then: fp32 (CPU) keys stay as they were
+            fp["autocast"] = "bfloat16"
         return fp
 
     def base(self):
