@@ -110,11 +110,11 @@ def save_shard(path: Path, result: dict[str, np.ndarray]) -> None:
     """
     import xxhash
 
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # per process: two writers of one shard never share a temp
     np.savez(tmp, **result)
     data = tmp.read_bytes()
     side = path.with_suffix(".sum.json")
-    side_tmp = path.with_suffix(".sum.tmp")
+    side_tmp = path.with_suffix(f".{os.getpid()}.sum.tmp")
     side_tmp.write_text(json.dumps({"size": len(data), "xxh3_128": xxhash.xxh3_128_hexdigest(data)}))
     os.replace(side_tmp, side)
     os.replace(tmp, path)  # a shard is either whole or absent
