@@ -16,21 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def load_unit(udir: Path) -> dict:
-    """A unit's ``unit.json`` with its per-example losses (``{set: {metric: (n,) array}}``)."""
-    meta = json.loads((udir / "unit.json").read_text())
-    losses: dict = {}
-    with np.load(udir / "losses.npz") as z:
-        for k in z.files:
-            s, m = k.split("::")
-            losses.setdefault(s, {})[m] = z[k]
-    meta["losses"], meta["cached"] = losses, True
-    return meta
 
 
 def main() -> None:
@@ -40,20 +27,20 @@ def main() -> None:
     a = ap.parse_args()
     from curate.eval.config import load_eval_config
     from curate.eval.report import write_report
-    from curate.eval.runner import EvalRun, _versions
+    from curate.eval.runner import EvalRun, _versions, read_unit
 
     cfg = load_eval_config(a.config)
     run = EvalRun(cfg, a.output, show_progress=False)
     units, missing = [], []
     for arm in cfg.arms:
         for s in arm.get("seeds") or cfg.seeds:
-            d = run.out / "units" / arm["name"] / f"seed{s}"
-            if (d / "unit.json").exists():
-                units.append(load_unit(d))
-            else:
+            u = read_unit(run.out / "units" / arm["name"] / f"seed{s}")
+            if u is None:
                 missing.append(f"{arm['name']}/seed{s}")
+            else:
+                units.append({**u, "cached": True})  # reported as a finished (cached) unit
     pool = json.loads((run.out / "pool" / "pool.json").read_text())["report"] if (run.out / "pool" / "pool.json").exists() else {}
-    res = {"base": load_unit(run.out / "units" / "base" / "base"), "units": units, "complete": not missing,
+    res = {"base": read_unit(run.out / "units" / "base" / "base"), "units": units, "complete": not missing,
            "decontamination": pool, "pool_rows": pool.get("n_pool", 0) - pool.get("dropped", 0),
            "wall_seconds": sum(u.get("train_seconds", 0) + u.get("prefix_seconds", 0) + u.get("eval_seconds", 0)
                                for u in units), "versions": _versions()}

@@ -66,20 +66,20 @@ def compute_shard(fn: Callable[[int, int], dict], path: str, start: int, stop: i
     return str(p)
 
 
-def load_shards(paths: list[Path]) -> dict[str, np.ndarray]:
-    """Concatenate finished shards (checked against their checksums; a damaged one is an error:
-    it was sound when its task returned)."""
-    from curate.stage import load_shard
+def load_shards(paths: list[Path], finished: dict[Path, dict] | None = None) -> dict[str, np.ndarray]:
+    """Concatenate shards in ``paths`` order; those in ``finished`` (already loaded and checked)
+    are not read again. Each other one is checked against its checksum: a damaged one is an error
+    (it was sound when its task returned)."""
+    from curate.stage import concat_shards, load_shard
 
+    finished = finished or {}
     parts = []
     for p in paths:
-        got = load_shard(p)
+        got = finished[p] if p in finished else load_shard(p)
         if got is None:
             raise RuntimeError(f"shard {p} was damaged after its task finished; rerun to recompute it")
         parts.append(got)
-    if not parts or not parts[0]:
-        return {}
-    return {k: np.concatenate([q[k] for q in parts], axis=0) for k in parts[0]}
+    return concat_shards(parts)
 
 
 class PrefectShardExecutor:
@@ -104,8 +104,10 @@ class PrefectShardExecutor:
         paths = [shard_path(ctx.work_dir, a, min(a + shard_size, n_rows)) for a in starts]
         from curate.stage import load_shard
 
-        # a finished shard is reused only when it passes its checksum (a damaged one is moved aside)
-        todo = [(a, p) for a, p in zip(starts, paths) if not (p.exists() and load_shard(p) is not None)]
+        # a finished shard is reused only when it passes its checksum (a damaged one is moved
+        # aside); the ones that pass are kept for the concatenation, not read a second time
+        finished = {p: got for p in paths if p.exists() and (got := load_shard(p)) is not None}
+        todo = [(a, p) for a, p in zip(starts, paths) if p not in finished]
         if len(todo) < len(starts):
             log.info("%s: resuming, %d of %d shards already finished", desc, len(starts) - len(todo), len(starts))
         t = task(compute_shard, name=f"shard {desc}", retries=self.retries,
@@ -114,4 +116,4 @@ class PrefectShardExecutor:
             fn, str(p), a, min(a + shard_size, n_rows)) for a, p in todo]
         for f in futures:
             f.result()  # raises the shard's error once its retries are spent
-        return load_shards(paths)
+        return load_shards(paths, finished)

@@ -93,13 +93,18 @@ class StageContext:
             result = fn(start, stop)
             save_shard(path, result)
             parts.append(result)
-        if not parts or not parts[0]:
-            return {}
-        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+        return concat_shards(parts)
 
     def clear(self) -> None:
         """Remove the scratch folder once the stage's output is committed."""
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def concat_shards(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Shards' arrays joined along rows, in the given order (``{}`` when there is nothing)."""
+    if not parts or not parts[0]:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
 
 def save_shard(path: Path, result: dict[str, np.ndarray]) -> None:

@@ -43,6 +43,23 @@ def _versions() -> dict:
     return out
 
 
+def read_unit(udir: Path) -> dict | None:
+    """A finished unit's ``unit.json`` with its per-example losses under ``"losses"``
+    (``{set: {metric: (n,) array}}``), or None when ``udir`` holds no finished unit. The key is
+    not checked here (:meth:`EvalRun._load_unit` does)."""
+    f = udir / "unit.json"
+    if not f.exists():
+        return None
+    meta = json.loads(f.read_text())
+    losses: dict = {}
+    with np.load(udir / "losses.npz") as z:
+        for k in z.files:
+            s, m = k.split("::")
+            losses.setdefault(s, {})[m] = z[k]
+    meta["losses"] = losses
+    return meta
+
+
 def _decontam_key(d) -> dict:
     """The decontamination settings in the pool's key. ``embed_backend`` joins only when it is not
     torch (sentence_transformers), the only backend before the option existed: pools built then
@@ -256,19 +273,8 @@ class EvalRun:
 
     @staticmethod
     def _load_unit(udir: Path, key: str):
-        f = udir / "unit.json"
-        if not f.exists():
-            return None
-        meta = json.loads(f.read_text())
-        if meta.get("key") != key:
-            return None
-        z = np.load(udir / "losses.npz")
-        losses = {}
-        for k in z.files:
-            s, m = k.split("::")
-            losses.setdefault(s, {})[m] = z[k]
-        meta["losses"] = losses
-        return meta
+        meta = read_unit(udir)
+        return meta if meta is not None and meta.get("key") == key else None
 
     def _commit_unit(self, udir: Path, meta: dict, losses: dict, trainer=None, sel: pa.Table | None = None,
                      generations: dict | None = None):
