@@ -223,6 +223,55 @@ def test_max_new_units_gives_partial_report_then_resumes(files, tiny, tmp_path):
     assert full["complete"] is True and [u["cached"] for u in full["units"]] == [True, False]
 
 
+def test_partial_invocation_builds_only_the_selections_it_needs(files, tiny, tmp_path, monkeypatch):
+    from curate.eval import runner
+
+    built = []
+    real = runner.make_selection
+
+    def counting(arm, pool, budget, seed, **kw):
+        built.append((arm["name"], seed))
+        return real(arm, pool, budget, seed, **kw)
+
+    monkeypatch.setattr(runner, "make_selection", counting)
+    cfg = _config(files, tiny, tmp_path / "p")
+    cfg["arms"] = cfg["arms"] + [{"name": "lm", "method": "length_matched_random", "match": "longest"}]
+    part = run_eval(cfg, show_progress=False, max_new_units=1)
+    # one unit trained; the five without a record are reported missing without building their rows
+    assert built == [("random", 0)] and part["complete"] is False
+    built.clear()
+    rest = run_eval(cfg, show_progress=False, seeds=[1])
+    # random seed 0's record is checked against its rows; the length-matched arm pools every seed of
+    # `longest` (built once each), whichever seeds run now
+    assert built == [("random", 0), ("random", 1), ("longest", 1), ("longest", 0), ("lm", 1)]
+    assert sorted((u["arm"], u["seed"]) for u in rest["units"]) == [("lm", 1), ("longest", 1), ("random", 0), ("random", 1)]
+
+
+def test_carried_pool_json_skips_decontamination(files, tiny, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from curate.eval import decontam
+
+    cfg = _config(files, tiny, tmp_path / "c", seeds=[0])
+    run_eval(cfg, show_progress=False, max_new_units=0)
+    pdir = tmp_path / "c" / "pool"
+    ids = pq.read_table(pdir / "pool.parquet").column("id").to_pylist()
+    (pdir / "pool.parquet").unlink()  # what a checkout that carried only pool.json has
+    real = decontam.decontaminate
+    monkeypatch.setattr(decontam, "decontaminate", lambda *a, **k: pytest.fail("decontaminated again"))
+    res = run_eval(cfg, show_progress=False, max_new_units=0)
+    assert pq.read_table(pdir / "pool.parquet").column("id").to_pylist() == ids and res["decontamination"]["dropped"] == 2
+    # a pool.json whose dropped ids do not fit the rows read is not trusted
+    meta = json.loads((pdir / "pool.json").read_text())
+    meta["report"]["dropped_ids"] = meta["report"]["dropped_ids"][:1]
+    (pdir / "pool.json").write_text(json.dumps(meta))
+    (pdir / "pool.parquet").unlink()
+    calls = []
+    monkeypatch.setattr(decontam, "decontaminate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run_eval(cfg, show_progress=False, max_new_units=0)
+    assert calls == [1] and pq.read_table(pdir / "pool.parquet").column("id").to_pylist() == ids
+
+
 def test_arms_filter_and_unknown_method(files, tiny, tmp_path):
     from curate.config import ConfigError
 

@@ -76,8 +76,11 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
     key = stable_hash({"v": EVAL_VERSION, "pool": pool_params, "fp": cio.input_fingerprint(cfg.pool.paths),
                        "decontam": _decontam_key(cfg.decontaminate), "eval": stable_hash(sorted(eval_prompts))})
     pdir = out / "pool"
-    if (pdir / "pool.json").exists() and json.loads((pdir / "pool.json").read_text()).get("key") == key:
-        return pq.read_table(pdir / "pool.parquet"), json.loads((pdir / "pool.json").read_text())["report"]
+    carried = json.loads((pdir / "pool.json").read_text()) if (pdir / "pool.json").exists() else {}
+    if carried.get("key") != key:
+        carried = {}
+    elif (pdir / "pool.parquet").exists():
+        return pq.read_table(pdir / "pool.parquet"), carried["report"]
     got = cio.read_input(cfg.pool.paths)
     table = got.table
     sources = set(table.column("source").to_pylist())
@@ -110,9 +113,22 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
         table = table.set_column(i, "output", pa.array([GSM8K_CALC.sub("", o) if o else o
                                                         for o in table.column("output").to_pylist()], pa.string()))
     d = cfg.decontaminate
-    drop, report = decontaminate(table, eval_prompts, exact=d.exact, minhash_threshold=d.minhash_threshold,
-                                 embed_threshold=d.embed_threshold, embed_backend=d.embed_backend,
-                                 show_progress=show_progress)
+    drop = None
+    if carried:
+        # pool.json alone was carried over (docs/evaluation.md "Carrying finished units"): same inputs
+        # and settings, so its dropped ids are this pool's and decontamination is not recomputed
+        report = carried["report"]
+        drop = np.asarray(pa.compute.is_in(table.column("id"), pa.array(report["dropped_ids"], table.column("id").type)))
+        if report.get("n_pool") != len(table) or int(drop.sum()) != report.get("dropped"):
+            log.warning("pool: %s does not fit the rows read (%d rows, %d of its dropped ids found); decontaminating again",
+                        pdir / "pool.json", len(table), drop.sum())
+            drop = None
+        else:
+            log.info("pool: decontamination carried in %s (%d rows dropped)", pdir / "pool.json", drop.sum())
+    if drop is None:
+        drop, report = decontaminate(table, eval_prompts, exact=d.exact, minhash_threshold=d.minhash_threshold,
+                                     embed_threshold=d.embed_threshold, embed_backend=d.embed_backend,
+                                     show_progress=show_progress)
     report["by_source_before"] = {s: int(c) for s, c in zip(*np.unique(table.column("source").to_pylist(), return_counts=True))}
     report["quarantined"] = len(got.quarantine)
     table = table.filter(pa.array(~drop))
@@ -337,6 +353,37 @@ class EvalRun:
         t.model_ = None  # free the adapted copy before the next unit
         return meta
 
+    def _selection(self, arm: dict, seed: int) -> pa.Table:
+        """Arm ``arm``'s rows for ``seed``, built once per run (``self._pool``, ``self._selections``).
+
+        ``length_matched_random`` matches the pooled response lengths of every configured seed of
+        its ``match`` arm, built here if not yet: the same reference whichever seeds or units run now.
+        """
+        memo = self._selections
+        if (arm["name"], seed) not in memo:
+            matched = None
+            if arm.get("method") == "length_matched_random":
+                ref = next(a for a in self.cfg.arms if a["name"] == arm.get("match"))
+                matched = {ref["name"]: [self._selection(ref, s) for s in (ref.get("seeds") or self.cfg.seeds)]}
+            memo[arm["name"], seed] = make_selection(arm, self._pool, self.cfg.budget, seed, matched=matched,
+                                                     cache_dir=str(self.out / "stage_cache"))
+        return memo[arm["name"], seed]
+
+    def _finished_unit(self, arm: dict, seed: int) -> dict | None:
+        """The unit's record when one exists for the current selection and settings, else None.
+
+        A unit without a record on disk is answered without building its selection, so a partial
+        invocation (``--max-new-units``, ``--seeds``) does not pay for the selections of units it
+        will not train now.
+        """
+        udir = self._unit_dir(arm["name"], seed)
+        if not (udir / "unit.json").exists():
+            return None
+        u = self._load_unit(udir, self._unit_key(self._selection(arm, seed), seed))
+        if u is not None:
+            u["cached"] = True
+        return u
+
     def run(self, max_new_units: int | None = None, seeds: list[int] | None = None) -> dict:
         """Run every unit (or stop after training ``max_new_units`` new ones; only ``seeds`` if given) and write the report."""
         from tqdm.auto import tqdm
@@ -353,33 +400,26 @@ class EvalRun:
             skipped = [u for u in units if u[1] not in seeds]
             units = [u for u in units if u[1] in seeds]
         results = {"base": self.run_base(), "units": []}
-        selections: dict[str, list] = {}
-        cache_dir = str(self.out / "stage_cache")
+        self._pool, self._selections = pool, {}
         bar = tqdm(units, desc="eval units", disable=not self.show_progress, unit="unit")
         new = 0
         results["complete"] = True
         for arm, seed in ([] if seeds is None else skipped):  # report finished units of other seeds
-            sel = make_selection(arm, pool, cfg.budget, seed, cache_dir=cache_dir, matched=selections)
-            selections.setdefault(arm["name"], []).append(sel)
-            u = self._load_unit(self._unit_dir(arm["name"], seed), self._unit_key(sel, seed))
+            u = self._finished_unit(arm, seed)
             if u is None:
                 results["complete"] = False
             else:
-                u["cached"] = True
                 results["units"].append(u)
         for arm, seed in bar:
             bar.set_postfix(arm=arm["name"], seed=seed)
-            sel = make_selection(arm, pool, cfg.budget, seed, cache_dir=cache_dir, matched=selections)
-            selections.setdefault(arm["name"], []).append(sel)
             if max_new_units is not None and new >= max_new_units:
-                u = self._load_unit(self._unit_dir(arm["name"], seed), self._unit_key(sel, seed))
+                u = self._finished_unit(arm, seed)
                 if u is None:
                     results["complete"] = False
-                    continue
-                u["cached"] = True
-                results["units"].append(u)
+                else:
+                    results["units"].append(u)
                 continue
-            u = self.run_unit(arm, seed, sel)
+            u = self.run_unit(arm, seed, self._selection(arm, seed))
             new += not u["cached"]
             results["units"].append(u)
         results["decontamination"] = decontam
