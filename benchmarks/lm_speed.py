@@ -7,7 +7,10 @@ runs its two passes (prompt + answer, then "### Response:" + answer) the same wa
 Candidates, each measured on the same rows in the same process, alternating with the peer:
 ``fp32`` (curate's length-sorted batches, LM head only where a loss is needed), ``bf16_autocast``
 (the same under ``torch.autocast("cpu", bfloat16)``), ``bf16`` (bf16 weights), ``int8``
-(``torch.ao.quantization.quantize_dynamic`` of every Linear). Agreement with the peer:
+(``torch.ao.quantization.quantize_dynamic`` of every Linear), ``fp32_onnx`` (curate's fp32 path
+with the decoder body in onnxruntime, :mod:`curate.score.lm_onnx`; the export is made before
+the timings). ``fp32_onnx_batch32`` the same with 32 rows per call (rows run one by one in onnxruntime, so a
+bigger batch only evens out the two workers' loads). ``--variants`` runs a subset (the peer always runs). Agreement with the peer:
 Spearman of ppl_response, ppl_text and IFD; for pooling the minimum cosine to the peer's vectors.
 Thread setting: torch's default (one per core) and, for the fastest candidate, 1 thread.
 
@@ -123,6 +126,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--out", default="lm_speed")
+    ap.add_argument("--variants", default=None, help="comma-separated subset of the candidates (default all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rows = json.loads((args.data / "instruct" / "alpaca_44k.json").read_text())
@@ -140,10 +144,19 @@ def main() -> None:
               "int8": quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)}
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     bs = args.batch_size
+    from curate.score.lm_onnx import onnx_lm
+
     variants = {"bare_fp32": (fp32, True, contextlib.nullcontext, bs), "fp32": (fp32, False, contextlib.nullcontext, bs),
                 "bf16_autocast": (fp32, False, autocast, bs), "bf16": (models["bf16"], False, contextlib.nullcontext, bs),
                 "int8": (models["int8"], False, contextlib.nullcontext, bs),
-                f"int8_batch{2 * bs}": (models["int8"], False, contextlib.nullcontext, 2 * bs)}
+                f"int8_batch{2 * bs}": (models["int8"], False, contextlib.nullcontext, 2 * bs),
+                "fp32_onnx": (None, False, contextlib.nullcontext, bs),
+                f"fp32_onnx_batch{4 * bs}": (None, False, contextlib.nullcontext, 4 * bs)}
+    if args.variants:
+        keep = {"bare_fp32", *args.variants.split(",")}
+        variants = {k: v for k, v in variants.items() if k in keep}
+    for k in [k for k in variants if k.startswith("fp32_onnx")]:
+        variants[k] = (onnx_lm(fp32, "SmolLM2-135M-Instruct"), *variants[k][1:])
     n_tok = sum(len(x) for x in tok([p + a for p, a in zip(prompts, answers)])["input_ids"])
     for name, (m, bare, ctx, b) in variants.items():  # warm-up
         run_all(m, tok, prompts[:2], answers[:2], texts[:2], 2, args.max_length, bare, ctx)
@@ -151,14 +164,16 @@ def main() -> None:
     for name, (m, bare, ctx, b) in variants.items():
         secs[name], res[name] = run_all(m, tok, prompts, answers, texts, b, args.max_length, bare, ctx)
         log.info("%s: %s", name, secs[name])
-    # the fastest candidate once more with one thread, and the peer again (drift check)
+    # the fastest candidate once more with one thread (not for onnx: its threads are onnxruntime's),
+    # and the peer again (drift check)
     fastest = min((v for v in variants if v != "bare_fp32"), key=lambda v: sum(secs[v].values()))
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    m, bare, ctx, b = variants[fastest]
-    secs[f"{fastest}_1thread"], res[f"{fastest}_1thread"] = run_all(m, tok, prompts, answers, texts, b,
-                                                                    args.max_length, bare, ctx)
-    torch.set_num_threads(threads)
+    if not fastest.startswith("fp32_onnx"):
+        torch.set_num_threads(1)
+        m, bare, ctx, b = variants[fastest]
+        secs[f"{fastest}_1thread"], res[f"{fastest}_1thread"] = run_all(m, tok, prompts, answers, texts, b,
+                                                                        args.max_length, bare, ctx)
+        torch.set_num_threads(threads)
     secs["bare_fp32_again"], res["bare_fp32_again"] = run_all(fp32, tok, prompts, answers, texts, args.batch_size,
                                                                args.max_length, True)
     ref = res["bare_fp32"]

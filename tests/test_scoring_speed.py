@@ -216,3 +216,59 @@ def test_int8_lm_scores_follow_fp32(tiny_llama):
     assert spearmanr(a, b)[0] > 0.9 and np.abs(a - b).max() < 0.05 * np.abs(a).max()
     with pytest.raises(ValueError, match="int8"):
         load_causal_lm(tiny_llama, "cuda", "int8")
+
+
+def test_onnx_body_runtime_matches_torch(tiny_llama, tmp_path, monkeypatch):
+    """The decoder body in onnxruntime: same hidden states on padded batches, same losses and pooling."""
+    import torch
+
+    from curate.embed.lm_pooling import encode_with
+    from curate.models import load_causal_lm
+    from curate.score import lm as lmlib
+    from curate.score.lm_onnx import onnx_lm
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(tmp_path / "models"))
+    lm, tok = load_causal_lm(tiny_llama, "cpu", "float32")
+    ox = onnx_lm(lm, tiny_llama)
+    assert list((tmp_path / "models" / "lm_onnx").glob("*/body.onnx"))  # exported into the model cache
+    texts = GOOD + BAD
+    tok.padding_side = "right"
+    enc = tok(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        ref = lm.base_model(**enc).last_hidden_state.numpy()
+    got = ox.base_model(**enc).last_hidden_state.numpy()
+    m = enc["attention_mask"].numpy().astype(bool)
+    np.testing.assert_allclose(got[m], ref[m], atol=1e-4, rtol=1e-4)
+    assert not got[~m].any()  # padding positions stay zero (rows run unpadded)
+    prompts = [f"Question {i} " for i in range(8)]
+    a = lmlib.span_losses(lm, tok, prompts, texts, batch_size=3)
+    b = lmlib.span_losses(ox, tok, prompts, texts, batch_size=3)
+    for k in ("loss_target", "loss_all"):
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(encode_with(ox, tok, texts, batch_size=3), encode_with(lm, tok, texts, batch_size=3),
+                               atol=1e-5)
+
+
+def test_lm_runtime_resolution_and_keys(tmp_path, monkeypatch):
+    import curate.models
+    from curate.score.lm_onnx import resolve_runtime
+    from curate.score.stages import IFD, Perplexity
+
+    assert resolve_runtime(None, "cpu", "float32") == "onnx"
+    assert resolve_runtime(None, "cpu", "bfloat16") == resolve_runtime(None, "cuda", "float32") == "torch"
+    assert resolve_runtime("torch", "cpu", "float32") == "torch"
+    with pytest.raises(ValueError, match="float32 weights on the CPU"):
+        resolve_runtime("onnx", "cpu", "int8")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Perplexity(runtime="tensorrt")
+    (tmp_path / "m.gguf").write_bytes(b"weights")
+    monkeypatch.setattr(curate.models, "cpu_has_native_bf16", lambda: False)
+    on = Perplexity(model=str(tmp_path / "m.gguf")).cache_params()
+    off = Perplexity(model=str(tmp_path / "m.gguf"), runtime="torch").cache_params()
+    assert on["resolved"]["runtime"] == "onnx" and off["resolved"]["runtime"] == "torch"
+    with pytest.raises(ValueError, match="float32 weights on the CPU"):
+        IFD(model=str(tmp_path / "m.gguf"), dtype="int8", runtime="onnx").cache_params()
+    # the embed stage: runtime belongs to lm_pooling; MiniLM backends keep the keys they had
+    assert "runtime" not in Embed().cache_params() and "runtime" not in Embed().cache_params()["resolved"]
+    with pytest.raises(ValueError, match="lm_pooling' only"):
+        Embed(backend="onnx", runtime="onnx")

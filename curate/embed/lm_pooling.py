@@ -51,6 +51,7 @@ def encode_lm(
     precision: str | None = None,
     batch_size: int = 8,
     device: str | None = None,
+    runtime: str | None = None,
     show_progress: bool = False,
 ) -> np.ndarray:
     """Embed texts with a causal LM's last hidden layer, position-weighted mean pooled.
@@ -66,6 +67,8 @@ def encode_lm(
             full precision.
         batch_size: texts per forward pass (default 8).
         device: torch device (default None = cuda when present).
+        runtime: where the decoder body runs: None (default: onnxruntime for float32 on the CPU,
+            torch otherwise), "torch" or "onnx" (:mod:`curate.score.lm_onnx`).
         show_progress: draw a progress bar over batches.
 
     Returns:
@@ -75,9 +78,11 @@ def encode_lm(
     from tqdm.auto import tqdm
 
     from curate.models import resolve_lm_dtype
+    from curate.score.lm_onnx import onnx_lm, resolve_runtime
 
     dev = pick_device(device)
     dtype = resolve_lm_dtype(precision, dev)  # None: bf16 on CUDA, cpu_lm_dtype() on CPU
+    runtime = resolve_runtime(runtime, dev, dtype)
     if revision is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -88,6 +93,8 @@ def encode_lm(
             tok.pad_token = tok.eos_token
     else:
         lm, tok = load_causal_lm(model or DEFAULT_PROXY_LM, dev, dtype)
+    if runtime == "onnx":
+        lm = onnx_lm(lm, model or DEFAULT_PROXY_LM, revision=revision)
     return encode_with(lm, tok, texts, max_length=max_length, normalize=normalize, batch_size=batch_size,
                        show_progress=show_progress)
 

@@ -116,6 +116,9 @@ class Embed(Annotator):
         device: torch device (default None = cuda when present; execution-only).
         num_workers: onnx only: batches run at once, each on one core (default None = one per
             core; execution-only: every row's vector is the same, measured bit-identical).
+        runtime: ``lm_pooling`` only: where the LM's decoder body runs, None (default:
+            onnxruntime for float32 on the CPU, torch otherwise), ``"torch"`` or ``"onnx"``
+            (:mod:`curate.score.lm_onnx`); part of the cache key as resolved.
         show_progress: progress bar over shards (default True; execution-only).
 
     Output column: ``column`` as fixed-size-list<float32> (or float16) of size d.
@@ -130,13 +133,19 @@ class Embed(Annotator):
                  template: str | None = None, max_length: int | None = None, normalize: bool = True,
                  dtype: str = "float32", precision: str | None = None, embedding_dim: int | None = None,
                  shard_size: int = 4096, batch_size: int | None = None, device: str | None = None,
-                 num_workers: int | None = None, show_progress: bool = True):
+                 num_workers: int | None = None, runtime: str | None = None, show_progress: bool = True):
+        from curate.score.lm_onnx import RUNTIMES
+
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime is not None and backend != "lm_pooling":
+            raise ValueError(f"runtime applies to backend='lm_pooling' only, got backend={backend!r}")
         if precision == "int8" and backend != "onnx":
             raise ValueError(f"precision='int8' needs backend='onnx', got backend={backend!r}")
         if backend in ("onnx", "static") and precision in ("float16", "bfloat16"):
@@ -177,6 +186,7 @@ class Embed(Annotator):
         self.batch_size = batch_size
         self.device = device
         self.num_workers = num_workers
+        self.runtime = runtime
         self.show_progress = show_progress
 
     def output_columns(self) -> list[str]:
@@ -207,11 +217,18 @@ class Embed(Annotator):
         from curate.models import embedder_fingerprint, proxy_lm_fingerprint
 
         p = super().cache_params()
+        if self.backend != "lm_pooling":
+            p.pop("runtime", None)  # always None there: other backends keep the keys they had
         if self.backend == "lm_pooling":
             weights = proxy_lm_fingerprint(self.model or "SmolLM2-135M-Instruct", self.revision)
         else:
             weights = embedder_fingerprint(self.model, self.revision)
         p["resolved"] = {"precision": self.effective_precision(), "weights": weights}
+        if self.backend == "lm_pooling":
+            from curate.models import pick_device
+            from curate.score.lm_onnx import resolve_runtime
+
+            p["resolved"]["runtime"] = resolve_runtime(self.runtime, pick_device(self.device), p["resolved"]["precision"])
         if p["resolved"]["precision"] == "int8":
             # dynamic int8 quantises a whole batch with one scale: the batch changes the vectors
             p["resolved"]["batch_size"] = self.batch_size or ONNX_BATCH_SIZE
@@ -246,7 +263,7 @@ class Embed(Annotator):
 
         return encode_lm(texts, self.model, revision=self.revision, max_length=self.max_length or 512,
                          normalize=self.normalize, precision=self.precision, batch_size=self.batch_size or 8,
-                         device=self.device, show_progress=show_progress)
+                         device=self.device, runtime=self.runtime, show_progress=show_progress)
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         texts = build_texts(table, self.text_column, self.template)

@@ -46,17 +46,30 @@ class _LMStage(Annotator):
 
     def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
                  max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
-                 device: str | None = None, show_progress: bool = True):
+                 device: str | None = None, runtime: str | None = None, show_progress: bool = True):
+        from curate.score.lm_onnx import RUNTIMES
+
         _check_common(model, template, max_length, dtype, batch_size, device)
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
-        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+        self.batch_size, self.device, self.runtime, self.show_progress = batch_size, device, runtime, show_progress
+
+    def _resolved(self) -> tuple[str, str, str]:
+        """(device, dtype, runtime) that will run here."""
+        from curate.models import pick_device, resolve_lm_dtype
+        from curate.score.lm_onnx import resolve_runtime
+
+        device = pick_device(self.device)
+        dtype = resolve_lm_dtype(self.dtype, device)
+        return device, dtype, resolve_runtime(self.runtime, device, dtype)
 
     def cache_params(self) -> dict:
-        """Parameters plus the dtype that will run on this device and the weights' content hash."""
-        from curate.models import pick_device, proxy_lm_fingerprint, resolve_lm_dtype
+        """Parameters plus the dtype and runtime that will run on this device and the weights' content hash."""
+        from curate.models import proxy_lm_fingerprint
 
-        resolved = {"dtype": resolve_lm_dtype(self.dtype, pick_device(self.device)),
-                    "weights": proxy_lm_fingerprint(self.model)}
+        _, dtype, runtime = self._resolved()
+        resolved = {"dtype": dtype, "weights": proxy_lm_fingerprint(self.model), "runtime": runtime}
         if resolved["dtype"] == "int8":
             # dynamic int8 quantises each batch's activations with one scale: the batch changes scores
             resolved["batch_size"] = self.batch_size
@@ -64,8 +77,11 @@ class _LMStage(Annotator):
 
     def _load(self):
         from curate.models import load_causal_lm
+        from curate.score.lm_onnx import onnx_lm
 
-        return load_causal_lm(self.model, self.device, self.dtype)
+        device, dtype, runtime = self._resolved()
+        lm, tok = load_causal_lm(self.model, device, dtype)
+        return (onnx_lm(lm, self.model) if runtime == "onnx" else lm), tok
 
     def _prompts(self, f: RowFields, tok) -> list[str]:
         return [lmlib.build_prompt(a, x, self.template, tok) if s else ""
@@ -92,6 +108,10 @@ class Perplexity(_LMStage):
         dtype: None (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16" or "float16".
         batch_size: rows per forward pass (default 8; execution-only).
         device: torch device; None picks CUDA when present (execution-only).
+        runtime: where the decoder body runs: None (default: onnxruntime for float32 on the CPU,
+            1.2-1.4x faster there with the same scores to float rounding; torch otherwise),
+            "torch", or "onnx" (the body exported once per model, :mod:`curate.score.lm_onnx`).
+            The LM head and the loss always run in torch. Part of the cache key as resolved.
         show_progress: draw progress bars (default True; execution-only).
     """
 
@@ -134,7 +154,7 @@ class IFD(_LMStage):
     ``ifd_loss_cond`` = s(A|Q), ``ifd_loss_uncond`` = s(A).
 
     Args: as for ``perplexity`` (model, template, max_length, dtype, batch_size, device,
-        show_progress).
+        runtime, show_progress).
     """
 
     name = "ifd"
