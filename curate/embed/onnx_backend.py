@@ -125,7 +125,13 @@ def _export(src: Path, out: Path) -> None:
             "normalize": normalize, "max_seq_length": int(st.max_seq_length),
             "dim": int(st.get_sentence_embedding_dimension()), "opset": OPSET, "torch": torch.__version__}
     (tmp / "curate_onnx.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():  # another process finished first; keep theirs
+    publish_dir(tmp, out)
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Move a finished export folder ``tmp`` to ``out`` in one rename; if another process
+    published ``out`` first, keep theirs and drop ``tmp``."""
+    if out.exists():
         shutil.rmtree(tmp, ignore_errors=True)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +139,8 @@ def _export(src: Path, out: Path) -> None:
 
 
 @lru_cache(maxsize=4)
-def _session(path: str, threads: int | None):
+def ort_session(path: str, threads: int | None):
+    """A cached CPU onnxruntime session for ``path`` (``threads`` intra-op threads; None = ort's default)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -153,7 +160,8 @@ def _tokenizer(path: str):
     return Tokenizer.from_file(path)
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -190,10 +198,10 @@ def encode_onnx(texts: list[str], model: str | None = None, *, revision: str | N
 
     graph = ensure_export(model, revision, precision)
     meta = json.loads((graph.parent / "curate_onnx.json").read_text())
-    workers = max(1, int(workers or _cores()))
+    workers = max(1, int(workers or usable_cores()))
     if threads is None and workers > 1:
-        threads = max(1, _cores() // workers)
-    sess = _session(str(graph), threads)
+        threads = max(1, usable_cores() // workers)
+    sess = ort_session(str(graph), threads)
     tok = _tokenizer(str(graph.parent / "tokenizer.json"))
     limit = int(max_length or meta["max_seq_length"])
     out = np.zeros((len(texts), meta["dim"]), np.float32)

@@ -134,7 +134,7 @@ class Embed(Annotator):
                  dtype: str = "float32", precision: str | None = None, embedding_dim: int | None = None,
                  shard_size: int = 4096, batch_size: int | None = None, device: str | None = None,
                  num_workers: int | None = None, runtime: str | None = None, show_progress: bool = True):
-        from curate.score.lm_onnx import RUNTIMES
+        from curate.score.lm_onnx import check_runtime
 
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -142,8 +142,7 @@ class Embed(Annotator):
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        check_runtime(runtime)
         if runtime is not None and backend != "lm_pooling":
             raise ValueError(f"runtime applies to backend='lm_pooling' only, got backend={backend!r}")
         if precision == "int8" and backend != "onnx":

@@ -35,6 +35,12 @@ OPSET = 17
 RUNTIMES = (None, "torch", "onnx")
 
 
+def check_runtime(runtime) -> None:
+    """Raise ValueError unless ``runtime`` is one of :data:`RUNTIMES`."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+
+
 def resolve_runtime(runtime: str | None, device: str, dtype: str) -> str:
     """The runtime of the decoder body: ``runtime`` if given, else ``"onnx"`` for a float32 model
     on the CPU (faster there, same scores to float rounding; docs/scoring.md) and ``"torch"``
@@ -43,8 +49,7 @@ def resolve_runtime(runtime: str | None, device: str, dtype: str) -> str:
     Raises:
         ValueError: ``runtime`` is unknown, or ``"onnx"`` with another device or dtype.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    check_runtime(runtime)
     cpu_fp32 = str(device).startswith("cpu") and dtype == "float32"
     if runtime == "onnx" and not cpu_fp32:
         raise ValueError(f"runtime='onnx' runs float32 weights on the CPU; got device={device!r}, dtype={dtype!r} "
@@ -80,25 +85,25 @@ def export_body(lm, out: Path) -> Path:
             # packed-sequence detection (aten::diff, not exportable) out of the trace
             return self.m(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False).last_hidden_state
 
+    from curate.embed.onnx_backend import publish_dir
+
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log.info("exporting the decoder body of %s to ONNX under %s (one time)", type(lm).__name__, out)
     dummy = torch.ones(1, 8, dtype=torch.long)
-    with torch.inference_mode():
-        torch.onnx.export(_Body(body).eval(), (dummy,), str(tmp / "body.onnx"), input_names=["input_ids"],
-                          output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "last_hidden_state": {0: "batch", 1: "seq"}})
-    if prev and hasattr(lm, "set_attn_implementation"):
-        lm.set_attn_implementation(prev)  # the torch model (cached per process) stays as loaded
+    try:
+        with torch.inference_mode():
+            torch.onnx.export(_Body(body).eval(), (dummy,), str(tmp / "body.onnx"), input_names=["input_ids"],
+                              output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
+                              dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "last_hidden_state": {0: "batch", 1: "seq"}})
+    finally:
+        if prev and hasattr(lm, "set_attn_implementation"):
+            lm.set_attn_implementation(prev)  # the torch model (cached per process) stays as loaded, even on failure
     meta = {"model": type(lm).__name__, "hidden_size": int(lm.config.hidden_size), "opset": OPSET,
             "torch": torch.__version__, "transformers": transformers.__version__}
     (tmp / "curate_lm_onnx.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():  # another process finished first; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
+    publish_dir(tmp, out)
     return graph
 
 
@@ -126,15 +131,12 @@ class OnnxBodyLM:
     """
 
     def __init__(self, lm, graph: Path, workers: int | None = None):
-        import onnxruntime as ort
+        from curate.embed.onnx_backend import ort_session, usable_cores
 
         self.lm, self.config = lm, lm.config
-        self.workers = max(1, int(workers or os.cpu_count() or 1))
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1 if self.workers > 1 else 0
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared cores: sleep, not spin
-        self.session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+        self.workers = max(1, int(workers or usable_cores()))
+        # one single-threaded run per worker (as the MiniLM backend); the session is cached per process
+        self.session = ort_session(str(graph), 1 if self.workers > 1 else None)
 
     def base_model(self, input_ids, attention_mask=None, **_):
         """``last_hidden_state`` (b, L, d) float32 of a right-padded batch (zeros at padding)."""

@@ -47,11 +47,10 @@ class _LMStage(Annotator):
     def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
                  max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
                  device: str | None = None, runtime: str | None = None, show_progress: bool = True):
-        from curate.score.lm_onnx import RUNTIMES
+        from curate.score.lm_onnx import check_runtime
 
         _check_common(model, template, max_length, dtype, batch_size, device)
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        check_runtime(runtime)
         self.model, self.template, self.max_length, self.dtype = model, template, max_length, dtype
         self.batch_size, self.device, self.runtime, self.show_progress = batch_size, device, runtime, show_progress
 
