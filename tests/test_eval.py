@@ -283,6 +283,24 @@ def test_arms_filter_and_unknown_method(files, tiny, tmp_path):
     assert sorted({u["arm"] for u in res["units"]}) == ["longest", "random"]
 
 
+def test_arms_filter_keeps_the_match_arm_of_a_length_matched_arm(files, tiny, tmp_path, monkeypatch):
+    from curate.eval import runner
+
+    built = []
+    real = runner.make_selection
+    monkeypatch.setattr(runner, "make_selection", lambda arm, *a, **kw: built.append(arm["name"]) or real(arm, *a, **kw))
+    cfg = _config(files, tiny, tmp_path / "lm", seeds=[0])
+    cfg["arms"] = cfg["arms"] + [{"name": "lm", "method": "length_matched_random", "match": "longest"}]
+    res = run_eval(cfg, show_progress=False, arms=["lm"])
+    # `longest` is filtered out: its rows are built as lm's reference, but it is not trained
+    assert sorted(u["arm"] for u in res["units"]) == ["lm", "random"] and "longest" in built
+    cfg["arms"][2]["match"] = "nope"
+    from curate.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must name an earlier arm"):
+        run_eval(cfg, show_progress=False, arms=["lm"])
+
+
 def test_pool_holdout_rows_are_not_in_the_pool(files, tiny, tmp_path):
     cfg = _config(files, tiny, tmp_path / "h", seeds=[0], budget=8)
     cfg["pool"] = {"paths": [files["pool"]], "sample": {"pool.jsonl": 40}, "holdout": {"pool.jsonl": 10}}

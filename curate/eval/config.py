@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from curate.config import ConfigError
 
@@ -68,6 +68,11 @@ class EvalConfig(_Strict):
     train: dict[str, Any] = {}
     eval: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16, "content_skip": 8})
     n_boot: int = 10_000
+    _declared_arms: list[dict[str, Any]] = PrivateAttr(default_factory=list)  # before an --arms filter
+
+    def arm_spec(self, name: str) -> dict[str, Any]:
+        """The declared spec of arm ``name``, also when ``--arms`` left it out of ``arms`` (a match arm)."""
+        return next(a for a in (self._declared_arms or self.arms) if a["name"] == name)
 
     @field_validator("arms")
     @classmethod
@@ -107,6 +112,10 @@ def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"eval config: {msgs}") from None
     names = [a["name"] for a in cfg.arms]
+    for i, a in enumerate(cfg.arms):  # on the declared list: a match arm may be filtered out below
+        if a.get("method") == "length_matched_random" and a.get("match") not in names[:i]:
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): match={a.get('match')!r} must name an earlier arm")
+    cfg._declared_arms = list(cfg.arms)
     if arms:
         unknown = [a for a in arms if a not in names]
         if unknown:
@@ -118,13 +127,13 @@ def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
     from curate.eval.arms import CONTROL_METHODS
     from curate.registry import known_stages
 
-    for i, a in enumerate(cfg.arms):
+    # the kept arms, and the match arms whose selections a kept length-matched arm needs
+    needed = set(names) | {a.get("match") for a in cfg.arms if a.get("method") == "length_matched_random"}
+    for i, a in enumerate(cfg._declared_arms):
         m = a.get("method")
-        if m and m not in CONTROL_METHODS and m not in known_stages():
+        if a["name"] in needed and m and m not in CONTROL_METHODS and m not in known_stages():
             raise ConfigError(f"eval config: arms[{i}] ({a['name']}): method {m!r} is not a known stage "
                               f"({', '.join(known_stages())}) or control ({', '.join(CONTROL_METHODS)})")
-        if m == "length_matched_random" and a.get("match") not in names[:i]:
-            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): match={a.get('match')!r} must name an earlier arm")
     for r in [cfg.reference_arm, *cfg.compare_also]:
         if r not in names:
             raise ConfigError(f"eval config: reference arm {r!r} is not in arms {names}")

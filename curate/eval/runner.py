@@ -363,7 +363,7 @@ class EvalRun:
         if (arm["name"], seed) not in memo:
             matched = None
             if arm.get("method") == "length_matched_random":
-                ref = next(a for a in self.cfg.arms if a["name"] == arm.get("match"))
+                ref = self.cfg.arm_spec(arm["match"])  # declared even when --arms left it out
                 matched = {ref["name"]: [self._selection(ref, s) for s in (ref.get("seeds") or self.cfg.seeds)]}
             memo[arm["name"], seed] = make_selection(arm, self._pool, self.cfg.budget, seed, matched=matched,
                                                      cache_dir=str(self.out / "stage_cache"))
