@@ -1,23 +1,18 @@
 """The ``curate`` command: run, plan, report, stages (and train-scorer when scoring is installed)."""
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from curate.cli_common import fail as _fail
+from curate.cli_common import setup_logging as _setup_logging
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="curate: dedup, embed, cluster, score and select LLM training data.")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 _INPUT_HELP = "input pool: file, folder or glob (overrides input.path)"

@@ -19,20 +19,18 @@ def eval_command(config: Path = typer.Argument(..., help="eval config YAML (see 
                  progress: bool = typer.Option(True, help="show progress bars"),
                  verbose: bool = typer.Option(True, help="log each unit")):
     """Train a LoRA per (arm, seed) on equal budgets and compare held-out losses with random."""
-    import logging
-
+    from curate.cli_common import fail, setup_logging
     from curate.config import ConfigError
     from curate.eval.runner import run_eval
     from curate.io import InputError
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
     try:
         res = run_eval(config, output=str(output) if output else None, device=device, show_progress=progress,
                        max_new_units=max_new_units, arms=arms.split(",") if arms else None,
                        seeds=[int(x) for x in seeds.split(",")] if seeds else None)
     except (ConfigError, InputError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+        fail(str(e))
     n_cached = sum(u["cached"] for u in res["units"])
     typer.echo(res["report_md"])
     out = res["output_dir"]

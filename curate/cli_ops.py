@@ -5,16 +5,13 @@ Mounted on the main app by :func:`mount` (one line in curate/cli.py).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
+from curate.cli_common import fail as _fail
+from curate.cli_common import setup_logging
 
 
 def serve(port: int = typer.Option(4200, help="API/UI port on 127.0.0.1 (0 = a free one)"),
@@ -42,7 +39,7 @@ def serve(port: int = typer.Option(4200, help="API/UI port on 127.0.0.1 (0 = a f
         done = srv.stop(state_dir)
         typer.echo("stopped " + ", ".join(done) if done else "nothing to stop")
         return
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(fmt="%(message)s")
     typer.echo("starting the Prefect server, work pool, deployments and worker ...")
     try:
         st = srv.start(port=port, state_dir=state_dir, timeout=timeout)
@@ -61,7 +58,7 @@ def refresh(config: Path = typer.Argument(..., help="refresh recipe YAML (with a
     from curate.io import InputError
     from curate.refresh import RefreshError, run_refresh
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         r = run_refresh(config, source, str(versions_dir) if versions_dir else None, show_progress=progress)
     except (ConfigError, InputError, RefreshError) as e:

@@ -1,0 +1,26 @@
+"""What every ``curate`` subcommand shares: log setup and the error exit."""
+from __future__ import annotations
+
+import logging
+
+import typer
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(verbose: bool = True, fmt: str = LOG_FORMAT) -> None:
+    """INFO (``verbose``) or WARNING logs on stderr, without faiss's loader chatter.
+
+    faiss-cpu >= 1.11 wheels dispatch AVX2/AVX-512 kernels inside one library, yet its loader first
+    tries the old per-ISA module and logs "Could not load library with AVX2 support" at INFO,
+    which reads like a failure when nothing is wrong (``faiss.get_compile_options()`` says
+    ``DD AVX2``).
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    """Print ``error: msg`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
