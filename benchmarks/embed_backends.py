@@ -43,7 +43,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_DATA, RESULTS, qqp_subset  # noqa: E402
+from embed_cache import DEFAULT_DATA, qqp_subset  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 log = logging.getLogger("embed_backends")
 BACKENDS = {"torch": {"backend": "sentence_transformers"}, "onnx": {"backend": "onnx"},
@@ -218,10 +219,7 @@ def report(data: Path, cache: Path, n_alpaca: int) -> None:
             "qqp_f1": r["qqp"]["best_f1"] >= t["qqp"]["best_f1"] - TOL_F1,
             "ape_acc": r["ape"]["test_acc"] >= t["ape"]["test_acc"] - TOL_APE,
             "alpaca_ari": b == "torch" or r["alpaca"]["ari_vs_torch"] >= t["alpaca"]["ari_torch_seed_noise"]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embed_backends.json").write_text(json.dumps(res, indent=2, default=str))
-    (RESULTS / "embed_backends.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results("embed_backends", res, markdown(res), default=str)
 
 
 def markdown(res: dict) -> str:

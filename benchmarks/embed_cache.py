@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import RESULTS  # noqa: F401 (re-exported for the benchmarks that import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_CACHE = Path("/tmp/curate-bench-cache")
-RESULTS = REPO / "benchmarks" / "results"
 log = logging.getLogger("bench")
 
 # Subsample sizes: this machine has 2 shared CPU cores, where MiniLM embeds ~30 short texts/s.

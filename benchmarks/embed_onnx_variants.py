@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alpaca_full import cpu_info  # noqa: E402
 from embed_backends import EPS, TOL_F1, semdedup_groups  # noqa: E402
-from embed_cache import DEFAULT_DATA, RESULTS, qqp_subset  # noqa: E402
+from embed_cache import DEFAULT_DATA, qqp_subset  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 GROUPS = ("all", "ffn", "ffn1", "no_ffn2", "middle")
 
@@ -145,10 +146,7 @@ def main() -> None:
     base = res["variants"]["fp32"]["qqp_best_f1"]
     for r in res["variants"].values():
         r["qqp_within_tolerance"] = all(f >= b - TOL_F1 for f, b in zip(r["qqp_best_f1"], base))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{a.out}.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / f"{a.out}.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(a.out, res, markdown(res))
 
 
 def markdown(res: dict) -> str:

@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alpaca_full import cpu_info  # noqa: E402
-from embed_cache import DEFAULT_DATA, RESULTS  # noqa: E402
+from embed_cache import DEFAULT_DATA  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
 VARIANTS = {"ov_latency": ({**F32, "PERFORMANCE_HINT": "LATENCY"}, 1, 1),
@@ -123,10 +124,7 @@ def main() -> None:
           "| variant | seconds | speed-up vs ort | cos to ort (min) | max abs diff |", "|---|---|---|---|---|"]
     for k, r in res["variants"].items():
         md.append(f"| {k} | {r['seconds']:.2f} | {r['speedup_vs_ort']:.2f}x | {r['cos_vs_ort_min']:.6f} | {r['max_abs_diff']:.1e} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embed_openvino.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / "embed_openvino.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results("embed_openvino", res, "\n".join(md))
 
 
 if __name__ == "__main__":

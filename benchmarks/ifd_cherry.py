@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_io import write_results  # noqa: E402
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -160,10 +160,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if a.report:
         r = report(Path(a.data), out, a.n, a.seed, a.top)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "ifd_cherry.json").write_text(json.dumps(r, indent=1))
-        (RESULTS / "ifd_cherry.md").write_text(render(r))
-        print(render(r))
+        write_results("ifd_cherry", r, render(r), indent=1)
     else:
         run_unit(Path(a.data), out, a.unit, a.unit_size, a.n, a.seed)
 

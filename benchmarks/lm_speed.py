@@ -190,7 +190,7 @@ def main() -> None:
         out["variants"][name] = {"seconds": secs[name], "speedup_vs_bare": ratio, **agree}
     res_dir = REPO / "benchmarks" / "results"
     (res_dir / f"{args.out}.json").write_text(json.dumps(out, indent=2))
-    md = [f"# Proxy-LM scoring on CPU vs a bare transformers fp32 loop (same run)", "",
+    md = ["# Proxy-LM scoring on CPU vs a bare transformers fp32 loop (same run)", "",
           f"SmolLM2-135M-Instruct (GGUF dequantised), {args.rows} alpaca_44k rows ({n_tok} tokens, Alpaca template), "
           f"batch {args.batch_size} unless noted, max_length {args.max_length}, {threads} torch threads unless noted. Speed-up = "
           f"the peer's best of its two runs / the candidate's time; agreement against the peer's first run.", "",

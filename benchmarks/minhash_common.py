@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from curate.adapters import render_text
+from results_io import RESULTS  # noqa: F401 (re-exported)
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
             "the request.\n\n### Instruction:\n{text}\n\n### Response:")

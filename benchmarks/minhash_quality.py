@@ -26,7 +26,6 @@ Usage: python benchmarks/minhash_quality.py [DATA] [--per-type 500]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -37,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minhash_common import DEFAULT_DATA, PERTURBATIONS, RESULTS, build_labelled, load_real_texts  # noqa: E402
+from minhash_common import DEFAULT_DATA, PERTURBATIONS, build_labelled, load_real_texts  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 from curate.dedup.minhash import MinHashDedup  # noqa: E402
 from curate.dedup.minhash_core import jaccard, optimal_param, shingle_hashes  # noqa: E402
@@ -132,10 +132,7 @@ def main() -> None:
                   f"recall(label)={allrow['recall_label']:.3f} ({secs:.1f}s)", flush=True)
     head = [f"## minhash_dedup on labelled perturbations of real rows ({len(texts):,} dolly+alpaca rows + "
             f"{len(pairs):,} perturbed copies, {args.per_type} per type; num_perm={args.num_perm}, word 5-grams)", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "minhash_quality.md").write_text("\n".join(head + md) + "\n")
-    (RESULTS / "minhash_quality.json").write_text(json.dumps(out, indent=1))
-    print("\n".join(head + md))
+    write_results("minhash_quality", out, "\n".join(head + md), indent=1)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def main() -> None:
     for r in sorted(rows, key=lambda r: -(r["test_acc"] if r["test_acc"] is not None else r["test_acc_subsample"])):
         lines.append(f"| {r['score']} | {r['better']} | {fmt(r['valid_acc'])} ({r['n_valid_pairs']}) | "
                      f"{fmt(r['test_acc'])} | {fmt(r.get('test_acc_subsample'))} | {r['vs_car_pts']:+.1f} |")
-    lines += ["", f"Learned scorer C (tuned on valid): " + ", ".join(f"{k}: C={v['C']}" for k, v in learned.items())]
+    lines += ["", "Learned scorer C (tuned on valid): " + ", ".join(f"{k}: C={v['C']}" for k, v in learned.items())]
     (RESULTS / "score_pairs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -42,7 +42,7 @@ import numpy as np
 # this checkout's curate (or CURATE_ROOT's, to measure another branch's methods)
 sys.path.insert(0, os.environ.get("CURATE_ROOT", str(Path(__file__).resolve().parent.parent)))
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_results  # noqa: E402
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 POOLS = {"alpaca_44k": "instruct/alpaca_44k.json", "dolly_15k": "instruct/dolly_15k.json"}
 BUDGETS = (1000, 5000)
@@ -84,7 +84,7 @@ def pool_table(data: Path, pool: str, ann: Path):
     import pyarrow as pa
 
     from curate.io import read_input
-    from curate.schema import embedding_column, embedding_matrix
+    from curate.schema import embedding_column
     from curate.score.heuristics import HEURISTIC_COLUMNS
 
     table = read_input(str(data / POOLS[pool])).table
@@ -445,11 +445,8 @@ def main() -> None:
     elif a.car_published:
         run_car_published(data, ann, work)
     else:
-        RESULTS.mkdir(exist_ok=True)
         res = report(data, ann, work)
-        (RESULTS / "select_methods.json").write_text(json.dumps(res, indent=1, default=str))
-        (RESULTS / "select_methods.md").write_text(render(res))
-        print(render(res))
+        write_results("select_methods", res, render(res), indent=1, default=str)
 
 
 if __name__ == "__main__":

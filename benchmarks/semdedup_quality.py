@@ -18,7 +18,6 @@ Writes benchmarks/results/semdedup_quality.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import (DEFAULT_CACHE, DEFAULT_DATA, RESULTS, embed_cached, mrpc_pairs, qqp_subset,  # noqa: E402
+from embed_cache import (DEFAULT_CACHE, DEFAULT_DATA, embed_cached, mrpc_pairs, qqp_subset,  # noqa: E402
                          row_text, toolformer)
+from results_io import write_results  # noqa: E402
 
 EPS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 
@@ -150,10 +150,7 @@ def main() -> None:
             res["toolformer"]["by_ref"].append(row)
             md.append(f"| sim{s} | {len(ref)} | {len(ref_idx)} | {rule} | {int(ours.sum())} | {jac:.3f} | "
                       f"{row['ours_in_ref']:.3f} | {row['ref_in_ours']:.3f} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "semdedup_quality.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / "semdedup_quality.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results("semdedup_quality", res, "\n".join(md))
 
 
 if __name__ == "__main__":

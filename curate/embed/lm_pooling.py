@@ -75,7 +75,6 @@ def encode_lm(
         (n, d) float32 array (d = the LM's hidden size, 576 for SmolLM2-135M).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from curate.models import resolve_lm_dtype
     from curate.score.lm_onnx import onnx_lm, resolve_runtime
