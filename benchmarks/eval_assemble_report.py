@@ -7,7 +7,12 @@ hours on a CPU). This script trusts the unit records in ``<output>/units/`` (eac
 (paired differences, CIs, verdicts, plots). Use it for records of this checkout's config; a unit
 trained under another config would be reported as if it were this one's.
 
-    python benchmarks/eval_assemble_report.py configs/eval/targeted_gsm8k.yaml [--output DIR]
+    python benchmarks/eval_assemble_report.py configs/eval/targeted_gsm8k.yaml [--output DIR] [--end-cut]
+
+``--end-cut`` fills ``rows_end_cut`` (training rows whose end token ``max_length`` cut) for records
+written before that field existed, from each unit's ``selected_ids.parquet`` and
+``<output>/pool/pool.parquet`` with the config's trainer settings (loads the model's tokenizer).
+Arms that rewrite rows (``shuffled_responses``) stay n/a.
 """
 from __future__ import annotations
 
@@ -20,10 +25,32 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def fill_end_cut(cfg, out: Path, units: list[dict]) -> None:
+    """Add ``rows_end_cut`` to the records without it, re-encoding their selected pool rows."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from curate.train.lora import LoRATrainer
+
+    rewrites = {a["name"] for a in cfg.arms if a.get("method") == "shuffled_responses"}
+    need = [u for u in units if "rows_end_cut" not in u and u["arm"] not in rewrites]
+    if not need:
+        return
+    pool = pq.read_table(out / "pool" / "pool.parquet")
+    trainer = LoRATrainer(**cfg.train)
+    for u in need:
+        ids = pq.read_table(out / "units" / u["arm"] / f"seed{u['seed']}" / "selected_ids.parquet").column("id")
+        rows = pool.filter(pc.is_in(pool.column("id"), value_set=ids))
+        if len(rows) != u["rows"]:
+            raise SystemExit(f"{u['arm']}/seed{u['seed']}: {len(rows)} of its {u['rows']} ids are in the pool")
+        u["rows_end_cut"] = int((~trainer.encode(rows).has_end).sum())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("--output", default=None, help="eval output dir (default: the config's `output:`)")
+    ap.add_argument("--end-cut", action="store_true", help="count rows_end_cut for records older than that field")
     a = ap.parse_args()
     from curate.eval.config import load_eval_config
     from curate.eval.report import write_report
@@ -39,6 +66,8 @@ def main() -> None:
                 missing.append(f"{arm['name']}/seed{s}")
             else:
                 units.append({**u, "cached": True})  # reported as a finished (cached) unit
+    if a.end_cut:
+        fill_end_cut(cfg, run.out, units)
     pool = json.loads((run.out / "pool" / "pool.json").read_text())["report"] if (run.out / "pool" / "pool.json").exists() else {}
     res = {"base": read_unit(run.out / "units" / "base" / "base"), "units": units, "complete": not missing,
            "decontamination": pool, "pool_rows": pool.get("n_pool", 0) - pool.get("dropped", 0),

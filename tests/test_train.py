@@ -188,6 +188,17 @@ def test_determinism_and_common_random_numbers(tiny):
     assert LoRATrainer(**kw).fit(other, seed=1).steps_ == a.steps_ == 4
 
 
+def test_fit_counts_rows_whose_end_token_max_length_cut(tiny):
+    lm, tok = tiny
+    rows = toy_rows(12)
+    kw = dict(model=tiny, layers=2, batch_size=4, epochs=1, show_progress=False)
+    assert LoRATrainer(**kw).fit(rows, seed=0).rows_end_cut_ == 0
+    full = sorted(len(x) for x in encode_table(tok, rows, max_length=512).ids)
+    limit = full[len(full) // 2]  # the median row length: about half the rows lose their end token
+    cut = sum(n > limit for n in full)
+    assert 0 < cut < len(rows) and LoRATrainer(**kw, max_length=limit).fit(rows, seed=0).rows_end_cut_ == cut
+
+
 def test_adapter_saved_with_config_and_selection_hash(tiny, tmp_path):
     import json
 

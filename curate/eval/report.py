@@ -77,13 +77,17 @@ def markdown(cfg, results: dict, sets: list) -> str:
              f"Wall time of this invocation {results['wall_seconds']:.0f} s.", ""]
     if not results.get("complete", True):
         lines += ["**Partial report: some units have not run yet** (rerun the same command to resume).", ""]
-    lines += ["## Arms", "", "| arm | seeds | rows | steps | target tokens (mean) | train s (mean) | eval s (mean) | final train loss (mean) |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Arms", "", "| arm | seeds | rows | steps | target tokens (mean) | rows end cut (mean) | train s (mean) | "
+              "eval s (mean) | final train loss (mean) |", "|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
         us = [u for u in units if u["arm"] == a]
+        cut = [u["rows_end_cut"] for u in us if "rows_end_cut" in u]  # absent in records older than the field
         lines.append(f"| {a} | {len(us)} | {us[0]['rows']} | {us[0]['steps']} | "
-                     f"{np.mean([u['tokens']['target'] for u in us]):.0f} | {np.mean([u['train_seconds'] for u in us]):.1f} | "
+                     f"{np.mean([u['tokens']['target'] for u in us]):.0f} | {f'{np.mean(cut):.0f}' if cut else 'n/a'} | "
+                     f"{np.mean([u['train_seconds'] for u in us]):.1f} | "
                      f"{np.mean([u['eval_seconds'] for u in us]):.1f} | {np.mean([u['train_losses'][-1] for u in us]):.4f} |")
+    lines += ["", "`rows end cut`: training rows whose end-of-turn token `max_length` cut off, so they never "
+              "teach the model to stop (long-response arms; compare the `end` losses below)."]
     few = [f"{a} ({sum(u['arm'] == a for u in units)})" for a in arms if sum(u["arm"] == a for u in units) < 3]
     if few:
         lines += ["", f"Note: arms with fewer than 3 seeds: {', '.join(few)}. The protocol asks for at least 3 per "

@@ -343,7 +343,8 @@ class EvalRun:
         t.fit(sel, seed=seed)
         t0 = time.perf_counter()
         losses, gens, gen_meta = self._evaluate_all(t.model_.get_base_model())
-        meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_, "steps": t.steps_,
+        meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_,
+                "rows_end_cut": t.rows_end_cut_, "steps": t.steps_,
                 "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": t.prefix_seconds_,
                 "eval_seconds": time.perf_counter() - t0, "train_losses": t.losses_.tolist(), "layers": t.layers_}
         if gen_meta:  # eval_seconds includes generation; its own share is here

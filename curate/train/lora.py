@@ -81,6 +81,7 @@ class LoRATrainer:
         losses_: (steps,) mean response-token NLL per step. tokens_: dict of token counts
         (``target``, ``real``, ``padded``). steps_: steps run. seconds_: wall time of the loop.
         prefix_seconds_: time spent building the prefix cache. n_rows_: training rows.
+        rows_end_cut_: rows whose end-of-turn token ``max_length`` cut off (never trained to stop).
     """
 
     def __init__(self, *, model="SmolLM2-135M-Instruct", template: str = "chat", system_prompt: str | None = None,
@@ -285,6 +286,7 @@ class LoRATrainer:
         self.losses_ = np.asarray(losses)
         self.steps_ = step
         self.n_rows_ = len(enc)
+        self.rows_end_cut_ = int(np.sum(~np.asarray(enc.has_end)))
         self.tokens_ = {"target": target, "real": real, "padded": padded}
         self.seconds_ = time.perf_counter() - t1
         log.info("lora fit: %d rows, %d steps, %d target / %d real / %d padded tokens, %.1f s (+%.1f s prefix cache)",
@@ -297,7 +299,8 @@ class LoRATrainer:
         out.mkdir(parents=True, exist_ok=True)
         self.model_.save_pretrained(str(out))
         meta = {"trainer": self.fingerprint(), "layers": self.layers_, "selection_hash": selection_hash,
-                "steps": self.steps_, "rows": self.n_rows_, "tokens": self.tokens_, "seconds": self.seconds_,
+                "steps": self.steps_, "rows": self.n_rows_, "rows_end_cut": self.rows_end_cut_, "tokens": self.tokens_,
+                "seconds": self.seconds_,
                 "final_loss": float(self.losses_[-1]) if len(self.losses_) else None, **(extra or {})}
         (out / "train_config.json").write_text(json.dumps(meta, indent=1, default=str))
         return out
