@@ -145,6 +145,7 @@ def test_paired_delta_null_and_planted_effect():
     eff = paired_delta(better, runs[3:], n_boot=2000)
     assert eff["ci"][1] < 0 and abs(eff["delta"] - (-0.1 + null["delta"])) < 1e-9
     assert verdict({"x": eff, "y": eff}, ["x", "y"]) == "beats random"
+    assert verdict({"x": eff, "y": eff}, ["x", "y"], reference="length_matched") == "beats length_matched"
     assert verdict({"x": eff, "y": null}, ["x", "y"]) == "no detectable difference"
     worse = paired_delta(runs[:3] + 0.1, runs[3:], n_boot=2000)
     assert verdict({"x": eff, "y": worse}, ["x", "y"]) == "style-dependent"

@@ -53,7 +53,7 @@ def compare(cfg, units: list, sets: list, reference: str) -> dict:
         # a metric's verdict is over the verdict sets that carry it: a generation or GSM8K-only metric
         # counts only when its set is listed in verdict_sets ("not evaluated" otherwise)
         verdicts = {m: verdict({k: v[m] for k, v in per.items() if m in v}, [s for s in vsets if m in per[s]],
-                               higher_is_better=m in HIGHER_IS_BETTER)
+                               higher_is_better=m in HIGHER_IS_BETTER, reference=reference)
                     for m in ALL_METRICS if any(m in v for v in per.values())}
         out["arms"][arm] = {"sets": per, "verdict": verdicts}
     for arm, p in holm(p_iut).items():

@@ -93,14 +93,16 @@ def holm(pvals: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def verdict(per_set: dict[str, dict], verdict_sets: list[str], higher_is_better: bool = False) -> str:
-    """``beats random`` / ``worse than random`` / ``style-dependent`` / ``no detectable difference``.
+def verdict(per_set: dict[str, dict], verdict_sets: list[str], higher_is_better: bool = False,
+            reference: str = "random") -> str:
+    """``beats <reference>`` / ``worse than <reference>`` / ``style-dependent`` / ``no detectable difference``.
 
     Args:
         per_set: {set name: :func:`paired_delta` result} for one arm and one metric.
         verdict_sets: the sets that must all agree (the reference styles).
         higher_is_better: False (default) for losses: "beats" needs the CI below 0 on every set;
             True for accuracies: "beats" needs it above 0.
+        reference: the arm the differences are taken against (``random``, or e.g. ``length_matched``).
     """
     if not verdict_sets:  # e.g. no verdict set carries this metric; all([]) would read as "beats"
         return "not evaluated"
@@ -114,9 +116,9 @@ def verdict(per_set: dict[str, dict], verdict_sets: list[str], higher_is_better:
             lo, hi = -hi, -lo
         sig.append(-1 if hi < 0 else (1 if lo > 0 else 0))
     if all(v == -1 for v in sig):
-        return "beats random"
+        return f"beats {reference}"
     if all(v == 1 for v in sig):
-        return "worse than random"
+        return f"worse than {reference}"
     if -1 in sig and 1 in sig:
         return "style-dependent"
     return "no detectable difference"
