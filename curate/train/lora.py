@@ -286,7 +286,7 @@ class LoRATrainer:
         self.losses_ = np.asarray(losses)
         self.steps_ = step
         self.n_rows_ = len(enc)
-        self.rows_end_cut_ = int(np.sum(~np.asarray(enc.has_end)))
+        self.rows_end_cut_ = int((~enc.has_end).sum())  # Encoded.has_end is a bool ndarray
         self.tokens_ = {"target": target, "real": real, "padded": padded}
         self.seconds_ = time.perf_counter() - t1
         log.info("lora fit: %d rows, %d steps, %d target / %d real / %d padded tokens, %.1f s (+%.1f s prefix cache)",
