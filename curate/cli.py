@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from curate.cli_common import fail as _fail
-from curate.cli_common import setup_logging as _setup_logging
+from curate.cli_common import fail, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="curate: dedup, embed, cluster, score and select LLM training data.")
 
@@ -36,12 +35,12 @@ def run(config: Path = typer.Argument(..., help="recipe YAML"),
     from curate.io import InputError
     from curate.pipeline import run as run_recipe
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     try:
         res = run_recipe(config, output_dir=str(output) if output else None, show_progress=progress,
                          cache_dir=str(cache_dir) if cache_dir else None, overrides=_overrides(input_path, sets))
     except (ConfigError, InputError) as e:
-        _fail(str(e))
+        fail(str(e))
     c = res.counts
     typer.echo(f"{c['n_input']} in -> {c['n_selected']} selected, {c['n_dropped']} dropped, "
                f"{c['n_quarantined']} quarantined")
@@ -63,7 +62,7 @@ def plan(config: Path = typer.Argument(..., help="recipe YAML"),
     try:
         rows = plan_recipe(config, str(output) if output else None, _overrides(input_path, sets))
     except (ConfigError, InputError) as e:
-        _fail(str(e))
+        fail(str(e))
     for r in rows:
         typer.echo(f"{'cached ' if r['cached'] else 'will run'}  {r['step']:<28} {r['key']}"
                    + (f"  (damaged: {r['damaged']}; will be moved aside and recomputed)" if r.get("damaged") else ""))
@@ -77,7 +76,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run's output dir"),
            limit: int = typer.Option(3, help="clusters to print with --dups top")):
     """Print a run's report, or the members of duplicate clusters side by side."""
     if not (run_dir / "report.md").exists():
-        _fail(f"{run_dir}: no report.md (not a curate run output?)")
+        fail(f"{run_dir}: no report.md (not a curate run output?)")
     if dups is None:
         typer.echo((run_dir / "report.md").read_text())
         return

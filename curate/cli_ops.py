@@ -10,8 +10,7 @@ from typing import Optional
 
 import typer
 
-from curate.cli_common import fail as _fail
-from curate.cli_common import setup_logging
+from curate.cli_common import fail, setup_logging
 
 
 def serve(port: int = typer.Option(4200, help="API/UI port on 127.0.0.1 (0 = a free one)"),
@@ -24,7 +23,7 @@ def serve(port: int = typer.Option(4200, help="API/UI port on 127.0.0.1 (0 = a f
     from curate import serve as srv
 
     if status and stop:
-        _fail("--status and --stop: pass one of them")
+        fail("--status and --stop: pass one of them")
     if status:
         st = srv.status(state_dir)
         if not st["running"]:
@@ -44,7 +43,7 @@ def serve(port: int = typer.Option(4200, help="API/UI port on 127.0.0.1 (0 = a f
     try:
         st = srv.start(port=port, state_dir=state_dir, timeout=timeout)
     except srv.ServeError as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(f"ready in {st['seconds']}s\n")
     typer.echo(srv.banner(st))
 
@@ -62,7 +61,7 @@ def refresh(config: Path = typer.Argument(..., help="refresh recipe YAML (with a
     try:
         r = run_refresh(config, source, str(versions_dir) if versions_dir else None, show_progress=progress)
     except (ConfigError, InputError, RefreshError) as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(r.message)
     if not r.noop:
         typer.echo(f"output: {r.path}  hash {r.output_hash}  changelog: {r.path / 'changelog.md'}")
@@ -78,7 +77,7 @@ def versions(versions_dir: Path = typer.Argument(..., help="a refresh's versions
         typer.echo(json.dumps(rows, indent=1))
         return
     if not rows:
-        _fail(f"{versions_dir}: no versions (v0001/... with refresh.json)")
+        fail(f"{versions_dir}: no versions (v0001/... with refresh.json)")
     typer.echo(f"  {'version':<8} {'created':<21} {'input':>7} {'selected':>8} {'added':>6} {'removed':>7}  hash")
     for v in rows:
         c = v["counts"]
@@ -94,7 +93,7 @@ def rollback(versions_dir: Path = typer.Argument(..., help="a refresh's versions
     try:
         old = do_rollback(versions_dir, version)
     except RefreshError as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(f"latest: {old} -> {version}")
 
 
