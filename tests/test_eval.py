@@ -72,7 +72,8 @@ def test_full_loop_two_arms(files, tiny, tmp_path):
     assert len({u["tokens"]["target"] for u in units if u["arm"] == "random"}) == 2  # random subsets differ per seed
     comp = data["comparisons"][0]["arms"]["longest"]
     assert set(comp["sets"]) == {"a", "b"} and comp["verdict"]["full"] in (
-        "beats random", "worse than random", "style-dependent", "no detectable difference")
+        "beats random", "worse than random", "style-dependent", "no detectable difference",
+        "better on a only", "better on b only", "worse on a only", "worse on b only")
     for u in data["units"]:  # every unit moved the model away from the base
         assert u["means"]["a"]["full"] != data["base"]["means"]["a"]["full"]
     assert "| longest |" in (out / "report.md").read_text()
@@ -146,8 +147,10 @@ def test_paired_delta_null_and_planted_effect():
     assert eff["ci"][1] < 0 and abs(eff["delta"] - (-0.1 + null["delta"])) < 1e-9
     assert verdict({"x": eff, "y": eff}, ["x", "y"]) == "beats random"
     assert verdict({"x": eff, "y": eff}, ["x", "y"], reference="length_matched") == "beats length_matched"
-    assert verdict({"x": eff, "y": null}, ["x", "y"]) == "no detectable difference"
+    assert verdict({"x": null, "y": null}, ["x", "y"]) == "no detectable difference"
+    assert verdict({"x": eff, "y": null}, ["x", "y"]) == "better on x only"
     worse = paired_delta(runs[:3] + 0.1, runs[3:], n_boot=2000)
+    assert verdict({"x": null, "y": worse, "z": worse}, ["x", "y", "z"]) == "worse on y, z only"
     assert verdict({"x": eff, "y": worse}, ["x", "y"]) == "style-dependent"
     assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
 

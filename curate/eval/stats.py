@@ -95,7 +95,8 @@ def holm(pvals: dict[str, float]) -> dict[str, float]:
 
 def verdict(per_set: dict[str, dict], verdict_sets: list[str], higher_is_better: bool = False,
             reference: str = "random") -> str:
-    """``beats <reference>`` / ``worse than <reference>`` / ``style-dependent`` / ``no detectable difference``.
+    """``beats <reference>`` / ``worse than <reference>`` / ``style-dependent`` / ``no detectable difference``,
+    or ``better on <sets> only`` / ``worse on <sets> only`` when some sets differ one way and the rest not at all.
 
     Args:
         per_set: {set name: :func:`paired_delta` result} for one arm and one metric.
@@ -121,4 +122,10 @@ def verdict(per_set: dict[str, dict], verdict_sets: list[str], higher_is_better:
         return f"worse than {reference}"
     if -1 in sig and 1 in sig:
         return "style-dependent"
-    return "no detectable difference"
+    if all(v == 0 for v in sig):
+        return "no detectable difference"
+    # one-sided on some sets only: naming them keeps a real loss (or gain) on one style from
+    # reading as "no difference"
+    side = -1 if -1 in sig else 1
+    named = ", ".join(s for s, v in zip(verdict_sets, sig) if v == side)
+    return f"{'better' if side == -1 else 'worse'} on {named} only"
