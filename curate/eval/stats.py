@@ -96,7 +96,7 @@ def holm(pvals: dict[str, float]) -> dict[str, float]:
 def verdict(per_set: dict[str, dict], verdict_sets: list[str], higher_is_better: bool = False,
             reference: str = "random") -> str:
     """``beats <reference>`` / ``worse than <reference>`` / ``style-dependent`` / ``no detectable difference``,
-    or ``better on <sets> only`` / ``worse on <sets> only`` when some sets differ one way and the rest not at all.
+    or ``better on <sets> only`` / ``worse on <sets> only`` when some sets differ one way and the rest not detectably.
 
     Args:
         per_set: {set name: :func:`paired_delta` result} for one arm and one metric.
