@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from curate.cli_common import fail, setup_logging
+from curate.cli_common import fail, quiet_progress_bars, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="curate: dedup, embed, cluster, score and select LLM training data.")
 
@@ -31,6 +31,7 @@ def run(config: Path = typer.Argument(..., help="recipe YAML"),
         progress: bool = typer.Option(True, help="show progress bars"),
         verbose: bool = typer.Option(True, help="log each step")):
     """Run a recipe end to end and write the output directory."""
+    quiet_progress_bars(progress)
     from curate.config import ConfigError
     from curate.io import InputError
     from curate.pipeline import run as run_recipe

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 
@@ -18,6 +19,18 @@ def setup_logging(verbose: bool = True, fmt: str = LOG_FORMAT) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def quiet_progress_bars(progress: bool) -> None:
+    """With ``--no-progress``, also silence the bars that third-party loaders draw.
+
+    transformers draws plain tqdm bars while it loads a GGUF ("Converting and de-quantizing GGUF
+    tensors", "Loading weights") whatever curate's ``show_progress`` says; tqdm reads
+    ``TQDM_DISABLE`` once, when it is first imported, so this must run before the command imports
+    anything heavy. It is inherited by child processes (Prefect/Dask workers) too.
+    """
+    if not progress:
+        os.environ["TQDM_DISABLE"] = "1"
 
 
 def fail(msg: str, code: int = 2) -> None:

@@ -19,7 +19,9 @@ def eval_command(config: Path = typer.Argument(..., help="eval config YAML (see 
                  progress: bool = typer.Option(True, help="show progress bars"),
                  verbose: bool = typer.Option(True, help="log each unit")):
     """Train a LoRA per (arm, seed) on equal budgets and compare held-out losses with random."""
-    from curate.cli_common import fail, setup_logging
+    from curate.cli_common import fail, quiet_progress_bars, setup_logging
+
+    quiet_progress_bars(progress)
     from curate.config import ConfigError
     from curate.eval.runner import run_eval
     from curate.io import InputError

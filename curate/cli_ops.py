@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from curate.cli_common import fail, setup_logging
+from curate.cli_common import fail, quiet_progress_bars, setup_logging
 
 
 def serve(port: int = typer.Option(4200, help="API/UI port on 127.0.0.1 (0 = a free one)"),
@@ -53,6 +53,7 @@ def refresh(config: Path = typer.Argument(..., help="refresh recipe YAML (with a
             versions_dir: Optional[Path] = typer.Option(None, help="overrides refresh.versions_dir"),
             progress: bool = typer.Option(True, help="show progress bars")):
     """Write the next version (v0001, v0002, ...) with a changelog, or say the source is unchanged."""
+    quiet_progress_bars(progress)
     from curate.config import ConfigError
     from curate.io import InputError
     from curate.refresh import RefreshError, run_refresh

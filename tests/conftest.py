@@ -18,6 +18,13 @@ SAMPLE = REPO / "sample_data"
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # `--no-progress` in an in-process CLI test sets TQDM_DISABLE for good: put it back
+    tqdm_before = os.environ.get("TQDM_DISABLE")
+    yield
+    if tqdm_before is None:
+        os.environ.pop("TQDM_DISABLE", None)
+    else:
+        os.environ["TQDM_DISABLE"] = tqdm_before
 
 
 @pytest.fixture

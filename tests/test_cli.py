@@ -89,3 +89,19 @@ def test_bad_set_is_one_line_exit_2(tmp_path):
                       ("stages.1.budgt=3", "stages[1].budgt")]:
         res = runner.invoke(app, ["run", str(cfg), "--set", bad, "--no-progress"])
         assert res.exit_code == 2 and says in res.output, (bad, res.output)
+
+
+def test_no_progress_silences_third_party_tqdm_in_later_imports():
+    """transformers' GGUF loader draws plain tqdm bars; `--no-progress` must reach them too."""
+    import os
+    import subprocess
+    import sys
+
+    os.environ.pop("TQDM_DISABLE", None)  # the autouse fixture puts back what was there
+    assert runner.invoke(app, ["run", "/nonexistent/recipe.yaml"]).exit_code == 2
+    assert "TQDM_DISABLE" not in os.environ  # bars stay on by default
+    res = runner.invoke(app, ["run", "/nonexistent/recipe.yaml", "--no-progress"])
+    assert res.exit_code == 2  # the flag acts before the recipe is even read
+    probe = "from tqdm.auto import tqdm; print(tqdm(range(2)).disable)"
+    quiet = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert quiet.stdout.strip() == "True"
