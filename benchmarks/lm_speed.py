@@ -42,7 +42,7 @@ def bare_losses(model, tok, prefixes, targets, batch_size, max_length, k=None):
     """Input-order batches, full logits: mean NLL over target tokens and over all tokens."""
     import torch
 
-    ids, masks = lmlib._tokenize(tok, prefixes, targets, max_length, k)
+    ids, masks, _ = lmlib._tokenize(tok, prefixes, targets, max_length, k)
     lt, la = np.full(len(ids), np.nan), np.full(len(ids), np.nan)
     pad = tok.pad_token_id
     for a in range(0, len(ids), batch_size):
@@ -97,7 +97,7 @@ def run_all(model, tok, prompts, answers, texts, bs, ml, bare: bool, ctx=context
         secs["perplexity"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if bare:
-            ids, masks = lmlib._tokenize(tok, prompts, answers, ml, None)
+            ids, masks, _ = lmlib._tokenize(tok, prompts, answers, ml, None)
             k = np.array([int(m[1:].sum()) for m in masks])
             c, _ = bare_losses(model, tok, prompts, answers, bs, ml)
             u, _ = bare_losses(model, tok, ["### Response:"] * len(answers), answers, bs, ml, k)

@@ -23,6 +23,7 @@ BUILTIN_MODULES = (
     "curate.cluster.kmeans",
     "curate.score.stages",
     "curate.select.basic",
+    "curate.select.cherry",
     "curate.select.tokens",
     "curate.select.baselines",
     "curate.select.car",

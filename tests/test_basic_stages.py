@@ -68,6 +68,30 @@ def test_top_k_missing_column_names_it(ctx):
         TopK(budget=1, score="quality").select(toy_table(["a"]), ctx)
 
 
+def test_cherry_ifd_drops_ifd_above_1_truncated_and_missing_then_keeps_the_highest(ctx):
+    """Cherry LLM: IFD > 1 and over-long rows are discarded before ranking, unlike a plain top_k."""
+    import pyarrow as pa
+
+    from curate.select.cherry import CherryIFD
+
+    ifd = [0.95, 1.40, 0.60, np.nan, 0.99, 0.80, 2.10]
+    cut = pa.array([False, False, False, None, True, False, False])
+    t = toy_table(list("abcdefg"), ifd=ifd, ifd_truncated=cut)
+    sel = CherryIFD(budget=2).select(t, ctx)
+    assert np.flatnonzero(sel.keep).tolist() == [0, 5]  # 0.95 and 0.80; 0.99 is truncated
+    assert sel.reason.tolist() == [None, "ifd_above_max", "below_top_ifd", "missing_ifd", "ifd_truncated",
+                                   None, "ifd_above_max"]
+    assert np.flatnonzero(TopK(budget=2, score="ifd").select(t, ctx).keep).tolist() == [1, 6]  # the rows Cherry drops
+    assert np.flatnonzero(CherryIFD(budget=2, drop_truncated=False).select(t, ctx).keep).tolist() == [0, 4]
+    assert np.flatnonzero(CherryIFD(budget=1, max_ifd=None).select(t, ctx).keep).tolist() == [6]
+    with pytest.raises(ValueError, match="only 3 of 7 rows pass"):
+        CherryIFD(budget=4).select(t, ctx)
+    with pytest.raises(KeyError, match="ifd_truncated"):
+        CherryIFD(budget=1).select(toy_table(list("ab"), ifd=[0.5, 0.7]), ctx)
+    assert [s.name for s in CherryIFD(budget=1).prerequisites(["ifd"])] == ["ifd"]
+    assert CherryIFD(budget=1).prerequisites(["ifd", "ifd_truncated"]) == []
+
+
 def test_score_filter_quantiles_and_bounds(ctx):
     t = toy_table([str(i) for i in range(11)], s=[float(i) for i in range(10)] + [np.nan])
     sel = ScoreFilter(column="s", quantile_range=[0.2, 0.8]).select(t, ctx)

@@ -133,6 +133,10 @@ def test_ifd_truncation_uses_the_same_answer_tokens(tiny_lm, tmp_path):
     cond, unc, _ = _hand_ifd(model, tok, *r, max_length=max_length)
     assert out.column("ifd_loss_cond")[0].as_py() == pytest.approx(cond, rel=1e-4)
     assert out.column("ifd_loss_uncond")[0].as_py() == pytest.approx(unc, rel=1e-4)
+    assert out.column("ifd_truncated")[0].as_py() is True
+    full = IFD(model=path, device="cpu", show_progress=False).annotate(
+        _table([r], ()), StageContext(work_dir=tmp_path / "full", show_progress=False))
+    assert full.column("ifd_truncated")[0].as_py() is False
     # Prompt alone already fills max_length: no answer token left, so NaN rather than a guess.
     out = IFD(model=path, max_length=q_len, device="cpu", show_progress=False).annotate(
         _table([r], ()), StageContext(work_dir=tmp_path / "b", show_progress=False))

@@ -83,12 +83,14 @@ def response_only_prefix(template: str, tokenizer=None) -> str:
 
 def _tokenize(tokenizer, prefixes: Sequence[str], targets: Sequence[str], max_length: int,
               max_target_tokens: np.ndarray | None):
-    """Tokenize prefix+target; return per-row ids and a bool mask of target tokens."""
+    """Tokenize prefix+target; return per-row ids, a bool mask of target tokens, and whether each
+    row was cut at ``max_length`` (right truncation, as ``truncation=True`` would)."""
     texts = [p + t for p, t in zip(prefixes, targets)]
-    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, truncation=True,
-                    max_length=max_length)
+    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
     ids, masks = [], []
+    truncated = np.array([len(x) > max_length for x in enc["input_ids"]], dtype=bool)
     for i, (row_ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
+        row_ids, offs = row_ids[:max_length], offs[:max_length]
         start = len(prefixes[i])
         # A token belongs to the target when its characters start at or after the boundary
         # (Cherry LLM locates the answer the same way, by the prefix's length); special tokens
@@ -101,7 +103,7 @@ def _tokenize(tokenizer, prefixes: Sequence[str], targets: Sequence[str], max_le
             m[idx[k:]] = False
         ids.append(np.asarray(row_ids, dtype=np.int64))
         masks.append(m)
-    return ids, masks
+    return ids, masks, truncated
 
 
 def span_losses(model, tokenizer, prefixes: Sequence[str], targets: Sequence[str], *,
@@ -130,13 +132,14 @@ def span_losses(model, tokenizer, prefixes: Sequence[str], targets: Sequence[str
         ``loss_target`` (n,) float64 mean NLL over target tokens (NaN when none survive
         truncation), ``loss_all`` (n,) mean NLL over every predicted token (NaN for rows of
         fewer than 2 tokens), ``n_target`` (n,) int64 target tokens averaged, ``n_tokens`` (n,)
-        int64 tokens in the row.
+        int64 tokens in the row (after truncation), ``truncated`` (n,) bool: the row had more
+        than ``max_length`` tokens.
     """
     import torch
     from tqdm.auto import tqdm
 
     n = len(prefixes)
-    ids, masks = _tokenize(tokenizer, prefixes, targets, max_length, max_target_tokens)
+    ids, masks, truncated = _tokenize(tokenizer, prefixes, targets, max_length, max_target_tokens)
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")  # longest first: an OOM shows up at once
     loss_t = np.full(n, np.nan)
@@ -172,7 +175,8 @@ def span_losses(model, tokenizer, prefixes: Sequence[str], targets: Sequence[str
                 loss_a[r] = float(nll_full[j][valid[j]].mean())
             if tmask[j].any():
                 loss_t[r] = float(nll_full[j][tmask[j]].mean())
-    return {"loss_target": loss_t, "loss_all": loss_a, "n_target": n_t, "n_tokens": lengths}
+    return {"loss_target": loss_t, "loss_all": loss_a, "n_target": n_t, "n_tokens": lengths,
+            "truncated": truncated}
 
 
 def _selected_nll(model, input_ids, attention_mask, need):

@@ -150,17 +150,19 @@ class IFD(_LMStage):
     IFD > 1 means the instruction does not help predict the answer (Cherry discards those).
 
     Columns: ``ifd`` (NaN for plain-text rows), ``ifd_gt1`` (bool, null where ``ifd`` is NaN),
-    ``ifd_loss_cond`` = s(A|Q), ``ifd_loss_uncond`` = s(A).
+    ``ifd_loss_cond`` = s(A|Q), ``ifd_loss_uncond`` = s(A), ``ifd_truncated`` (bool, null where
+    ``ifd`` is NaN): Q + A had more than ``max_length`` tokens (Cherry LLM drops such rows before
+    ranking; see the ``cherry_ifd`` selector).
 
     Args: as for ``perplexity`` (model, template, max_length, dtype, batch_size, device,
         runtime, show_progress).
     """
 
     name = "ifd"
-    version = "1"
+    version = "2"  # 2: ifd_truncated
 
     def output_columns(self) -> list[str]:
-        return ["ifd", "ifd_gt1", "ifd_loss_cond", "ifd_loss_uncond"]
+        return ["ifd", "ifd_gt1", "ifd_loss_cond", "ifd_loss_uncond", "ifd_truncated"]
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         f = row_fields(table)
@@ -172,7 +174,8 @@ class IFD(_LMStage):
             targets = [o if st else "" for o, st in zip(s.output, s.structured)]
             r = ifd_losses(lm, tok, self._prompts(s, tok), targets, tag, max_length=self.max_length,
                            batch_size=self.batch_size)
-            return {"ifd_loss_cond": r["loss_cond"], "ifd_loss_uncond": r["loss_uncond"]}
+            return {"ifd_loss_cond": r["loss_cond"], "ifd_loss_uncond": r["loss_uncond"],
+                    "ifd_truncated": r["truncated"]}
 
         out = ctx.map_shards(len(table), fn, shard_size=LM_SHARD_ROWS, desc="ifd")
         cond, uncond = out["ifd_loss_cond"], out["ifd_loss_uncond"]
@@ -184,6 +187,7 @@ class IFD(_LMStage):
             "ifd_gt1": pa.array(ifd > 1, pa.bool_(), mask=nan),
             "ifd_loss_cond": pa.array(cond, pa.float64()),
             "ifd_loss_uncond": pa.array(uncond, pa.float64()),
+            "ifd_truncated": pa.array(out["ifd_truncated"].astype(bool), pa.bool_(), mask=nan),
         })
 
 
@@ -192,7 +196,8 @@ def ifd_losses(lm, tok, prompts: list[str], answers: list[str], tag: str, *, max
     """s(A|Q) and s(A) for n (prompt, answer) pairs (NaN where the answer is "" or truncated away).
 
     Returns:
-        ``loss_cond`` (n,), ``loss_uncond`` (n,) float64 and ``n_answer`` (n,) int64 tokens averaged.
+        ``loss_cond`` (n,), ``loss_uncond`` (n,) float64, ``n_answer`` (n,) int64 tokens averaged
+        and ``truncated`` (n,) bool: prompt + answer was longer than ``max_length`` tokens.
     """
     # s(A|Q) needs the LM head only at answer positions: want_all=False skips it on the prompt
     cond = lmlib.span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size,
@@ -201,7 +206,7 @@ def ifd_losses(lm, tok, prompts: list[str], answers: list[str], tag: str, *, max
     unc = lmlib.span_losses(lm, tok, [tag] * len(answers), answers, max_length=max_length,
                             batch_size=batch_size, max_target_tokens=k, want_all=False)
     loss_unc = np.where(k > 0, unc["loss_target"], np.nan)
-    return {"loss_cond": cond["loss_target"], "loss_uncond": loss_unc, "n_answer": k}
+    return {"loss_cond": cond["loss_target"], "loss_uncond": loss_unc, "n_answer": k, "truncated": cond["truncated"]}
 
 
 @register
