@@ -92,6 +92,14 @@ def test_cherry_ifd_drops_ifd_above_1_truncated_and_missing_then_keeps_the_highe
     assert CherryIFD(budget=1).prerequisites(["ifd", "ifd_truncated"]) == []
 
 
+def test_cherry_ifd_recipe_validates():
+    from conftest import REPO
+    from curate.config import load_config
+
+    cfg = load_config(REPO / "configs" / "instruction" / "cherry_ifd.yaml")
+    assert [s.name for s in cfg.build_stages()][-2:] == ["ifd", "cherry_ifd"]
+
+
 def test_score_filter_quantiles_and_bounds(ctx):
     t = toy_table([str(i) for i in range(11)], s=[float(i) for i in range(10)] + [np.nan])
     sel = ScoreFilter(column="s", quantile_range=[0.2, 0.8]).select(t, ctx)
