@@ -84,13 +84,16 @@ def response_only_prefix(template: str, tokenizer=None) -> str:
 def _tokenize(tokenizer, prefixes: Sequence[str], targets: Sequence[str], max_length: int,
               max_target_tokens: np.ndarray | None):
     """Tokenize prefix+target; return per-row ids, a bool mask of target tokens, and whether each
-    row was cut at ``max_length`` (right truncation, as ``truncation=True`` would)."""
+    row had more than ``max_length`` tokens (and was cut from the right)."""
     texts = [p + t for p, t in zip(prefixes, targets)]
-    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
+    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, truncation=True,
+                    max_length=max_length)
+    # A second, untruncated pass only to count: the tokenizer's own truncation keeps its special
+    # tokens in place, so slicing one untruncated encoding would not give the same ids.
+    full = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    truncated = np.array([len(x) > max_length for x in full], dtype=bool)
     ids, masks = [], []
-    truncated = np.array([len(x) > max_length for x in enc["input_ids"]], dtype=bool)
     for i, (row_ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
-        row_ids, offs = row_ids[:max_length], offs[:max_length]
         start = len(prefixes[i])
         # A token belongs to the target when its characters start at or after the boundary
         # (Cherry LLM locates the answer the same way, by the prefix's length); special tokens
