@@ -74,17 +74,18 @@ def test_cherry_ifd_drops_ifd_above_1_truncated_and_missing_then_keeps_the_highe
 
     from curate.select.cherry import CherryIFD
 
-    ifd = [0.95, 1.40, 0.60, np.nan, 0.99, 0.80, 2.10]
-    cut = pa.array([False, False, False, None, True, False, False])
-    t = toy_table(list("abcdefg"), ifd=ifd, ifd_truncated=cut)
+    ifd = [0.95, 1.40, 0.60, np.nan, 0.99, 0.80, 2.10, np.nan]
+    cut = pa.array([False, False, False, None, True, False, False, True])  # last: prompt filled max_length
+    t = toy_table(list("abcdefgh"), ifd=ifd, ifd_truncated=cut)
     sel = CherryIFD(budget=2).select(t, ctx)
     assert np.flatnonzero(sel.keep).tolist() == [0, 5]  # 0.95 and 0.80; 0.99 is truncated
     assert sel.reason.tolist() == [None, "ifd_above_max", "below_top_ifd", "missing_ifd", "ifd_truncated",
-                                   None, "ifd_above_max"]
+                                   None, "ifd_above_max", "ifd_truncated"]
+    assert CherryIFD(budget=2, drop_truncated=False).select(t, ctx).reason[7] == "missing_ifd"
     assert np.flatnonzero(TopK(budget=2, score="ifd").select(t, ctx).keep).tolist() == [1, 6]  # the rows Cherry drops
     assert np.flatnonzero(CherryIFD(budget=2, drop_truncated=False).select(t, ctx).keep).tolist() == [0, 4]
     assert np.flatnonzero(CherryIFD(budget=1, max_ifd=None).select(t, ctx).keep).tolist() == [6]
-    with pytest.raises(ValueError, match="only 3 of 7 rows pass"):
+    with pytest.raises(ValueError, match="only 3 of 8 rows pass"):
         CherryIFD(budget=4).select(t, ctx)
     with pytest.raises(KeyError, match="ifd_truncated"):
         CherryIFD(budget=1).select(toy_table(list("ab"), ifd=[0.5, 0.7]), ctx)

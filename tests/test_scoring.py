@@ -141,6 +141,7 @@ def test_ifd_truncation_uses_the_same_answer_tokens(tiny_lm, tmp_path):
     out = IFD(model=path, max_length=q_len, device="cpu", show_progress=False).annotate(
         _table([r], ()), StageContext(work_dir=tmp_path / "b", show_progress=False))
     assert math.isnan(out.column("ifd")[0].as_py())
+    assert out.column("ifd_truncated")[0].as_py() is True  # cherry_ifd drops it as truncated
 
 
 def test_lm_scoring_resumes_from_finished_shards(tiny_lm, tmp_path, monkeypatch):

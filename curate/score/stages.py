@@ -150,9 +150,10 @@ class IFD(_LMStage):
     IFD > 1 means the instruction does not help predict the answer (Cherry discards those).
 
     Columns: ``ifd`` (NaN for plain-text rows), ``ifd_gt1`` (bool, null where ``ifd`` is NaN),
-    ``ifd_loss_cond`` = s(A|Q), ``ifd_loss_uncond`` = s(A), ``ifd_truncated`` (bool, null where
-    ``ifd`` is NaN): Q + A had more than ``max_length`` tokens (Cherry LLM drops such rows before
-    ranking; see the ``cherry_ifd`` selector).
+    ``ifd_loss_cond`` = s(A|Q), ``ifd_loss_uncond`` = s(A), ``ifd_truncated`` (bool): Q + A had
+    more than ``max_length`` tokens (Cherry LLM drops such rows before ranking; see the
+    ``cherry_ifd`` selector); True also where the prompt alone fills ``max_length`` (IFD NaN),
+    null for the other rows without IFD.
 
     Args: as for ``perplexity`` (model, template, max_length, dtype, batch_size, device,
         runtime, show_progress).
@@ -182,12 +183,14 @@ class IFD(_LMStage):
         with np.errstate(divide="ignore", invalid="ignore"):
             ifd = np.where(uncond > 0, cond / uncond, np.nan)
         nan = np.isnan(ifd)
+        cut = out["ifd_truncated"].astype(bool)
         return pa.table({
             "ifd": pa.array(ifd, pa.float64()),
             "ifd_gt1": pa.array(ifd > 1, pa.bool_(), mask=nan),
             "ifd_loss_cond": pa.array(cond, pa.float64()),
             "ifd_loss_uncond": pa.array(uncond, pa.float64()),
-            "ifd_truncated": pa.array(out["ifd_truncated"].astype(bool), pa.bool_(), mask=nan),
+            # known for every scored row, also where truncation left no answer token (IFD NaN)
+            "ifd_truncated": pa.array(cut, pa.bool_(), mask=nan & ~cut),
         })
 
 

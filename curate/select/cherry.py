@@ -48,7 +48,7 @@ class CherryIFD(BudgetSelector):
     reasons = {
         "ifd_above_max": "IFD > max_ifd: the instruction does not help predict the answer",
         "ifd_truncated": "prompt + answer longer than the IFD scorer's max_length",
-        "missing_ifd": "no IFD (plain-text row or empty answer)",
+        "missing_ifd": "no IFD (plain-text row, empty answer, or no answer token within max_length)",
         "below_top_ifd": "IFD not within the budget's highest",
     }
 
@@ -76,9 +76,9 @@ class CherryIFD(BudgetSelector):
         reasons = np.full(len(ifd), "below_top_ifd", dtype=object)
         above = ~np.isnan(ifd) & (ifd > self.max_ifd) if self.max_ifd is not None else np.zeros(len(ifd), bool)
         reasons[above] = "ifd_above_max"
-        if self.drop_truncated:
+        if self.drop_truncated:  # also rows whose prompt alone filled max_length (IFD NaN)
             reasons[cut & ~above] = "ifd_truncated"
-        reasons[np.isnan(ifd)] = "missing_ifd"
+        reasons[np.isnan(ifd) & ~(cut & self.drop_truncated)] = "missing_ifd"
         eligible = reasons == "below_top_ifd"
         if eligible.sum() < k:
             counts = {r: int((reasons == r).sum()) for r in ("ifd_above_max", "ifd_truncated", "missing_ifd")}
