@@ -160,7 +160,7 @@ class IFD(_LMStage):
     """
 
     name = "ifd"
-    version = "2"  # 2: ifd_truncated
+    version = "3"  # 2: ifd_truncated; 3: True also where the prompt alone fills max_length
 
     def output_columns(self) -> list[str]:
         return ["ifd", "ifd_gt1", "ifd_loss_cond", "ifd_loss_uncond", "ifd_truncated"]
