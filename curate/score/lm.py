@@ -88,10 +88,14 @@ def _tokenize(tokenizer, prefixes: Sequence[str], targets: Sequence[str], max_le
     texts = [p + t for p, t in zip(prefixes, targets)]
     enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, truncation=True,
                     max_length=max_length)
-    # A second, untruncated pass only to count: the tokenizer's own truncation keeps its special
-    # tokens in place, so slicing one untruncated encoding would not give the same ids.
-    full = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    truncated = np.array([len(x) > max_length for x in full], dtype=bool)
+    # Only a row that came back at max_length can have been cut: count those again untruncated
+    # (the tokenizer's own truncation keeps its special tokens in place, so slicing one untruncated
+    # encoding would not give the same ids).
+    truncated = np.zeros(len(texts), dtype=bool)
+    at_limit = [i for i, x in enumerate(enc["input_ids"]) if len(x) >= max_length]
+    if at_limit:
+        lens = [len(x) for x in tokenizer([texts[i] for i in at_limit], add_special_tokens=True)["input_ids"]]
+        truncated[at_limit] = np.array(lens) > max_length
     ids, masks = [], []
     for i, (row_ids, offs) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
         start = len(prefixes[i])

@@ -18,7 +18,7 @@ from curate.stage import Selection, Selector, StageContext
 # annotator (with its defaults) when the column is missing, so
 # curate.select(rows, method="top_k", score="quality", budget=100) works on raw rows.
 SCORE_PRODUCERS = {"quality": "quality_model", "ppl_response": "perplexity", "ppl_text": "perplexity",
-                   "ifd": "ifd", "ifd_loss_cond": "ifd", "ifd_loss_uncond": "ifd"}
+                   "ifd": "ifd", "ifd_loss_cond": "ifd", "ifd_loss_uncond": "ifd", "ifd_truncated": "ifd"}
 
 
 def score_producer(column: str, columns: list[str]) -> list:

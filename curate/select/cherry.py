@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from curate.registry import register
 from curate.select.base import BudgetSelector, Picks, check_real, pick_order_from_scores
+from curate.select.basic import score_producer
 from curate.stage import StageContext
 
 IFD_COLUMNS = ("ifd", "ifd_truncated")
@@ -61,11 +62,8 @@ class CherryIFD(BudgetSelector):
         self.max_ifd, self.drop_truncated = max_ifd, drop_truncated
 
     def method_prerequisites(self, columns: list[str]) -> list:
-        if all(c in columns for c in IFD_COLUMNS):
-            return []
-        from curate.registry import get_stage
-
-        return [get_stage("ifd")()]
+        # ifd_truncated comes with ifd from the same annotator (absent from version-1 outputs)
+        return score_producer("ifd_truncated", columns)
 
     def pick(self, table: pa.Table, ctx: StageContext | None, k: int) -> Picks:
         missing = [c for c in IFD_COLUMNS if c not in table.column_names]
