@@ -173,6 +173,8 @@ def test_defaults_and_errors_name_the_parameter():
     assert RDS(budget=3, targets=TARGET_ROWS, backend="lm_pooling").method_prerequisites([])[0].backend == "lm_pooling"
     assert RDS(budget=3, targets=TARGET_ROWS, backend="lm_pooling").column_ == "embedding_lm"
     assert RDS(budget=3, targets=TARGET_ROWS).method_prerequisites(["embedding"]) == []
+    # by default the same encoder as a default `embed` stage, so the targets match a recipe's column
+    assert RDS(budget=3, targets=TARGET_ROWS).method_prerequisites([])[0].backend == Embed(show_progress=False).backend
     # both MiniLM backends read (or make) the `embedding` column a default `embed` stage makes
     assert RDS(budget=3, targets=TARGET_ROWS, backend="onnx").column_ == "embedding"
     assert RDS(budget=3, targets=TARGET_ROWS, backend="onnx").method_prerequisites(["embedding"]) == []

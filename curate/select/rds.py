@@ -14,9 +14,9 @@ every query (or task) gets its share of nearest neighbours:
 
 Embeddings: the paper's RDS+ uses position-weighted mean pooling of the fine-tuned base model's
 last hidden layer (``backend="lm_pooling"``, our proxy LM SmolLM2-135M here); the default here is
-MiniLM (``sentence_transformers``; ``onnx`` gives the same vectors to float rounding, faster, and
-reuses the pool's ``embedding`` column just the same) because it is several times cheaper on a CPU
-than lm_pooling (measured in docs/methods/rds.md). Targets are embedded with exactly the pool's
+MiniLM through the ``embed`` stage's default backend (``onnx``; ``sentence_transformers`` gives the
+same vectors to float rounding in torch), because it is several times cheaper on a CPU than
+lm_pooling (measured in docs/methods/rds.md) and a recipe's ``embedding`` column usually exists. Targets are embedded with exactly the pool's
 backend, model, template and max_length (the same :class:`~curate.embed.stage.Embed` settings), never a different encoder.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from curate.embed.stage import Embed, build_texts
+from curate.embed.stage import DEFAULT_BACKEND, Embed, build_texts
 from curate.registry import register
 from curate.store import stable_hash
 from curate.schema import embedding_matrix
@@ -105,8 +105,8 @@ class RDS(BudgetSelector):
             several tasks (required). Read like the pool (see :mod:`curate.select.targets`).
         mode: ``"auto"`` (default: ``max`` for one task, ``rrmax`` for several), ``"max"`` or
             ``"rrmax"``.
-        backend: embedding backend, ``"sentence_transformers"`` (default, MiniLM in torch),
-            ``"onnx"`` (the same MiniLM through onnxruntime, as the ``embed`` stage's default) or
+        backend: embedding backend, ``"onnx"`` (default, MiniLM through onnxruntime, the ``embed``
+            stage's default), ``"sentence_transformers"`` (the same MiniLM in torch) or
             ``"lm_pooling"`` (the paper's position-weighted mean of the proxy LM's last layer).
         model: embedding model (default None = the backend's default).
         embedding_column: pool embedding column (default None = ``"embedding"`` for
@@ -126,7 +126,7 @@ class RDS(BudgetSelector):
     name = "rds"
     reasons = {OFF_TARGET: "not claimed by any target query/task within the budget (farther from the targets)"}
 
-    def __init__(self, *, budget, targets, mode: str = "auto", backend: str = "sentence_transformers",
+    def __init__(self, *, budget, targets, mode: str = "auto", backend: str = DEFAULT_BACKEND,
                  model: str | None = None, embedding_column: str | None = None, text_column: str = "text",
                  template: str | None = None, max_length: int | None = None):
         self._init_budget(budget, 0)
