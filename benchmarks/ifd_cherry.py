@@ -19,6 +19,15 @@ own process (meant for ``flock /work/heavy.lock``)::
     python benchmarks/ifd_cherry.py OUT_DIR --report      # joins the finished units
 
 Writes benchmarks/results/ifd_cherry.{md,json}.
+
+**Whole pool** (``--full RUN_DIR``): the same statistics on every row of an eval's decontaminated
+pool (``RUN_DIR/pool/pool.parquet``), with IFD read from the eval's stage cache
+(``RUN_DIR/stage_cache``: the ``ifd`` stage that ``configs/eval/alpaca_1k.yaml``'s ``top_k_ifd`` arm
+runs has the same cache key, so nothing is recomputed once that arm has scored the pool; a
+missing part is computed, resumably, with a progress bar). Adds the agreement of the arm's own
+rule (``cherry_ifd``, ``--budget`` rows) with Cherry's set. Writes ``ifd_cherry_full.{md,json}``::
+
+    python benchmarks/ifd_cherry.py --full runs/eval_alpaca_1k --budget 1000
 """
 from __future__ import annotations
 
@@ -48,10 +57,7 @@ def sample(data: Path, n: int, seed: int):
     table = read_input(str(data / "instruct" / "alpaca_44k.json")).table
     idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=n, replace=False))
     t = table.take(idx)
-    cherry = {_norm(r) for r in json.loads((data / "instruct" / "cherry_alpaca_5_percent.json").read_text())}
-    rows = zip(*(t.column(c).to_pylist() for c in ("instruction", "input", "output")))
-    member = np.array([_norm(dict(zip(("instruction", "input", "output"), r))) in cherry for r in rows])
-    return t, member
+    return t, in_cherry(t, data)
 
 
 def run_unit(data: Path, out: Path, i: int, size: int, n: int, seed: int) -> None:
@@ -94,6 +100,13 @@ def _auc(score: np.ndarray, y: np.ndarray) -> float:
     return float((r[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def in_cherry(table, data: Path) -> np.ndarray:
+    """(n,) bool: the row's whitespace-normalised (instruction, input, output) is in Cherry's 5%."""
+    cherry = {_norm(r) for r in json.loads((data / "instruct" / "cherry_alpaca_5_percent.json").read_text())}
+    rows = zip(*(table.column(c).to_pylist() for c in ("instruction", "input", "output")))
+    return np.array([_norm(dict(zip(("instruction", "input", "output"), r))) in cherry for r in rows], dtype=bool)
+
+
 def report(data: Path, out: Path, n: int, seed: int, frac: float, n_boot: int = 2000) -> dict:
     t, member = sample(data, n, seed)
     ids = t.column("id").to_pylist()
@@ -105,7 +118,21 @@ def report(data: Path, out: Path, n: int, seed: int, frac: float, n_boot: int = 
             secs += float(z["seconds"])
     have = np.array([i in got for i in ids])
     ifd = np.array([got.get(i, np.nan) for i in ids], dtype=np.float64)[have]
-    y = member[have]
+    res = agreement(ifd, member[have], frac, seed, n_boot)
+    return {"sample_rows": int(have.sum()), "sample_planned": n, "seed": seed,
+            "rows_per_s": float(have.sum() / secs) if secs else None, **res}
+
+
+def agreement(ifd: np.ndarray, y: np.ndarray, frac: float, seed: int, n_boot: int) -> dict:
+    """Precision / lift of the top ``frac`` by IFD (IFD < 1 rows) and AUC, with bootstrap intervals.
+
+    Args:
+        ifd: (n,) float IFD, NaN where unscored.
+        y: (n,) bool Cherry membership.
+        frac: share of the IFD < 1 rows taken as "our top".
+        seed: bootstrap RNG seed (seed + 1 is used, as the sample mode always did).
+        n_boot: bootstrap resamples (rows resampled, the top recomputed in each).
+    """
     prec, k = _top_share(ifd, y, frac)
     base = float(y.mean())
     ok = ~np.isnan(ifd) & (ifd < 1)
@@ -118,14 +145,57 @@ def report(data: Path, out: Path, n: int, seed: int, frac: float, n_boot: int = 
             lifts.append(p / y[b].mean())
         bo = b[ok[b]]
         aucs.append(_auc(ifd[bo], y[bo]))
-    res = {"sample_rows": int(have.sum()), "sample_planned": n, "seed": seed, "top_frac": frac,
-           "rows_per_s": float(have.sum() / secs) if secs else None,
-           "cherry_in_sample": int(y.sum()), "base_rate": base, "ifd_ge_1": int((~np.isnan(ifd) & (ifd >= 1)).sum()),
+    res = {"top_frac": frac, "cherry_in_sample": int(y.sum()), "base_rate": base, "ifd_ge_1": int((~np.isnan(ifd) & (ifd >= 1)).sum()),
            "top_k": k, "top_in_cherry": int(round(prec * k)), "precision": prec, "lift": prec / base if base else None,
            "lift_ci95": [float(np.nanpercentile(lifts, 2.5)), float(np.nanpercentile(lifts, 97.5))] if lifts else None,
            "auc": _auc(ifd[ok], y[ok]),
            "auc_ci95": [float(np.nanpercentile(aucs, 2.5)), float(np.nanpercentile(aucs, 97.5))]}
     return res
+
+
+def full_pool(data: Path, run_dir: Path, frac: float, budget: int, n_boot: int = 2000) -> dict:
+    """The agreement statistics on every row of ``run_dir``'s eval pool (IFD from its stage cache).
+
+    Also the overlap of ``cherry_ifd`` (``budget`` rows: IFD <= 1, not truncated, highest IFD) with
+    Cherry's set, against the overlap a random ``budget`` rows would have (the base rate).
+    """
+    import pyarrow.parquet as pq
+
+    import curate
+
+    pool = pq.read_table(run_dir / "pool" / "pool.parquet")
+    t0 = time.perf_counter()
+    ds = curate.select(pool, method="ifd", cache_dir=str(run_dir / "stage_cache"), show_progress=True)
+    t = ds.data.table
+    ifd = t.column("ifd").to_numpy(zero_copy_only=False).astype(np.float64)
+    cut = np.array(t.column("ifd_truncated").to_pylist(), dtype=object)
+    y = in_cherry(t, data)
+    res = {"pool_rows": t.num_rows, "ifd_seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir),
+           "unscored": int(np.isnan(ifd).sum()), "truncated": int(sum(c is True for c in cut)),
+           **agreement(ifd, y, frac, 0, n_boot)}
+    sel = curate.select(t, method="cherry_ifd", budget=budget)
+    picked = np.isin(np.asarray(t.column("id").to_pylist(), dtype=object), sel["id"])
+    res["cherry_ifd"] = {"budget": budget, "in_cherry": int(y[picked].sum()),
+                         "precision": float(y[picked].mean()), "lift": float(y[picked].mean() / y.mean())}
+    return res
+
+
+def render_full(r: dict) -> str:
+    c = r["cherry_ifd"]
+    return "\n".join([
+        "# Our IFD vs Cherry LLM's published 5% of Alpaca (whole pool)", "",
+        f"Every row of the eval pool in `{r['run_dir']}` ({r['pool_rows']:,} decontaminated alpaca_44k rows), "
+        f"scored by curate's `ifd` stage (SmolLM2-135M-Instruct, alpaca template, max_length 512). "
+        f"{r['cherry_in_sample']:,} of them are in Cherry's set (base rate {r['base_rate']:.1%}); "
+        f"{r['ifd_ge_1']:,} have IFD >= 1, {r['truncated']:,} were cut at max_length, {r['unscored']:,} have no IFD.", "",
+        f"- Our top {r['top_frac']:.0%} of the IFD < 1 rows ({r['top_k']:,} rows): {r['top_in_cherry']:,} in Cherry's "
+        f"set, precision {r['precision']:.1%}, lift over the base rate {r['lift']:.2f}x (bootstrap 95% interval "
+        f"{r['lift_ci95'][0]:.2f}-{r['lift_ci95'][1]:.2f}).",
+        f"- ROC AUC of IFD for Cherry membership (IFD < 1 rows): {r['auc']:.3f} (95% interval "
+        f"{r['auc_ci95'][0]:.3f}-{r['auc_ci95'][1]:.3f}); 0.5 = no agreement.",
+        f"- `cherry_ifd` at {c['budget']:,} rows (the eval's `top_k_ifd` arm): {c['in_cherry']:,} in Cherry's set, "
+        f"precision {c['precision']:.1%}, lift {c['lift']:.2f}x.", "",
+        "Agreement, not correctness: Cherry scored with its own pre-experienced LLaMA-7B on Alpaca-52k.", ""])
 
 
 def render(r: dict) -> str:
@@ -146,7 +216,7 @@ def render(r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out")
+    ap.add_argument("out", nargs="?", help="units folder of the sample mode")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -155,7 +225,15 @@ def main() -> None:
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--unit", type=int)
     g.add_argument("--report", action="store_true")
+    g.add_argument("--full", metavar="RUN_DIR", help="an eval output folder: every row of its pool")
+    ap.add_argument("--budget", type=int, default=1000, help="cherry_ifd rows in --full (default 1000)")
     a = ap.parse_args()
+    if a.full:
+        r = full_pool(Path(a.data), Path(a.full), a.top, a.budget)
+        write_results("ifd_cherry_full", r, render_full(r), indent=1)
+        return
+    if a.out is None:
+        ap.error("OUT_DIR is required with --unit and --report")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.report:
