@@ -16,8 +16,9 @@ Embeddings: the paper's RDS+ uses position-weighted mean pooling of the fine-tun
 last hidden layer (``backend="lm_pooling"``, our proxy LM SmolLM2-135M here); the default here is
 MiniLM through the ``embed`` stage's default backend (``onnx``; ``sentence_transformers`` gives the
 same vectors to float rounding in torch), because it is several times cheaper on a CPU than
-lm_pooling (measured in docs/methods/rds.md) and a recipe's ``embedding`` column usually exists. Targets are embedded with exactly the pool's
-backend, model, template and max_length (the same :class:`~curate.embed.stage.Embed` settings), never a different encoder.
+lm_pooling (measured in docs/methods/rds.md) and a recipe's ``embedding`` column usually exists.
+Targets are embedded with exactly the pool's backend, model, template and max_length (the same
+:class:`~curate.embed.stage.Embed` settings), never a different encoder.
 """
 from __future__ import annotations
 
