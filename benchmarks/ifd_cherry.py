@@ -170,9 +170,11 @@ def full_pool(data: Path, run_dir: Path, frac: float, budget: int, n_boot: int =
     ifd = t.column("ifd").to_numpy(zero_copy_only=False).astype(np.float64)
     cut = np.array(t.column("ifd_truncated").to_pylist(), dtype=object)
     y = in_cherry(t, data)
-    res = {"pool_rows": t.num_rows, "ifd_seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir),
+    # the stage's wall time: seconds when its result comes from the stage cache, hours when it scores
+    res = {"pool_rows": t.num_rows, "ifd_stage_seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir),
            "unscored": int(np.isnan(ifd).sum()), "truncated": int(sum(c is True for c in cut)),
            **agreement(ifd, y, frac, 0, n_boot)}
+    res["cherry_in_pool"] = res.pop("cherry_in_sample")  # here the "sample" is the whole pool
     sel = curate.select(t, method="cherry_ifd", budget=budget)
     picked = np.isin(np.asarray(t.column("id").to_pylist(), dtype=object), sel["id"])
     res["cherry_ifd"] = {"budget": budget, "in_cherry": int(y[picked].sum()),
@@ -186,7 +188,7 @@ def render_full(r: dict) -> str:
         "# Our IFD vs Cherry LLM's published 5% of Alpaca (whole pool)", "",
         f"Every row of the eval pool in `{r['run_dir']}` ({r['pool_rows']:,} decontaminated alpaca_44k rows), "
         f"scored by curate's `ifd` stage (SmolLM2-135M-Instruct, alpaca template, max_length 512). "
-        f"{r['cherry_in_sample']:,} of them are in Cherry's set (base rate {r['base_rate']:.1%}); "
+        f"{r['cherry_in_pool']:,} of them are in Cherry's set (base rate {r['base_rate']:.1%}); "
         f"{r['ifd_ge_1']:,} have IFD >= 1, {r['truncated']:,} were cut at max_length, {r['unscored']:,} have no IFD.", "",
         f"- Our top {r['top_frac']:.0%} of the IFD < 1 rows ({r['top_k']:,} rows): {r['top_in_cherry']:,} in Cherry's "
         f"set, precision {r['precision']:.1%}, lift over the base rate {r['lift']:.2f}x (bootstrap 95% interval "

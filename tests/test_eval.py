@@ -276,6 +276,28 @@ def test_carried_pool_json_skips_decontamination(files, tiny, tmp_path, monkeypa
     assert calls == [1] and pq.read_table(pdir / "pool.parquet").column("id").to_pylist() == ids
 
 
+def test_pool_is_the_same_table_built_or_read_back(files, tiny, tmp_path):
+    """Stage caches key on the pool's content hash, so a freshly built pool (a new checkout that
+    carried pool.json) must hash like the pool.parquet a resumed run reads, or cached scores
+    (hours of IFD) are recomputed: Parquet renames list items, which changes the hash."""
+    import pyarrow.parquet as pq
+
+    from curate.eval.config import load_eval_config
+    from curate.eval.runner import EvalRun, build_pool
+    from curate.store import table_fingerprint
+
+    cfg = load_eval_config(_config(files, tiny, tmp_path / "fp", seeds=[0]))
+    prompts = [p for s in EvalRun(cfg, show_progress=False).eval_sets() for p in s.prompts()]
+    out = tmp_path / "fp"
+    built, _ = build_pool(cfg, prompts, out, False)
+    assert any(pa.types.is_list(f.type) for f in built.schema)  # the case Parquet changes
+    read, _ = build_pool(cfg, prompts, out, False)  # from pool.parquet
+    (out / "pool" / "pool.parquet").unlink()
+    carried, _ = build_pool(cfg, prompts, out, False)  # from pool.json alone
+    assert table_fingerprint(built) == table_fingerprint(read) == table_fingerprint(carried)
+    assert table_fingerprint(read) == table_fingerprint(pq.read_table(out / "pool" / "pool.parquet"))
+
+
 def test_arms_filter_and_unknown_method(files, tiny, tmp_path):
     from curate.config import ConfigError
 

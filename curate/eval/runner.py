@@ -146,7 +146,9 @@ def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progres
     (tmp / "pool.json").write_text(json.dumps({"key": key, "report": report}, indent=1))
     shutil.rmtree(pdir, ignore_errors=True)
     os.replace(tmp, pdir)
-    return table, report
+    # the table read back, not the one built: Parquet renames list items ("item" -> "element"), and
+    # stage caches key on the content hash, so a fresh build must hash like a resumed run's read
+    return pq.read_table(pdir / "pool.parquet"), report
 
 
 class EvalRun:
