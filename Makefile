@@ -20,9 +20,11 @@ quickstart: setup
 	$(VENV)/bin/curate run configs/quickstart.yaml
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest
 
 test-all: setup
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -m "not gpu"
 
 clean:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 def cpu_info() -> str:
     """CPU model and its widest vector extension: embedding speed differs 1.3x+ between machines."""
-    from curate.models import cpu_flags
+    from curate.models.loading import cpu_flags
 
     try:
         text = Path("/proc/cpuinfo").read_text()

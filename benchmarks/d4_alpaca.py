@@ -45,9 +45,9 @@ def main() -> None:
 
     from curate.cluster.faiss_utils import plot_cluster_sizes
     from curate.cluster.kmeans import KMeans
+    from curate.core.schema import embedding_column
+    from curate.core.stage import StageContext
     from curate.dedup.d4 import D4
-    from curate.schema import embedding_column
-    from curate.stage import StageContext
 
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))

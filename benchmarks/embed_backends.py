@@ -63,7 +63,7 @@ def encoder(name: str, max_length: int | None = None):
 
 def alpaca_rows(data: Path, n: int, seed: int = 0) -> list[str]:
     """Canonical ``text`` (what the embed stage sees) of a seeded subset of alpaca_44k."""
-    from curate.adapters import render_text
+    from curate.ingest.formats import render_text
 
     rows = json.loads((data / "instruct" / "alpaca_44k.json").read_text())
     idx = np.sort(np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False))
@@ -74,7 +74,7 @@ def ape_texts(data: Path) -> dict[str, tuple[list[str], object]]:
     """Canonical texts of CaR's APE train rows (with labels) and valid/test pairs."""
     from score_common import load_pairs, load_scores
 
-    from curate.adapters import render_text
+    from curate.ingest.formats import render_text
 
     def canon(f):
         return [render_text(a, x, o) for a, x, o in zip(f.instruction, f.input, f.output)]
@@ -170,11 +170,11 @@ def ape_accuracy(X: dict[str, np.ndarray], ape: dict) -> dict:
 
 
 def report(data: Path, cache: Path, n_alpaca: int) -> None:
+    from semdedup_quality import pairwise_prf
     from sklearn.metrics import adjusted_rand_score
 
     from curate.cluster.faiss_utils import default_k
     from curate.cluster.kmeans import KMeans
-    from semdedup_quality import pairwise_prf
 
     texts, gold = qqp_subset(data)
     ape = ape_texts(data)

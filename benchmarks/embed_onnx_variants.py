@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/curate-onnx-variants"))
     ap.add_argument("--out", default="embed_onnx_variants")
     a = ap.parse_args()
-    from curate.adapters import render_text
+    from curate.ingest.formats import render_text
 
     graphs = build_variants(a.work)
     rows = json.loads((a.data / "instruct" / "alpaca_44k.json").read_text())

@@ -81,7 +81,7 @@ def main() -> None:
     import openvino as ov
 
     import curate.embed.onnx_backend as ob
-    from curate.adapters import render_text
+    from curate.ingest.formats import render_text
 
     graph = ob.ensure_export()
     meta = json.loads((graph.parent / "curate_onnx.json").read_text())

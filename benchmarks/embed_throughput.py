@@ -36,10 +36,10 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
+    from curate.core.schema import embedding_matrix
+    from curate.core.stage import StageContext
     from curate.embed.stage import Embed
-    from curate.models import load_sentence_transformer, pick_device
-    from curate.schema import embedding_matrix
-    from curate.stage import StageContext
+    from curate.models.loading import load_sentence_transformer, pick_device
 
     ids, texts = alpaca_texts(Path(a.data), n=a.n, seed=1)
     device = pick_device(None)

@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results_io import write_results  # noqa: E402
+
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -52,7 +53,7 @@ def _norm(r: dict) -> tuple:
 
 def sample(data: Path, n: int, seed: int):
     """(sample table, in_cherry (n,) bool) for a seeded random sample of alpaca_44k."""
-    from curate.io import read_input
+    from curate.ingest.read import read_input
 
     table = read_input(str(data / "instruct" / "alpaca_44k.json")).table
     idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=n, replace=False))
@@ -61,8 +62,8 @@ def sample(data: Path, n: int, seed: int):
 
 
 def run_unit(data: Path, out: Path, i: int, size: int, n: int, seed: int) -> None:
+    from curate.core.stage import StageContext
     from curate.score.stages import IFD
-    from curate.stage import StageContext
 
     path = out / f"unit_{i:03d}.npz"
     if path.exists():

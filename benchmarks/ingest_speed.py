@@ -1,7 +1,7 @@
 """Ingest speed: the vectorised Arrow adapters against the per-row path, same inputs, same run.
 
-Inputs: a JSON array file (``curate.io.read_input``) and the same rows as an in-memory list of
-dicts (``curate.io.from_records``, what ``curate.select(list_of_dicts, ...)`` calls). The per-row
+Inputs: a JSON array file (``curate.ingest.read.read_input``) and the same rows as an in-memory list of
+dicts (``curate.ingest.read.from_records``, what ``curate.select(list_of_dicts, ...)`` calls). The per-row
 peer is the same code with the vectorised path switched off. Rounds alternate (per-row,
 vectorised, ...); best round kept; both outputs (table and quarantine) are compared for equality.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import curate.adapters_arrow as aa  # noqa: E402
-from curate import io as cio  # noqa: E402
+import curate.ingest.fast as aa  # noqa: E402
+from curate.ingest import read as cio
 
 REAL = aa.adapt_table
 

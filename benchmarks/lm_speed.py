@@ -8,7 +8,7 @@ Candidates, each measured on the same rows in the same process, alternating with
 ``fp32`` (curate's length-sorted batches, LM head only where a loss is needed), ``bf16_autocast``
 (the same under ``torch.autocast("cpu", bfloat16)``), ``bf16`` (bf16 weights), ``int8``
 (``torch.ao.quantization.quantize_dynamic`` of every Linear), ``fp32_onnx`` (curate's fp32 path
-with the decoder body in onnxruntime, :mod:`curate.score.lm_onnx`; the export is made before
+with the decoder body in onnxruntime, :mod:`curate.models.lm_onnx`; the export is made before
 the timings). ``fp32_onnx_batch32`` the same with 32 rows per call (rows run one by one in onnxruntime, so a
 bigger batch only evens out the two workers' loads). ``--variants`` runs a subset (the peer always runs). Agreement with the peer:
 Spearman of ppl_response, ppl_text and IFD; for pooling the minimum cosine to the peer's vectors.
@@ -84,7 +84,7 @@ def bare_pool(model, tok, texts, batch_size, max_length):
 def run_all(model, tok, prompts, answers, texts, bs, ml, bare: bool, ctx=contextlib.nullcontext):
     """Perplexity, IFD and pooling with the peer's or curate's code; returns (seconds, results)."""
     from curate.embed.lm_pooling import encode_with
-    from curate.score.stages import ifd_losses
+    from curate.score.lm import ifd_losses
 
     secs, res = {}, {}
     with ctx():
@@ -117,8 +117,8 @@ def main() -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from curate.adapters import render_text
-    from curate.models import load_causal_lm
+    from curate.ingest.formats import render_text
+    from curate.models.loading import load_causal_lm
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", nargs="?", type=Path, default=Path("/work/shared/data"))
@@ -144,7 +144,7 @@ def main() -> None:
               "int8": quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)}
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     bs = args.batch_size
-    from curate.score.lm_onnx import onnx_lm
+    from curate.models.lm_onnx import onnx_lm
 
     variants = {"bare_fp32": (fp32, True, contextlib.nullcontext, bs), "fp32": (fp32, False, contextlib.nullcontext, bs),
                 "bf16_autocast": (fp32, False, autocast, bs), "bf16": (models["bf16"], False, contextlib.nullcontext, bs),

@@ -11,9 +11,9 @@ import resource
 from pathlib import Path
 
 import numpy as np
-
-from curate.adapters import render_text
 from results_io import RESULTS  # noqa: F401 (re-exported)
+
+from curate.ingest.formats import render_text
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minhash_common import DEFAULT_DATA, PERTURBATIONS, build_labelled, load_real_texts  # noqa: E402
 from results_io import write_results  # noqa: E402
 
+from curate.core.stage import StageContext  # noqa: E402
 from curate.dedup.minhash import MinHashDedup  # noqa: E402
 from curate.dedup.minhash_core import jaccard, optimal_param, shingle_hashes  # noqa: E402
-from curate.stage import StageContext  # noqa: E402
 
 
 class Sets:

@@ -159,8 +159,8 @@ def measure(args) -> dict:
     else:
         import tempfile
 
+        from curate.core.stage import StageContext
         from curate.dedup.minhash import MinHashDedup
-        from curate.stage import StageContext
 
         st = MinHashDedup(num_perm=args.num_perm, bands=args.bands, rows=args.rows, num_proc=args.num_proc,
                           check_false_positives=args.check, save_index=False)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.core.stage import StageContext
 from curate.score import lm as lmlib
 from curate.score.rows import RowFields, parse_car_string
-from curate.stage import StageContext
 
 log = logging.getLogger("benchmarks.score")
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -64,7 +64,7 @@ def lm_losses(f: RowFields, cache: Path, model: str = "SmolLM2-135M-Instruct", m
     ppl_text = exp(all)) and the ``ifd`` stage (ifd = cond / uncond), computed in 2 passes
     instead of 3 by sharing the conditioned pass.
     """
-    from curate.models import load_causal_lm
+    from curate.models.loading import load_causal_lm
     state = {}
 
     def fn(start, stop):

@@ -25,9 +25,9 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from score_common import DEFAULT_DATA, RESULTS, load_scores  # noqa: E402
 
+from curate.core.stage import StageContext  # noqa: E402
 from curate.score import lm as lmlib  # noqa: E402
 from curate.score.stages import Perplexity  # noqa: E402
-from curate.stage import StageContext  # noqa: E402
 
 
 def bare_loop(model, tok, texts, batch_size, max_length):
@@ -55,7 +55,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
-    from curate.models import load_causal_lm, pick_device
+    from curate.models.loading import load_causal_lm, pick_device
 
     device = pick_device(args.device)
     f, _ = load_scores(args.data, "valid")

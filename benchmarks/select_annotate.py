@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def load_pool(path: str):
     """The pool as curate's canonical table (same ids a ``curate run`` would give)."""
-    from curate.io import read_input
+    from curate.ingest.read import read_input
 
     got = read_input(path)
     if got.quarantine:
@@ -183,11 +183,11 @@ def reused_embeddings(table, pool: str, recipe_dir: Path, embed) -> tuple:
     """
     import pyarrow as pa
 
-    from curate.config import load_config
-    from curate.pipeline import Runner, ingest
-    from curate.provenance import Ledger
-    from curate.schema import embedding_matrix
-    from curate.store import StageStore
+    from curate.cache.store import StageStore
+    from curate.core.schema import embedding_matrix
+    from curate.engine.config import load_config
+    from curate.engine.pipeline import Runner, ingest
+    from curate.engine.provenance import Ledger
 
     repo = Path(__file__).resolve().parent.parent
     cfg = load_config(repo / "configs" / "instruction" / "alpaca_full.yaml",
@@ -197,7 +197,7 @@ def reused_embeddings(table, pool: str, recipe_dir: Path, embed) -> tuple:
     n_embed = next(i for i, st in enumerate(stages) if st.name == "embed") + 1
     if stages[n_embed - 1].cache_params() != embed.cache_params():
         raise SystemExit("the recipe's embed step has other parameters than the default embed")
-    from curate.pipeline import plan
+    from curate.engine.pipeline import plan
 
     steps = plan(cfg)[:n_embed + 1]  # ingest + the steps up to embed: all must be cache hits
     if not all(r["cached"] for r in steps):
@@ -227,13 +227,14 @@ def reused_embeddings(table, pool: str, recipe_dir: Path, embed) -> tuple:
 
 def via_curate(pool: str, out: Path, reuse: Path | None = None) -> None:
     """Annotate with curate's default stages (embed, heuristics, quality_model); see the module doc."""
+    from curate.cache.store import StageStore
+    from curate.core.hashing import table_fingerprint
+    from curate.core.schema import embedding_matrix
     from curate.embed.stage import Embed
-    from curate.pipeline import Runner
-    from curate.provenance import Ledger
-    from curate.schema import embedding_matrix
+    from curate.engine.pipeline import Runner
+    from curate.engine.provenance import Ledger
     from curate.score.heuristics import HEURISTIC_COLUMNS
     from curate.score.stages import Heuristics, QualityModelStage
-    from curate.store import StageStore, table_fingerprint
 
     table = load_pool(pool)
     runner = Runner(StageStore(out / "cache"), show_progress=True)
@@ -244,7 +245,7 @@ def via_curate(pool: str, out: Path, reuse: Path | None = None) -> None:
     if reuse is None:
         stages = [embed, Heuristics(), QualityModelStage()]
     else:
-        from curate.schema import embedding_column
+        from curate.core.schema import embedding_column
 
         emb, n_reused, t_missing = reused_embeddings(table, pool, reuse, embed)
         table = table.append_column("embedding", embedding_column(emb))

@@ -52,8 +52,8 @@ def load_annotations(folder: Path) -> dict[str, np.ndarray]:
 def build_table(pool: str, ann: dict[str, np.ndarray]):
     import pyarrow as pa
 
-    from curate.io import read_input
-    from curate.schema import embedding_column
+    from curate.core.schema import embedding_column
+    from curate.ingest.read import read_input
 
     table = read_input(pool).table
     m = len(ann["ids"])
@@ -68,7 +68,7 @@ def planted(table, n: int, seed: int = 0):
     """N rows resampled from ``table`` with noisy embeddings (see module docstring)."""
     import pyarrow as pa
 
-    from curate.schema import embedding_column, embedding_matrix
+    from curate.core.schema import embedding_column, embedding_matrix
 
     rng = np.random.default_rng(seed)
     idx = rng.integers(len(table), size=n)
@@ -100,8 +100,8 @@ def methods(budget: int) -> list[tuple[str, dict]]:
 
 def time_pool(label: str, table, budgets: list[int]) -> list[dict]:
     from curate.cluster.kmeans import KMeans
-    from curate.config import build_stage
-    from curate.schema import embedding_matrix
+    from curate.core.schema import embedding_matrix
+    from curate.engine.config import build_stage
 
     n = len(table)
     x = embedding_matrix(table, "embedding")

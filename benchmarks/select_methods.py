@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, os.environ.get("CURATE_ROOT", str(Path(__file__).resolve().parent.parent)))
 
 from results_io import RESULTS, write_results  # noqa: E402
+
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 POOLS = {"alpaca_44k": "instruct/alpaca_44k.json", "dolly_15k": "instruct/dolly_15k.json"}
 BUDGETS = (1000, 5000)
@@ -73,9 +74,9 @@ def method_specs(data: Path) -> list[tuple[str, str, dict]]:
 
 def _accepted(stage_type: str, params: dict) -> dict:
     """``params`` restricted to what the registered class takes (names differ across branches)."""
-    from curate.registry import get_stage
+    from curate.core.registry import get_stage
 
-    names = set(get_stage(stage_type)._param_names())
+    names = set(get_stage(stage_type).param_names())
     return {k: v for k, v in params.items() if k in names}
 
 
@@ -83,8 +84,8 @@ def pool_table(data: Path, pool: str, ann: Path):
     """The canonical pool table with every cached annotation column (computes cluster_id/n_tokens once)."""
     import pyarrow as pa
 
-    from curate.io import read_input
-    from curate.schema import embedding_column
+    from curate.core.schema import embedding_column
+    from curate.ingest.read import read_input
     from curate.score.heuristics import HEURISTIC_COLUMNS
 
     table = read_input(str(data / POOLS[pool])).table
@@ -99,7 +100,7 @@ def pool_table(data: Path, pool: str, ann: Path):
     derived = {}
     if not (d / "cluster_id.npy").exists():
         from curate.cluster.kmeans import KMeans
-        from curate.stage import StageContext
+        from curate.core.stage import StageContext
 
         t0 = time.perf_counter()
         out = KMeans().annotate(table, StageContext(work_dir=d / "kmeans_work", artifact_dir=d / "kmeans_art",
@@ -107,7 +108,7 @@ def pool_table(data: Path, pool: str, ann: Path):
         np.save(d / "cluster_id.npy", out.column("cluster_id").to_numpy())
         derived["kmeans_seconds"] = time.perf_counter() - t0
     if not (d / "n_tokens.npy").exists():
-        from curate.select.tokens import count_tokens
+        from curate.score.tokens import count_tokens
 
         t0 = time.perf_counter()
         np.save(d / "n_tokens.npy", count_tokens(table.column("text").to_pylist(), "SmolLM2-135M-Instruct"))
@@ -129,9 +130,9 @@ def prepare_sae(data: Path, ann: Path, pool: str) -> None:
 
     This is the ``sae_*`` methods' own annotation; its time is reported with the annotation costs.
     """
-    from curate.schema import embedding_matrix
+    from curate.core.schema import embedding_matrix
+    from curate.core.stage import StageContext
     from curate.select.sae import SAEFeatures
-    from curate.stage import StageContext
 
     d = ann / pool
     if (d / "sae_latents.npy").exists():
@@ -150,9 +151,10 @@ def prepare_sae(data: Path, ann: Path, pool: str) -> None:
 
 def run_unit(data: Path, ann: Path, work: Path, pool: str, label: str, budgets=BUDGETS) -> dict:
     """Run one method at every budget on one pool; save picks and timings."""
-    from curate.config import ConfigError, build_stage
-    from curate.registry import known_stages
-    from curate.stage import StageContext
+    from curate.core.errors import ConfigError
+    from curate.core.registry import known_stages
+    from curate.core.stage import StageContext
+    from curate.engine.config import build_stage
 
     spec = {lab: (typ, params) for lab, typ, params in method_specs(data)}
     typ, params = spec[label]
@@ -241,7 +243,7 @@ def published_overlap(data: Path, pool_rows: list[dict], ours: np.ndarray | None
 
 
 def report(data: Path, ann: Path, work: Path) -> dict:
-    from curate.compare import plot_overlap
+    from curate.report.compare import plot_overlap
 
     res = {"pools": {}, "notes": []}
     labels = [lab for lab, _, _ in method_specs(data)]
@@ -336,9 +338,9 @@ def _car_for_published(work: Path, pool: str) -> np.ndarray | None:
 
 def run_car_published(data: Path, ann: Path, work: Path) -> None:
     """``car`` on alpaca_44k at the published selection's size (rows of it found in the pool)."""
-    from curate.config import build_stage
-    from curate.registry import known_stages
-    from curate.stage import StageContext
+    from curate.core.registry import known_stages
+    from curate.core.stage import StageContext
+    from curate.engine.config import build_stage
 
     if "car" not in known_stages():
         print("car not registered: skipped")

@@ -43,10 +43,11 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate import io as cio  # noqa: E402
-from curate.provenance import Ledger  # noqa: E402
-from curate.pipeline import Runner  # noqa: E402
-from curate.store import StageStore, table_fingerprint  # noqa: E402
+from curate.cache.store import StageStore
+from curate.core.hashing import table_fingerprint
+from curate.engine.pipeline import Runner  # noqa: E402
+from curate.engine.provenance import Ledger  # noqa: E402
+from curate.ingest import read as cio
 
 SUB_DOLLY, SUB_GSM = 3000, 150
 SMALL_DOLLY, SMALL_GSM = 600, 30  # lm_pooling runs ~1 row/s here: the subsample it can afford
@@ -149,7 +150,12 @@ def step_small(data: Path, cache: Path) -> dict:
 
 def step_sae(data: Path, cache: Path) -> dict:
     from curate.embed.stage import Embed
-    from curate.select.sae import SAEFeatures, SAEGreedy, SAESimScale, feature_coverage_vs_random
+    from curate.select.sae import (
+        SAEFeatures,
+        SAEGreedy,
+        SAESimScale,
+        feature_coverage_vs_random,
+    )
 
     pool, _ = build_pool(data)
     pre = [Embed(), SAEFeatures()]
@@ -169,7 +175,12 @@ def step_sae(data: Path, cache: Path) -> dict:
 def step_sae_curve(data: Path, cache: Path) -> dict:
     """Feature coverage vs random at small budgets (after ``sae``: everything is cached, seconds)."""
     from curate.embed.stage import Embed
-    from curate.select.sae import SAEFeatures, SAEGreedy, SAESimScale, feature_coverage_vs_random
+    from curate.select.sae import (
+        SAEFeatures,
+        SAEGreedy,
+        SAESimScale,
+        feature_coverage_vs_random,
+    )
 
     pool, _ = build_pool(data)
     annotated = annotate(pool, cache, [Embed(), SAEFeatures()])
@@ -219,7 +230,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "select_targeted")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from curate.store import default_cache_dir
+    from curate.cache.store import default_cache_dir
 
     cache = a.cache or default_cache_dir()
     a.out.mkdir(parents=True, exist_ok=True)

@@ -51,9 +51,9 @@ def main() -> None:
 
     import torch
 
-    from curate import io as cio
     from curate.eval.losses import reference_losses
     from curate.eval.sets import load_eval_set
+    from curate.ingest import read as cio
     from curate.train.encode import encode_texts, render_prompt
     from curate.train.forward import prefix_states
     from curate.train.lora import LoRATrainer

@@ -1,14 +1,18 @@
-"""Python API: ``curate.run(config)`` and ``curate.select(data, method=..., budget=...)``."""
+"""Python API: ``curate.run(config)``, ``curate.plan(config)`` and ``curate.select(data, method=..., budget=...)``."""
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from curate import io as cio
-from curate.config import build_stage
-from curate.pipeline import Runner
-from curate.provenance import Ledger
-from curate.store import StageStore, table_fingerprint
+from curate.cache.store import StageStore
+from curate.core.hashing import table_fingerprint
+from curate.engine.config import build_stage
+from curate.engine.pipeline import Runner, plan, run
+from curate.engine.provenance import Ledger
+from curate.ingest import read as cio
+
+
+__all__ = ["run", "plan", "select"]
 
 
 def select(data, method: str, budget=None, *, format: str | None = None, id_field: str | None = None,

@@ -1,1 +1,1 @@
-"""Prefect flows wrapping curate.pipeline (thin glue; the library never imports Prefect)."""
+"""Prefect flows wrapping curate.engine.pipeline (thin glue; the library never imports Prefect)."""

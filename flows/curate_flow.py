@@ -1,4 +1,4 @@
-"""Prefect flows over curate.pipeline (thin glue: the library never imports Prefect).
+"""Prefect flows over curate.engine.pipeline (thin glue: the library never imports Prefect).
 
 Both flows are named ``curate``, so every deployment reads ``curate/<name>``
 (``prefect deployment run curate/quickstart``; see prefect.yaml and docs/operations.md):
@@ -9,7 +9,7 @@ Both flows are named ``curate``, so every deployment reads ``curate/<name>``
   earlier step is a cache hit in curate's StageStore, so it computes only its own step. With
   ``dask=True`` the stages run in a subflow on prefect-dask's ``DaskTaskRunner`` and every
   sharded annotator (embed, LM scores, quality model) submits one task per shard.
-* :func:`refresh_flow`: a versioned refresh (:mod:`curate.refresh`): ``plan`` says which
+* :func:`refresh_flow`: a versioned refresh (:mod:`curate.ops.refresh`): ``plan`` says which
   version it will write or that the source is unchanged (no-op), then one task writes it.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from curate.config import load_config
-from curate.pipeline import Runner, ingest, run as run_recipe
-from curate.provenance import Ledger
-from curate.store import StageStore
+from curate.cache.store import StageStore
+from curate.engine.config import load_config
+from curate.engine.pipeline import Runner, ingest
+from curate.engine.pipeline import run as run_recipe
+from curate.engine.provenance import Ledger
 
 
 def _run_name(prefix: str = "") -> str:
@@ -52,7 +53,8 @@ def stage_task(config: str, output_dir: str | None, upto: int, parent_key: str, 
     """
     from contextlib import nullcontext
 
-    from curate.shards_dask import PrefectShardExecutor, use_executor
+    from curate.core.shards import use_executor
+    from flows.shard_executor import PrefectShardExecutor
 
     cfg = load_config(config, output_dir)
     store = StageStore(cfg.cache_dir)
@@ -128,14 +130,14 @@ def curate_flow(config: str = "configs/quickstart.yaml", output_dir: str | None 
 
 @task(name="plan-refresh", cache_policy=NO_CACHE, task_run_name="plan refresh {recipe}")
 def plan_refresh_task(config: str, source: str | None, versions_dir: str | None, recipe: str) -> dict:
-    from curate.refresh import plan_refresh
+    from curate.ops.refresh import plan_refresh
 
     return plan_refresh(config, source, versions_dir)
 
 
 @task(name="refresh-version", cache_policy=NO_CACHE)
 def refresh_task(config: str, source: str | None, versions_dir: str | None) -> dict:
-    from curate.refresh import run_refresh
+    from curate.ops.refresh import run_refresh
 
     r = run_refresh(config, source, versions_dir, show_progress=False)
     return {"version": r.version, "path": str(Path(r.path).resolve()), "noop": r.noop, "message": r.message,

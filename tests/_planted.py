@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
-from curate.schema import embedding_column
-from curate.stage import Annotator
+from curate.core.registry import register
+from curate.core.schema import embedding_column
+from curate.core.stage import Annotator
 
 N_TOPICS, DIM = 4, 8
 _CENTERS = np.random.default_rng(123).normal(size=(N_TOPICS, DIM)) * 5

@@ -29,7 +29,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def ctx(tmp_path):
-    from curate.stage import StageContext
+    from curate.core.stage import StageContext
 
     return StageContext(work_dir=tmp_path / "work", artifact_dir=tmp_path / "art", show_progress=False)
 

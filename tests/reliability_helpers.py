@@ -17,8 +17,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import _REGISTRY, register
-from curate.stage import EXECUTION_PARAMS, Annotator, Selection, Selector, StageContext
+from curate.core.registry import _REGISTRY, register
+from curate.core.stage import (
+    EXECUTION_PARAMS,
+    Annotator,
+    Selection,
+    Selector,
+    StageContext,
+)
 
 
 def _log(event: str) -> None:
@@ -136,8 +142,8 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 import reliability_helpers
 from reliability_helpers import _log
-import curate, curate.readers, curate.output
-from curate.stage import StageContext
+import curate, curate.ingest.files, curate.engine.output
+from curate.core.stage import StageContext
 
 fault = os.environ.get("CURATE_FAULT", "")
 kind, _, arg = fault.partition(":")
@@ -157,22 +163,22 @@ def map_shards(self, n_rows, fn, shard_size=4096, desc="shards"):
 StageContext.map_shards = map_shards
 
 if kind == "ingest":
-    orig_parse, seen = curate.readers._parse_line, [0]
+    orig_parse, seen = curate.ingest.files._parse_line, [0]
     def parse(b, m):
         seen[0] += 1
         if seen[0] > int(arg):
             die()
         return orig_parse(b, m)
-    curate.readers._parse_line = parse
+    curate.ingest.files._parse_line = parse
 if kind == "select":
     os.environ["CURATE_TEST_KILL_IN_SELECT"] = "1"
 if kind == "output":
-    orig_write = curate.output._write_parquet
+    orig_write = curate.engine.output._write_parquet
     def write(table, path):
         if path.name == "provenance.parquet":
             die()
         return orig_write(table, path)
-    curate.output._write_parquet = write
+    curate.engine.output._write_parquet = write
 
 res = curate.run(json.loads(sys.argv[1]), show_progress=False)
 print("RESULT " + json.dumps({{"hash": res.output_hash, "counts": res.counts,

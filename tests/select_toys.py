@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.schema import embedding_column
+from curate.core.schema import embedding_column
 from curate.select.base import NOT_SELECTED
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import curate.adapters_arrow as aa
-from curate import io as cio
+import curate.ingest.fast as aa
+from curate.ingest import read as cio
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 REAL_ADAPT = aa.adapt_table

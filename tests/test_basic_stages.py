@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import toy_table
-from curate.budget import resolve_budget
+
+from curate.core.budget import resolve_budget
 from curate.dedup.exact import ExactDedup
-from curate.filters import LengthFilter
-from curate.select.basic import RandomSelect, ScoreFilter, TopK
+from curate.filters.length import LengthFilter
+from curate.filters.score import ScoreFilter
+from curate.select.basic import RandomSelect, TopK
 
 
 def test_exact_dedup_normalises_case_and_whitespace_and_keeps_first(ctx):
@@ -95,7 +96,8 @@ def test_cherry_ifd_drops_ifd_above_1_truncated_and_missing_then_keeps_the_highe
 
 def test_cherry_ifd_recipe_validates():
     from conftest import REPO
-    from curate.config import load_config
+
+    from curate.engine.config import load_config
 
     cfg = load_config(REPO / "configs" / "instruction" / "cherry_ifd.yaml")
     assert [s.name for s in cfg.build_stages()][-2:] == ["ifd", "cherry_ifd"]

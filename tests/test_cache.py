@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 import curate
-from curate.cache_cli import gc, list_entries, parse_age, parse_size, plan_gc
-from curate.cli import app
-from curate.store import StageStore
+from curate.cache.gc import gc, list_entries, parse_age, parse_size, plan_gc
+from curate.cache.store import StageStore
+from curate.cli.main import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reliability_helpers import recipe, write_pool  # noqa: E402
@@ -79,7 +79,7 @@ def test_gc_skips_an_entry_a_running_process_holds(tmp_path):
     store.commit("held", pa.table({"a": [1, 2, 3]}))
     store.commit("free", pa.table({"a": [4]}))
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom curate.store import StageStore\n"
+        [sys.executable, "-c", "import sys, time\nfrom curate.cache.store import StageStore\n"
          f"s = StageStore({str(tmp_path / 'c')!r}); s.hold('held'); print('ready', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

@@ -6,7 +6,7 @@ import json
 import yaml
 from typer.testing import CliRunner
 
-from curate.cli import app
+from curate.cli.main import app
 
 runner = CliRunner()
 

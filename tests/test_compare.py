@@ -8,12 +8,12 @@ import types
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from _planted import N_TOPICS, planted_quality, write_pool
 from typer.testing import CliRunner
 
 import curate
-from _planted import N_TOPICS, planted_quality, write_pool
-from curate.cli import app
-from curate.compare import compare, load_run
+from curate.cli.main import app
+from curate.report.compare import compare, load_run
 
 
 def _run(tmp_path, name: str, method: dict, quality: bool = False, sae: bool = False):
@@ -93,7 +93,7 @@ def test_sae_column_is_skipped_with_a_note_when_unavailable(runs, monkeypatch):
 
 def _fake_sae_module():
     """Stand-in for curate.select.sae's coverage API (the SAE method's branch provides the real one)."""
-    from curate.schema import embedding_matrix
+    from curate.core.schema import embedding_matrix
 
     mod = types.ModuleType("curate.select.sae")
     mod.LATENTS = "sae_latents"

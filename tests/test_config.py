@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from curate.config import ConfigError, load_config
+from curate.core.errors import ConfigError
+from curate.engine.config import load_config
 
 BASE = {"input": {"path": "x.jsonl"}, "stages": [{"type": "exact_dedup"}, {"type": "random", "budget": 10}],
         "output": {"dir": "out"}}
@@ -70,7 +71,7 @@ def test_output_override():
 
 
 def test_apply_overrides_parses_yaml_values_and_indexes_lists():
-    from curate.config import apply_overrides
+    from curate.engine.config import apply_overrides
 
     data = {"input": {"path": "a.jsonl"}, "stages": [{"type": "embed"}, {"type": "top_k", "budget": 5}]}
     got = apply_overrides(data, ["input.path=b.jsonl", "stages.1.budget={tokens: 500}", "seed=7",

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate.core.schema import embedding_column
 from curate.dedup.d4 import D4, prototype_keep
-from curate.schema import embedding_column
 
 
 def _planted(thetas_per_cluster, d=8):

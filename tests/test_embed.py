@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate.core.schema import embedding_matrix
+from curate.core.stage import StageContext
 from curate.embed.stage import CAR_TEMPLATE, Embed, build_texts
-from curate.schema import embedding_matrix
-from curate.stage import StageContext
 
 DATA = Path(__file__).parent / "data" / "embed" / "gsm8k_planted.jsonl"
 

@@ -89,7 +89,7 @@ def test_params_rejected_with_their_name():
 
 
 def test_cache_key_follows_backend_precision_and_weights(tmp_path, monkeypatch):
-    from curate.store import stage_key
+    from curate.core.hashing import stage_key
 
     keys = {stage_key("p", Embed(backend=b, precision=p)) for b, p in
             [("onnx", "float32"), ("onnx", "int8"), ("static", None), ("sentence_transformers", None)]}
@@ -97,10 +97,11 @@ def test_cache_key_follows_backend_precision_and_weights(tmp_path, monkeypatch):
     # same YAML, another device: bf16 autocast on a GPU is another result, so another key
     e = Embed(backend="sentence_transformers")
     cpu = e.cache_params()
-    import curate.models
     import torch
 
-    monkeypatch.setattr(curate.models, "pick_device", lambda device=None: device or "cuda")
+    import curate.models.loading
+
+    monkeypatch.setattr(curate.models.loading, "pick_device", lambda device=None: device or "cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     gpu = e.cache_params()
     assert cpu["resolved"]["precision"] == "float32" and gpu["resolved"]["precision"] == "bfloat16"
@@ -120,7 +121,7 @@ def test_cache_key_follows_backend_precision_and_weights(tmp_path, monkeypatch):
 
 
 def test_several_gguf_files_fail_clearly(tmp_path):
-    from curate.models import proxy_lm_fingerprint, resolve_proxy_lm
+    from curate.models.loading import proxy_lm_fingerprint, resolve_proxy_lm
 
     (tmp_path / "m.Q4_1.gguf").write_bytes(b"q4")
     assert resolve_proxy_lm(str(tmp_path)) == (str(tmp_path), "m.Q4_1.gguf")
@@ -139,7 +140,7 @@ def test_onnx_export_is_cached_by_weights(tmp_path, monkeypatch):
     path = onnx_backend.ensure_export()
     assert path.name == "model.onnx" and (path.parent / "curate_onnx.json").is_file()
     meta = json.loads((path.parent / "curate_onnx.json").read_text())
-    from curate.models import resolve_embedder, weights_fingerprint
+    from curate.models.loading import resolve_embedder, weights_fingerprint
 
     assert meta["weights"] == weights_fingerprint(resolve_embedder())
     calls = []

@@ -210,7 +210,7 @@ def test_eval_set_layouts(tmp_path):
 
 
 def test_config_errors_name_the_key(files, tiny, tmp_path):
-    from curate.config import ConfigError
+    from curate.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="reference arm 'rnd'"):
         run_eval(_config(files, tiny, tmp_path / "x", reference_arm="rnd"))
@@ -282,9 +282,9 @@ def test_pool_is_the_same_table_built_or_read_back(files, tiny, tmp_path):
     (hours of IFD) are recomputed: Parquet renames list items, which changes the hash."""
     import pyarrow.parquet as pq
 
+    from curate.core.hashing import table_fingerprint
     from curate.eval.config import load_eval_config
     from curate.eval.runner import EvalRun, build_pool
-    from curate.store import table_fingerprint
 
     cfg = load_eval_config(_config(files, tiny, tmp_path / "fp", seeds=[0]))
     prompts = [p for s in EvalRun(cfg, show_progress=False).eval_sets() for p in s.prompts()]
@@ -299,7 +299,7 @@ def test_pool_is_the_same_table_built_or_read_back(files, tiny, tmp_path):
 
 
 def test_arms_filter_and_unknown_method(files, tiny, tmp_path):
-    from curate.config import ConfigError
+    from curate.core.errors import ConfigError
 
     cfg = _config(files, tiny, tmp_path / "f", seeds=[0])
     cfg["arms"] = cfg["arms"] + [{"name": "future", "method": "not_a_stage"}]
@@ -321,7 +321,7 @@ def test_arms_filter_keeps_the_match_arm_of_a_length_matched_arm(files, tiny, tm
     # `longest` is filtered out: its rows are built as lm's reference, but it is not trained
     assert sorted(u["arm"] for u in res["units"]) == ["lm", "random"] and "longest" in built
     cfg["arms"][2]["match"] = "nope"
-    from curate.config import ConfigError
+    from curate.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must name an earlier arm"):
         run_eval(cfg, show_progress=False, arms=["lm"])

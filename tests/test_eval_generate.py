@@ -243,7 +243,7 @@ def test_paired_delta_win_rate_direction():
 
 
 def test_generate_config_is_validated(tiny, tmp_path):
-    from curate.config import ConfigError
+    from curate.core.errors import ConfigError
 
     cfg = _config(tmp_path, tiny, tmp_path / "x")
     cfg["eval_sets"][0]["generate"] = {"metric": "bleu"}

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
 
 import curate
-from conftest import REPO
 
 pytest.importorskip("prefect")
 if str(REPO) not in sys.path:  # flows/ is imported from the checkout, whichever way pytest was started
@@ -99,9 +99,10 @@ def test_one_dask_task_per_shard_retry_and_resume(prefect_server, tmp_path):
     import cloudpickle
     from prefect import flow
 
-    from curate.shards_dask import PrefectShardExecutor, active_executor, use_executor
-    from curate.stage import StageContext
+    from curate.core.shards import active_executor, use_executor
+    from curate.core.stage import StageContext
     from flows.curate_flow import dask_runner
+    from flows.shard_executor import PrefectShardExecutor
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Dask workers cannot import this test module
     local_marks = tmp_path / "local_marks"

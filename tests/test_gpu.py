@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import toy_table
 
 torch = pytest.importorskip("torch")
@@ -19,8 +18,8 @@ TEXTS = ["The cat sat on the mat.", "A dog barked at the mailman.", "Stocks fell
 
 
 def test_embed_cuda_autocast_matches_cpu(ctx):
+    from curate.core.schema import embedding_matrix
     from curate.embed.stage import Embed
-    from curate.schema import embedding_matrix
 
     cpu = embedding_matrix(Embed(device="cpu", show_progress=False).annotate(toy_table(TEXTS), ctx), "embedding")
     ctx.work_dir = ctx.work_dir.parent / "work_gpu"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import importlib
 import json
 import tempfile
 from pathlib import Path
@@ -20,8 +21,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import curate
-from curate.io import InputError, read_input
-from curate.provenance import Ledger
+from curate.core.errors import InputError
+from curate.engine.provenance import Ledger
+from curate.ingest.read import read_input
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
@@ -93,7 +95,7 @@ def check_ingested(got, expected_records: int) -> None:
     prov = ledger.to_table()
     ids = prov.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == expected_records
-    assert set(q["reason"] for q in got.quarantine) <= set(__import__("curate.adapters").adapters.REASONS)
+    assert set(q["reason"] for q in got.quarantine) <= set(importlib.import_module("curate.ingest.formats").REASONS)
 
 
 def check_one_line(e: Exception, name: str) -> None:

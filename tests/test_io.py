@@ -1,4 +1,4 @@
-"""Ingest: readers, format adapters, ids, quarantine and file-level errors (curate.io)."""
+"""Ingest: readers, format adapters, ids, quarantine and file-level errors (curate.ingest.read)."""
 from __future__ import annotations
 
 import gzip
@@ -11,8 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate import schema
-from curate.io import InputError, expand_paths, from_records, input_fingerprint, read_input, render_text
+from curate.core import schema
+from curate.core.errors import InputError
+from curate.ingest.read import (
+    expand_paths,
+    from_records,
+    input_fingerprint,
+    read_input,
+    render_text,
+)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

@@ -5,9 +5,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.cluster.faiss_utils import assign, default_k, inertia, plot_cluster_sizes, train_kmeans
+from curate.cluster.faiss_utils import (
+    assign,
+    default_k,
+    inertia,
+    plot_cluster_sizes,
+    train_kmeans,
+)
 from curate.cluster.kmeans import KMeans, assign_from_artifacts
-from curate.schema import embedding_column
+from curate.core.schema import embedding_column
 
 
 def _blobs(n_per=40, d=16, k=4, noise=0.05, seed=0):

@@ -7,15 +7,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curate.core.stage import StageContext
 from curate.dedup import minhash_index as mi
-from curate.dedup.inspect import dup_clusters_from_provenance, format_dup_cluster
 from curate.dedup.lsh import band_edges, connected_components, representatives
 from curate.dedup.minhash import MinHashDedup
-from curate.dedup.minhash_core import (candidate_probability, jaccard, minhash_signatures, ngram_hashes,
-                                       normalize_texts, optimal_param, pair_jaccard,
-                                       shingle_hashes)
+from curate.dedup.minhash_core import (
+    candidate_probability,
+    jaccard,
+    minhash_signatures,
+    ngram_hashes,
+    normalize_texts,
+    optimal_param,
+    pair_jaccard,
+    shingle_hashes,
+)
 from curate.dedup.minhash_index import MinHashIndex, compute_band_keys
-from curate.stage import StageContext
+from curate.report.dups import dup_clusters_from_provenance, format_dup_cluster
 
 
 def words(lo: int, hi: int, tag: str = "w") -> str:
@@ -248,7 +255,7 @@ def test_init_validates(bad):
 
 def test_registered_and_through_select():
     import curate
-    from curate.registry import get_stage
+    from curate.core.registry import get_stage
 
     assert get_stage("minhash_dedup") is MinHashDedup
     a = words(0, 30)

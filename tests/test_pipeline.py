@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import curate
-from curate.pipeline import plan
+from curate.engine.pipeline import plan
 from curate.select.basic import RandomSelect
 
 ROWS = [

@@ -8,7 +8,8 @@ import os
 import pytest
 
 import curate
-from curate.refresh import RefreshError, latest, list_versions, rollback, run_refresh
+from curate.ops.refresh import run_refresh
+from curate.ops.versions import RefreshError, latest, list_versions, rollback
 
 
 def _word(k: int) -> str:
@@ -128,9 +129,9 @@ def test_against_follows_a_recurated_reference(tmp_path):
 def test_row_cache_computes_only_unseen_rows_and_matches_direct(tmp_path):
     import pyarrow as pa
 
-    from curate.rowcache import RowCached
+    from curate.cache.rowcache import RowCached
+    from curate.core.stage import StageContext
     from curate.score.stages import Heuristics
-    from curate.stage import StageContext
 
     rows = _rows("c", 0, 12)
     table = pa.table({"id": [r["id"] for r in rows], "instruction": [r["instruction"] for r in rows],
@@ -164,11 +165,11 @@ def test_refresh_assigns_new_rows_to_previous_centroids(tmp_path):
     import numpy as np
     import pyarrow as pa
 
+    from curate.cache.store import StageStore
     from curate.cluster.kmeans import KMeans
-    from curate.provenance import Ledger
-    from curate.refresh import RefreshRunner, _save_state
-    from curate.schema import embedding_column
-    from curate.store import StageStore
+    from curate.core.schema import embedding_column
+    from curate.engine.provenance import Ledger
+    from curate.ops.refresh import RefreshRunner, _save_state
 
     rng = np.random.default_rng(0)
     centres = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 5]], dtype=np.float32)

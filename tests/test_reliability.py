@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import curate
-from curate.store import StageStore
+from curate.cache.store import StageStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reliability_helpers import recipe, write_pool  # noqa: E402
@@ -108,7 +108,7 @@ def test_commit_never_removes_a_complete_entry(tmp_path, monkeypatch):
 
 
 def test_map_shards_recomputes_a_damaged_shard(tmp_path, caplog):
-    from curate.stage import StageContext
+    from curate.core.stage import StageContext
 
     ctx = StageContext(work_dir=tmp_path / "w", show_progress=False)
     calls = []
@@ -156,7 +156,7 @@ def test_minhash_band_key_shards_recompute_when_damaged(tmp_path, monkeypatch):
 
 
 def test_dask_shard_files_are_checked(tmp_path):
-    from curate.shards_dask import compute_shard, load_shards
+    from curate.core.shards import compute_shard, load_shards
 
     calls = []
 
@@ -226,7 +226,7 @@ def test_ledger_catches_a_row_lost_between_reading_and_adapting(tmp_path, monkey
     """Reproduces issue 11: ``Ledger.check`` compared n_input = len(ids) + len(quarantine) with a
     sum of the same things, so a row lost between reading and adapting passed. Now the readers
     count records independently (lines here) and the run fails loudly."""
-    from curate.adapters import TableBuilder
+    from curate.ingest.formats import TableBuilder
 
     real_add = TableBuilder.add
 
@@ -302,8 +302,8 @@ class _FakeModel:
 def test_reward_pair_template_with_mixed_rows(tmp_path, monkeypatch):
     """Reproduces issue 11: the "pair" template scored prompts without responses (first row plain)
     or raised IndexError (first row structured) when a batch mixed structured and plain rows."""
+    from curate.core.stage import StageContext
     from curate.score.reward import RewardModel
-    from curate.stage import StageContext
 
     table = pa.table({"id": ["s1", "p1", "s2", "p2"],
                       "text": ["x", "plain text one", "y", "plain two"],
@@ -324,7 +324,7 @@ def test_reward_pair_template_with_mixed_rows(tmp_path, monkeypatch):
 
 def test_row_error_validation_survives_python_O():
     """Validation by ``assert`` vanished under ``python -O``; now it raises ValueError."""
-    r = _run_py(["-O", "-c", "from curate.adapters import RowError\n"
+    r = _run_py(["-O", "-c", "from curate.ingest.formats import RowError\n"
                  "try:\n    RowError('no_such_reason', 'x')\nexcept ValueError as e:\n    print('raised', e)"])
     assert "raised" in r.stdout, r.stdout + r.stderr
 
@@ -347,7 +347,7 @@ def test_entry_from_store_format_1_is_still_used_and_a_broken_one_recomputed(tmp
 
 def test_shard_without_checksum_is_used_if_it_loads(tmp_path):
     """Shards written before checksums (or by hand) are used when they load; a truncated one is recomputed."""
-    from curate.stage import StageContext
+    from curate.core.stage import StageContext
 
     shards = tmp_path / "w" / "shards"
     shards.mkdir(parents=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 import curate
-from curate.config import ConfigError, load_config
-from curate.store import stage_key
+from curate.core.errors import ConfigError
+from curate.core.hashing import stage_key
+from curate.engine.config import load_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reliability_helpers import read_log, recipe, write_pool  # noqa: E402

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from _planted import N_TOPICS, planted_vector, write_pool
 
 import curate
-from _planted import N_TOPICS, planted_vector, write_pool
-from curate import report_selection as rs
-from curate.store import StageStore
+from curate.cache.store import StageStore
+from curate.report import selection as rs
 
 
 def _run(tmp_path, method: dict, *, embed: bool = True, name: str = "run"):

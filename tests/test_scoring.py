@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate.core.stage import StageContext
 from curate.score import lm as lmlib
 from curate.score.heuristics import HEURISTIC_COLUMNS, text_heuristics
 from curate.score.rows import car_string, parse_car_string, row_fields
-from curate.stage import StageContext
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -171,7 +171,7 @@ def test_templates_and_chat_prompt(tiny_lm):
 
 
 def test_constructor_validation_names_the_parameter():
-    from curate.registry import get_stage
+    from curate.core.registry import get_stage
 
     for name in ("perplexity", "ifd", "heuristics", "quality_model", "reward_model"):
         assert get_stage(name).name == name
@@ -267,9 +267,9 @@ def test_quality_model_learns_planted_signal_and_roundtrips(tmp_path):
 
 
 def test_train_scorer_cli_on_each_label_layout(tmp_path):
-    from curate.score.cli import read_labels, train_scorer
     from curate.score.quality_model import QualityModel
     from curate.score.stages import QualityModelStage
+    from curate.score.train_scorer import read_labels, train_scorer
 
     pos, neg = _planted(40)
     pairs = tmp_path / "pairs.csv"
@@ -339,9 +339,9 @@ def test_reward_model_hook_matches_direct_forward(tiny_lm, tmp_path):
 
 
 def test_annotator_output_is_cached_by_the_pipeline(tmp_path):
-    pipeline = pytest.importorskip("curate.pipeline")
+    pipeline = pytest.importorskip("curate.engine.pipeline")
+    from curate.cache.store import StageStore
     from curate.score.stages import Heuristics
-    from curate.store import StageStore
 
     runner = pipeline.Runner(StageStore(tmp_path), show_progress=False)
     t = _table([("a", "", "one two")], ())
@@ -355,7 +355,7 @@ def test_annotator_output_is_cached_by_the_pipeline(tmp_path):
 @pytest.mark.slow
 def test_real_smollm2_prefers_fluent_text_over_shuffled_words(tmp_path):
     pytest.importorskip("gguf")
-    from curate.models import resolve_proxy_lm
+    from curate.models.loading import resolve_proxy_lm
     from curate.score.stages import Perplexity
 
     try:

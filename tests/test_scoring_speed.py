@@ -7,12 +7,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate.core.schema import embedding_column
+from curate.core.stage import StageContext
 from curate.embed.stage import Embed
-from curate.schema import embedding_column
-from curate.score.quality_model import LEGACY_EMBED_PARAMS, QualityModel, default_embed_params
+from curate.score.quality_model import (
+    LEGACY_EMBED_PARAMS,
+    QualityModel,
+    default_embed_params,
+)
 from curate.score.rows import RowFields
 from curate.score.stages import QualityModelStage
-from curate.stage import StageContext
 
 GOOD = ["Photosynthesis turns light, water and carbon dioxide into glucose and oxygen inside chloroplasts.",
         "To reverse a list in Python, call lst.reverse() in place or use lst[::-1] for a new list.",
@@ -35,7 +39,7 @@ def scorer(tmp_path_factory):
 
 
 def _table(with_embedding: str | None):
-    from curate.adapters import render_text
+    from curate.ingest.formats import render_text
 
     outs = GOOD + BAD
     texts = [render_text(f"Question {i}", "", o) for i, o in enumerate(outs)]
@@ -142,17 +146,17 @@ def test_lm_stage_key_has_dtype_and_weights(tmp_path, monkeypatch):
     (tmp_path / "m.gguf").write_bytes(b"weights")
     p = Perplexity(model=str(tmp_path / "m.gguf"))
     r = p.cache_params()["resolved"]
-    import curate.models
+    import curate.models.loading
 
-    assert r["dtype"] == curate.models.cpu_lm_dtype() and len(r["weights"]) == 32
+    assert r["dtype"] == curate.models.loading.cpu_lm_dtype() and len(r["weights"]) == 32
     # the CPU default follows the CPU's bf16 support (and so does the key)
     for native, want in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(curate.models, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(curate.models.loading, "cpu_has_native_bf16", lambda native=native: native)
         assert Perplexity(model=str(tmp_path / "m.gguf")).cache_params()["resolved"]["dtype"] == want
     monkeypatch.undo()
     assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="float32").cache_params()["resolved"]["dtype"] == "float32"
     assert Perplexity(model=str(tmp_path / "m.gguf"), dtype="int8").cache_params()["resolved"]["dtype"] == "int8"
-    monkeypatch.setattr(curate.models, "pick_device", lambda device=None: device or "cuda")
+    monkeypatch.setattr(curate.models.loading, "pick_device", lambda device=None: device or "cuda")
     assert IFD(model=str(tmp_path / "m.gguf")).cache_params()["resolved"]["dtype"] == "bfloat16"
     monkeypatch.undo()
     (tmp_path / "m.gguf").write_bytes(b"weights 2")
@@ -186,7 +190,7 @@ def test_lm_pooling_body_only_equals_last_hidden_state(tiny_llama):
     import torch
 
     from curate.embed.lm_pooling import encode_with, position_weighted_mean
-    from curate.models import load_causal_lm
+    from curate.models.loading import load_causal_lm
 
     lm, tok = load_causal_lm(tiny_llama, "cpu", "float32")
     texts = GOOD + BAD
@@ -203,7 +207,7 @@ def test_int8_lm_scores_follow_fp32(tiny_llama):
     import torch
     from scipy.stats import spearmanr
 
-    from curate.models import load_causal_lm
+    from curate.models.loading import load_causal_lm
     from curate.score import lm as lmlib
 
     fp, tok = load_causal_lm(tiny_llama, "cpu", "float32")
@@ -223,9 +227,9 @@ def test_onnx_body_runtime_matches_torch(tiny_llama, tmp_path, monkeypatch):
     import torch
 
     from curate.embed.lm_pooling import encode_with
-    from curate.models import load_causal_lm
+    from curate.models.lm_onnx import onnx_lm
+    from curate.models.loading import load_causal_lm
     from curate.score import lm as lmlib
-    from curate.score.lm_onnx import onnx_lm
 
     monkeypatch.setenv("CURATE_MODEL_CACHE", str(tmp_path / "models"))
     lm, tok = load_causal_lm(tiny_llama, "cpu", "float32")
@@ -250,8 +254,8 @@ def test_onnx_body_runtime_matches_torch(tiny_llama, tmp_path, monkeypatch):
 
 
 def test_lm_runtime_resolution_and_keys(tmp_path, monkeypatch):
-    import curate.models
-    from curate.score.lm_onnx import resolve_runtime
+    import curate.models.loading
+    from curate.models.lm_onnx import resolve_runtime
     from curate.score.stages import IFD, Perplexity
 
     assert resolve_runtime(None, "cpu", "float32") == "onnx"
@@ -262,7 +266,7 @@ def test_lm_runtime_resolution_and_keys(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="runtime must be one of"):
         Perplexity(runtime="tensorrt")
     (tmp_path / "m.gguf").write_bytes(b"weights")
-    monkeypatch.setattr(curate.models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(curate.models.loading, "cpu_has_native_bf16", lambda: False)
     on = Perplexity(model=str(tmp_path / "m.gguf")).cache_params()
     off = Perplexity(model=str(tmp_path / "m.gguf"), runtime="torch").cache_params()
     assert on["resolved"]["runtime"] == "onnx" and off["resolved"]["runtime"] == "torch"

@@ -8,10 +8,15 @@ import pyarrow as pa
 import pytest
 
 import curate
-from curate.config import ConfigError, build_stage
-from curate.registry import register
-from curate.select.base import NOT_SELECTED, BudgetSelector, Picks, validate_selection_budget
-from curate.stage import StageContext
+from curate.core.errors import ConfigError
+from curate.core.registry import register
+from curate.engine.config import build_stage
+from curate.select.base import (
+    NOT_SELECTED,
+    BudgetSelector,
+    Picks,
+    validate_selection_budget,
+)
 
 
 def _table(n: int, tokens=None) -> pa.Table:
@@ -111,7 +116,7 @@ def test_bad_budgets_fail_at_config_time(bad):
 
 def test_token_count_matches_the_proxy_tokenizer_and_is_added_automatically(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
-    from curate.select.tokens import load_tokenizer
+    from curate.models.tokenizers import load_tokenizer
 
     rows = [{"id": f"r{i}", "instruction": f"Write {i} words about cats.", "output": "cat " * (i + 1)} for i in range(30)]
     ds, prov = curate.select(rows, method="random", budget={"tokens": 400}, seed=0, return_provenance=True)

@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from select_toys import (
+    SESSION_CACHE,
+    blobs,
+    check_budgets_and_reasons,
+    dolly_rows,
+    planted_table,
+    run_recipe,
+)
 
 import curate
-from curate.config import ConfigError, build_stage
+from curate.core.errors import ConfigError
+from curate.engine.config import build_stage
 from curate.select.baselines import KCenter, Longest, farthest_first, response_lengths
-from select_toys import SESSION_CACHE, blobs, check_budgets_and_reasons, dolly_rows, planted_table, run_recipe
 
 
 def _lengths_table(lengths, seed=0):

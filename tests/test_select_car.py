@@ -5,11 +5,19 @@ import math
 
 import numpy as np
 import pytest
+from select_toys import (
+    SESSION_CACHE,
+    blobs,
+    check_budgets_and_reasons,
+    dolly_rows,
+    planted_table,
+    run_recipe,
+)
 
 import curate
-from curate.config import ConfigError, build_stage
+from curate.core.errors import ConfigError
+from curate.engine.config import build_stage
 from curate.select.car import CaR, car_order, cluster_representatives
-from select_toys import SESSION_CACHE, blobs, check_budgets_and_reasons, dolly_rows, planted_table, run_recipe
 
 
 def _planted(sizes=(60, 50, 40, 30, 20), seed=0):

@@ -3,15 +3,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from select_toys import (
+    SESSION_CACHE,
+    blobs,
+    check_budgets_and_reasons,
+    dolly_rows,
+    make_feedback,
+    planted_table,
+    run_recipe,
+)
 
 import curate
-from curate.config import ConfigError, build_stage
+from curate.core.errors import ConfigError
+from curate.core.hashing import stage_key
+from curate.core.stage import StageContext
+from curate.engine.config import build_stage
 from curate.select.kmq import KMQ, allocate, draw_in_cluster
 from curate.select.kmq_iterative import KMQIterative, feedback_key, update_weights
-from curate.stage import StageContext
-from curate.store import stage_key
-from select_toys import (SESSION_CACHE, blobs, check_budgets_and_reasons, dolly_rows, make_feedback, planted_table,
-                         run_recipe)
 
 
 def test_allocate_by_hand():

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import SAMPLE
 
 import curate
-from curate.config import ConfigError, build_stage
+from curate.core.errors import ConfigError
 from curate.embed.stage import Embed
+from curate.engine.config import build_stage
 from curate.select.rds import RDS, round_robin
 from curate.select.targets import read_targets
-
-from conftest import SAMPLE
 
 MATH = ["apples", "oranges", "sum", "total", "cost", "dollars", "pages", "hours", "minutes", "eggs",
         "half", "twice", "each", "left", "many", "price", "miles", "per", "week", "remaining"]
@@ -97,11 +98,11 @@ def test_budget_is_exact_and_reasons_cover_every_unselected_row(fake_embed, tmp_
 
 
 def test_token_budget_never_exceeds(fake_embed, tmp_path):
-    from curate import io as cio
+    from curate.ingest import read as cio
 
     t = cio.from_records(planted_pool()).table
     emb = Embed(show_progress=False)
-    from curate.schema import embedding_column
+    from curate.core.schema import embedding_column
 
     tokens = np.arange(1, 101)
     t = t.append_column("embedding", embedding_column(emb.encode(t.column("text").to_pylist())))
@@ -160,8 +161,8 @@ def test_targets_from_a_path_and_the_cache_key_follows_its_contents(fake_embed, 
 
 
 def test_pool_and_target_embedders_must_agree(fake_embed):
-    from curate import io as cio
-    from curate.schema import embedding_column
+    from curate.core.schema import embedding_column
+    from curate.ingest import read as cio
 
     t = cio.from_records(planted_pool()).table
     t = t.append_column("embedding", embedding_column(np.ones((100, 5), np.float32)))
@@ -195,7 +196,7 @@ def test_defaults_and_errors_name_the_parameter():
 
 
 def test_tiny_pools(fake_embed):
-    from curate import io as cio
+    from curate.ingest import read as cio
 
     t = cio.from_records(planted_pool(1, 0)).table
     ds = curate.select(t, method="rds", budget=1, targets=TARGET_ROWS)
@@ -204,7 +205,7 @@ def test_tiny_pools(fake_embed):
 
 def test_real_minilm_on_sample_data_prefers_gsm8k(tmp_path):
     """Real MiniLM: 150 Dolly + 30 GSM8K train rows, targets = 8 GSM8K test questions (shipped)."""
-    from curate import io as cio
+    from curate.ingest import read as cio
 
     dolly = cio.read_input(SAMPLE / "dolly_2k.jsonl").table.slice(0, 150)
     gsm = cio.read_input(SAMPLE / "gsm8k_500.jsonl").table.slice(0, 30)
@@ -218,7 +219,6 @@ def test_real_minilm_on_sample_data_prefers_gsm8k(tmp_path):
 def recipe_from(name: str, pool_path, out, budget: int) -> dict:
     """The shipped recipe's stages (configs/instruction/<name>.yaml) on a small pool, budget overridden."""
     import yaml
-
     from conftest import REPO
 
     stages = yaml.safe_load((REPO / "configs" / "instruction" / f"{name}.yaml").read_text())["stages"]
@@ -228,7 +228,7 @@ def recipe_from(name: str, pool_path, out, budget: int) -> dict:
 
 
 def write_sample_pool(tmp_path) -> "Path":
-    from curate import io as cio
+    from curate.ingest import read as cio
 
     rows = []
     for f, n in (("gsm8k_500.jsonl", 30), ("gpteacher_roleplay_500.json", 60)):
@@ -255,7 +255,8 @@ def test_shipped_recipe_runs(fake_embed, tmp_path, monkeypatch):  # after the re
 
 def test_shipped_recipes_validate_against_the_base():
     from conftest import REPO
-    from curate.config import load_config
+
+    from curate.engine.config import load_config
 
     base = REPO / "configs" / "instruction" / "base.yaml"
     if not base.exists():

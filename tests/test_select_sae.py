@@ -6,12 +6,19 @@ import pyarrow as pa
 import pytest
 
 import curate
-from curate.config import ConfigError, build_stage
-from curate.schema import embedding_column
-from curate.select.sae import (SAEFeatures, SAEGreedy, SAESimScale, feature_coverage, feature_coverage_vs_random,
-                               greedy_coverage)
+from curate.cache.store import StageStore
+from curate.core.errors import ConfigError
+from curate.core.schema import embedding_column
+from curate.engine.config import build_stage
+from curate.select.sae import (
+    SAEFeatures,
+    SAEGreedy,
+    SAESimScale,
+    feature_coverage,
+    feature_coverage_vs_random,
+    greedy_coverage,
+)
 from curate.select.sae_model import TopKSAE
-from curate.store import StageStore
 
 FAST = {"epochs": 15, "expansion": 4, "k": 8}
 
@@ -149,7 +156,8 @@ def test_simscale_drops_planted_near_duplicates_first(tmp_path):
 
 def test_raw_rows_get_minilm_and_the_sae_automatically(tmp_path):
     from conftest import SAMPLE
-    from curate import io as cio
+
+    from curate.ingest import read as cio
 
     t = cio.read_input(SAMPLE / "gsm8k_500.jsonl").table.slice(0, 60)
     ds, prov = curate.select(t, method="sae_greedy", budget=10, cache_dir=tmp_path, return_provenance=True, **FAST)
@@ -182,9 +190,9 @@ def test_errors_name_the_parameter():
 
 def test_shipped_recipe_runs(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
+    from test_select_rds import bow_encode, recipe_from, write_sample_pool
 
     from curate.embed.stage import Embed
-    from test_select_rds import bow_encode, recipe_from, write_sample_pool
 
     monkeypatch.setattr(Embed, "encode", bow_encode)  # MiniLM stand-in, keeps the suite fast
     recipe = recipe_from("sae_greedy", write_sample_pool(tmp_path), tmp_path / "out", 12)

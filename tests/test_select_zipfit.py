@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import REPO, SAMPLE
 
 import curate
-from curate import io as cio
-from curate.config import ConfigError, build_stage
+from curate.core.errors import ConfigError
+from curate.engine.config import build_stage
+from curate.ingest import read as cio
 from curate.select.zipfit import ZipFit, compressed_size, ncd_alignment
-
-from conftest import REPO, SAMPLE
 
 TARGETS = str(SAMPLE.parent / "sample_targets" / "gsm8k_test_8.jsonl")
 
@@ -148,7 +148,6 @@ def test_tiny_pool_and_errors():
 
 def test_raw_rows_and_the_shipped_recipe(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
-
     from test_select_rds import recipe_from, write_sample_pool
 
     rows = [{"instruction": r["instruction"], "output": r["output"]} for r in pool_table(10, 20).to_pylist()]

@@ -8,8 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.dedup.semantic import SemDeDup, earlier_max_similarity, semdedup_scores, threshold_for_ratio
-from curate.schema import embedding_column
+from curate.core.schema import embedding_column
+from curate.dedup.semantic import (
+    SemDeDup,
+    earlier_max_similarity,
+    semdedup_scores,
+    threshold_for_ratio,
+)
 
 DATA = Path(__file__).parent / "data" / "embed" / "gsm8k_planted.jsonl"
 

@@ -7,8 +7,8 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from curate import serve as srv
-from curate.cli import app
+from curate.cli.main import app
+from curate.ops import serve as srv
 
 
 def test_status_and_stop_without_a_server(tmp_path):

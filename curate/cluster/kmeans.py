@@ -16,13 +16,11 @@ import numpy as np
 import pyarrow as pa
 
 from curate.cluster.faiss_utils import assign, default_k, l2_normalize, train_kmeans
-from curate.registry import register
-from curate.schema import CLUSTER_ID, embedding_matrix
-from curate.stage import Annotator, StageContext
+from curate.core.registry import register
+from curate.core.schema import CENTROID_DISTANCE, CLUSTER_ID, embedding_matrix
+from curate.core.stage import Annotator, StageContext
 
 log = logging.getLogger(__name__)
-
-CENTROID_DISTANCE = "centroid_distance"
 
 
 def _check_int(name: str, value, low: int, allow_none: bool = False) -> None:

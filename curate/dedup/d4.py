@@ -22,14 +22,20 @@ from numbers import Integral
 import numpy as np
 import pyarrow as pa
 
-from curate.budget import resolve_budget, validate_budget
-from curate.cluster.kmeans import KMeans
 from curate.cluster.faiss_utils import assign
-from curate.dedup.semantic import (CENTROID_DISTANCE, KEEP_RULES, _check_ratio, resolve_representatives,
-                                   semantic_prerequisites, semdedup_scores, threshold_for_ratio)
-from curate.registry import register
-from curate.schema import CLUSTER_ID, embedding_matrix
-from curate.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
+from curate.cluster.kmeans import KMeans
+from curate.core.budget import resolve_budget, validate_budget
+from curate.core.params import check_ratio
+from curate.core.registry import register
+from curate.core.schema import CENTROID_DISTANCE, CLUSTER_ID, embedding_matrix
+from curate.core.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
+from curate.dedup.semantic import (
+    KEEP_RULES,
+    resolve_representatives,
+    semantic_prerequisites,
+    semdedup_scores,
+    threshold_for_ratio,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ class D4(Selector):
                  cluster_column: str = CLUSTER_ID, distance_column: str = CENTROID_DISTANCE,
                  use_gpu: bool | None = None, block_size: int = 2048):
         validate_budget(budget)
-        _check_ratio("dedup_ratio", dedup_ratio, allow_none=False)
+        check_ratio("dedup_ratio", dedup_ratio, allow_none=False)
         if not isinstance(budget, Integral) and float(budget) > float(dedup_ratio):
             raise ValueError(f"budget={budget!r} exceeds dedup_ratio={dedup_ratio!r}: the prototype step "
                              "can only remove rows (R_proto = budget / dedup_ratio must be <= 1)")

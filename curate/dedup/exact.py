@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from curate.registry import register
-from curate.stage import Selection, Selector, StageContext
+from curate.core.registry import register
+from curate.core.stage import Selection, Selector, StageContext
 
 _WS = re.compile(r"\s+")
 

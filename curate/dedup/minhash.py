@@ -16,12 +16,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from curate.core.registry import register
+from curate.core.stage import Selection, Selector, StageContext
 from curate.dedup.lsh import band_edges, connected_components, representatives
 from curate.dedup.minhash_core import optimal_param, pair_jaccard, shingle_hashes
-from curate.dedup.minhash_index import (MinHashIndex, compute_band_keys, index_for_against,
-                                        reference_fingerprint, signature_params)
-from curate.registry import register
-from curate.stage import Selection, Selector, StageContext
+from curate.dedup.minhash_index import (
+    MinHashIndex,
+    compute_band_keys,
+    index_for_against,
+    reference_fingerprint,
+    signature_params,
+)
 
 log = logging.getLogger(__name__)
 

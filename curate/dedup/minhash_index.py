@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.core.shards import load_shard, save_shard
 from curate.dedup.minhash_core import SHINGLE_HASH_VERSION, text_band_keys
-from curate.stage import load_shard, save_shard
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
 
     kw = {k: params[k] for k in SIGNATURE_PARAMS}
     n = len(texts)
-    from curate.shards_dask import active_executor  # under a Dask flow: one task per shard
+    from curate.core.shards import (
+        active_executor,  # under a Dask flow: one task per shard
+    )
 
     if active_executor() is not None and work_dir is not None and n:
         from types import SimpleNamespace
@@ -126,7 +128,7 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
                disable=not show_progress)
     parallel = num_proc > 1 and len(todo) > 1
     if parallel:
-        from curate.parallel import process_pool
+        from curate.core.parallel import process_pool
 
         # The parent is one of the num_proc processes: num_proc - 1 spawned workers take shards
         # from the front of the queue (each gets a copy: take, so only its shard's bytes are

@@ -20,14 +20,14 @@ from numbers import Real
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
-from curate.schema import CLUSTER_ID, embedding_matrix
-from curate.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
+from curate.core.params import check_ratio
+from curate.core.registry import register
+from curate.core.schema import CENTROID_DISTANCE, CLUSTER_ID, embedding_matrix
+from curate.core.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
 
 log = logging.getLogger(__name__)
 
 KEEP_RULES = ("hard", "easy", "random")
-CENTROID_DISTANCE = "centroid_distance"
 
 
 def earlier_max_similarity(x: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -145,13 +145,6 @@ def resolve_representatives(keep: np.ndarray, match: np.ndarray, order: np.ndarr
     return rep
 
 
-def _check_ratio(name: str, value, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-
-
 @register
 class SemDeDup(Selector):
     """Drop near-duplicates by embedding similarity inside k-means clusters (Abbas et al. 2023).
@@ -191,7 +184,7 @@ class SemDeDup(Selector):
             raise ValueError(f"give exactly one of eps and target_ratio, got eps={eps!r}, target_ratio={target_ratio!r}")
         if eps is not None and (isinstance(eps, bool) or not isinstance(eps, Real) or not 0.0 <= float(eps) < 2.0):
             raise ValueError(f"eps must be a number in [0, 2), got {eps!r}")
-        _check_ratio("target_ratio", target_ratio)
+        check_ratio("target_ratio", target_ratio)
         if keep not in KEEP_RULES:
             raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from curate.models import DEFAULT_PROXY_LM, load_causal_lm, pick_device
+from curate.models.loading import DEFAULT_PROXY_LM, load_causal_lm, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,12 @@ def encode_lm(
         max_length: truncate to this many tokens (default 512, RDS+'s Alpaca setting).
         normalize: L2-normalise (default True; RDS+ does).
         precision: weights dtype: None = bfloat16 on CUDA (RDS+ runs bf16; not yet verified on a
-            GPU) and ``curate.models.cpu_lm_dtype()`` on CPU (bfloat16 with native bf16 instructions, else float32; measured); "float32" for
+            GPU) and ``curate.models.loading.cpu_lm_dtype()`` on CPU (bfloat16 with native bf16 instructions, else float32; measured); "float32" for
             full precision.
         batch_size: texts per forward pass (default 8).
         device: torch device (default None = cuda when present).
         runtime: where the decoder body runs: None (default: onnxruntime for float32 on the CPU,
-            torch otherwise), "torch" or "onnx" (:mod:`curate.score.lm_onnx`).
+            torch otherwise), "torch" or "onnx" (:mod:`curate.models.lm_onnx`).
         show_progress: draw a progress bar over batches.
 
     Returns:
@@ -76,8 +76,8 @@ def encode_lm(
     """
     import torch
 
-    from curate.models import resolve_lm_dtype
-    from curate.score.lm_onnx import onnx_lm, resolve_runtime
+    from curate.models.lm_onnx import onnx_lm, resolve_runtime
+    from curate.models.loading import resolve_lm_dtype
 
     dev = pick_device(device)
     dtype = resolve_lm_dtype(precision, dev)  # None: bf16 on CUDA, cpu_lm_dtype() on CPU

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.models import DEFAULT_EMBEDDER, model_cache_dir, resolve_embedder, weights_fingerprint
+from curate.models.loading import DEFAULT_EMBEDDER, model_cache_dir, weights_fingerprint
+from curate.models.onnx_runtime import (
+    local_model_dir,
+    ort_session,
+    publish_dir,
+    usable_cores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +41,9 @@ ONNX_PRECISIONS = (None, "float32", "int8")
 OPSET = 17
 
 
-def _local_model_dir(model: str, revision: str | None) -> Path:
-    where = resolve_embedder(model)
-    if Path(where).is_dir():
-        return Path(where)
-    from huggingface_hub import snapshot_download  # a hub id: its files (offline if cached)
-
-    return Path(snapshot_download(where, revision=revision))
-
-
 def export_dir(model: str | None = None, revision: str | None = None) -> Path:
     """Cache folder of the ONNX export of ``model`` (keyed by the weights' content hash)."""
-    src = _local_model_dir(model or DEFAULT_EMBEDDER, revision)
+    src = local_model_dir(model or DEFAULT_EMBEDDER, revision)
     name = Path(str(model or DEFAULT_EMBEDDER)).name.replace("/", "_")
     return model_cache_dir() / "onnx" / f"{name}-{weights_fingerprint(src)[:16]}"
 
@@ -68,7 +65,7 @@ def ensure_export(model: str | None = None, revision: str | None = None, precisi
     out = export_dir(model, revision)
     fp32 = out / "model.onnx"
     if not (fp32.is_file() and (out / "curate_onnx.json").is_file()):
-        _export(_local_model_dir(model or DEFAULT_EMBEDDER, revision), out)
+        _export(local_model_dir(model or DEFAULT_EMBEDDER, revision), out)
     if precision != "int8":
         return fp32
     q = out / "model_int8.onnx"
@@ -128,44 +125,11 @@ def _export(src: Path, out: Path) -> None:
     publish_dir(tmp, out)
 
 
-def publish_dir(tmp: Path, out: Path) -> None:
-    """Move a finished export folder ``tmp`` to ``out`` in one rename; if another process
-    published ``out`` first, keep theirs and drop ``tmp``."""
-    if out.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
-
-
-@lru_cache(maxsize=4)
-def ort_session(path: str, threads: int | None):
-    """A cached CPU onnxruntime session for ``path`` (``threads`` intra-op threads; None = ort's default)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle worker threads sleep instead of spinning: on a shared 2-core machine spinning steals
-    # the cores other jobs (and the other worker) need; measured no slower here.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
 @lru_cache(maxsize=4)
 def _tokenizer(path: str):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(path)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def encode_onnx(texts: list[str], model: str | None = None, *, revision: str | None = None,

@@ -13,7 +13,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from curate.models import DEFAULT_EMBEDDER, load_sentence_transformer, pick_device, resolve_embedder
+from curate.models.loading import (
+    DEFAULT_EMBEDDER,
+    load_sentence_transformer,
+    pick_device,
+    resolve_embedder,
+)
 
 log = logging.getLogger(__name__)
 

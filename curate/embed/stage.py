@@ -30,9 +30,9 @@ from numbers import Integral
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
-from curate.schema import embedding_column
-from curate.stage import EXECUTION_PARAMS, Annotator, StageContext
+from curate.core.registry import register
+from curate.core.schema import embedding_column
+from curate.core.stage import EXECUTION_PARAMS, Annotator, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Embed(Annotator):
             core; execution-only: every row's vector is the same, measured bit-identical).
         runtime: ``lm_pooling`` only: where the LM's decoder body runs, None (default:
             onnxruntime for float32 on the CPU, torch otherwise), ``"torch"`` or ``"onnx"``
-            (:mod:`curate.score.lm_onnx`); part of the cache key as resolved.
+            (:mod:`curate.models.lm_onnx`); part of the cache key as resolved.
         show_progress: progress bar over shards (default True; execution-only).
 
     Output column: ``column`` as fixed-size-list<float32> (or float16) of size d.
@@ -134,7 +134,7 @@ class Embed(Annotator):
                  dtype: str = "float32", precision: str | None = None, embedding_dim: int | None = None,
                  shard_size: int = 4096, batch_size: int | None = None, device: str | None = None,
                  num_workers: int | None = None, runtime: str | None = None, show_progress: bool = True):
-        from curate.score.lm_onnx import check_runtime
+        from curate.models.lm_onnx import check_runtime
 
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -197,7 +197,7 @@ class Embed(Annotator):
             return self.precision or DEFAULT_ONNX_PRECISION
         if self.backend == "static":
             return "float32"
-        from curate.models import pick_device, resolve_lm_dtype
+        from curate.models.loading import pick_device, resolve_lm_dtype
 
         if self.backend == "lm_pooling":
             return resolve_lm_dtype(self.precision, pick_device(self.device))
@@ -213,7 +213,7 @@ class Embed(Annotator):
 
     def cache_params(self) -> dict:
         """Parameters plus the resolved precision and the model weights' content hash."""
-        from curate.models import embedder_fingerprint, proxy_lm_fingerprint
+        from curate.models.loading import embedder_fingerprint, proxy_lm_fingerprint
 
         p = super().cache_params()
         if self.backend != "lm_pooling":
@@ -224,8 +224,8 @@ class Embed(Annotator):
             weights = embedder_fingerprint(self.model, self.revision)
         p["resolved"] = {"precision": self.effective_precision(), "weights": weights}
         if self.backend == "lm_pooling":
-            from curate.models import pick_device
-            from curate.score.lm_onnx import resolve_runtime
+            from curate.models.lm_onnx import resolve_runtime
+            from curate.models.loading import pick_device
 
             p["resolved"]["runtime"] = resolve_runtime(self.runtime, pick_device(self.device), p["resolved"]["precision"])
         if p["resolved"]["precision"] == "int8":

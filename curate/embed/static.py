@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.models import DEFAULT_EMBEDDER, model_cache_dir, weights_fingerprint
+from curate.models.loading import DEFAULT_EMBEDDER, model_cache_dir, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ STATIC_MAX_LENGTH = 512  # Model2Vec's default token limit
 
 def static_dir(model: str | None = None, revision: str | None = None, pca_dims: int = PCA_DIMS) -> Path:
     """Cache folder of the static table distilled from ``model`` (keyed by its weights' hash)."""
-    from curate.embed.onnx_backend import _local_model_dir
+    from curate.models.onnx_runtime import local_model_dir
 
-    src = _local_model_dir(model or DEFAULT_EMBEDDER, revision)
+    src = local_model_dir(model or DEFAULT_EMBEDDER, revision)
     name = Path(str(model or DEFAULT_EMBEDDER)).name.replace("/", "_")
     return model_cache_dir() / "static" / f"{name}-{weights_fingerprint(src)[:16]}-pca{pca_dims}"
 
@@ -58,9 +58,9 @@ def ensure_distilled(model: str | None = None, revision: str | None = None, pca_
     out = static_dir(model, revision, pca_dims)
     if (out / "static.json").is_file():
         return out
-    from curate.embed.onnx_backend import _local_model_dir
+    from curate.models.onnx_runtime import local_model_dir
 
-    _distill(_local_model_dir(model or DEFAULT_EMBEDDER, revision), out, pca_dims, batch_size, show_progress)
+    _distill(local_model_dir(model or DEFAULT_EMBEDDER, revision), out, pca_dims, batch_size, show_progress)
     return out
 
 

@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.core.hashing import stable_hash
 from curate.score.rows import row_fields
-from curate.store import stable_hash
 
 CONTROL_METHODS = ("length_matched_random", "shuffled_responses", "mixture")
 
@@ -57,7 +57,7 @@ def filter_pool(pool: pa.Table, pool_filter: dict | None) -> pa.Table:
 
 
 def _read_selection(path: str) -> pa.Table:
-    from curate import io as cio
+    from curate.ingest import read as cio
 
     p = Path(path)
     if (p / "data").is_dir():
@@ -68,9 +68,9 @@ def _read_selection(path: str) -> pa.Table:
 
 
 def _stage_accepts_seed(method: str) -> bool:
-    from curate.registry import get_stage
+    from curate.core.registry import get_stage
 
-    return "seed" in get_stage(method)._param_names()
+    return "seed" in get_stage(method).param_names()
 
 
 def _output_lengths(table: pa.Table) -> np.ndarray:

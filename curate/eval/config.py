@@ -5,9 +5,16 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
-from curate.config import ConfigError
+from curate.core.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -124,8 +131,8 @@ def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
         cfg.arms = [a for a in cfg.arms if a["name"] in keep]
         cfg.compare_also = [c for c in cfg.compare_also if c in keep]
         names = [a["name"] for a in cfg.arms]
+    from curate.core.registry import known_stages
     from curate.eval.arms import CONTROL_METHODS
-    from curate.registry import known_stages
 
     # the kept arms, and the match arms whose selections a kept length-matched arm needs
     needed = set(names) | {a.get("match") for a in cfg.arms if a.get("method") == "length_matched_random"}

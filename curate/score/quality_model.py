@@ -60,10 +60,10 @@ def default_embed_params() -> dict:
 def embedding_strings(f: RowFields, embedding_text: str = "text") -> list[str]:
     """The strings the ``embedding`` group embeds: canonical ``text`` or CaR's layout.
 
-    Structured rows without a ``text`` (label files) get :func:`curate.adapters.render_text`,
+    Structured rows without a ``text`` (label files) get :func:`curate.ingest.formats.render_text`,
     the same rendering ingest gives them.
     """
-    from curate.adapters import render_text
+    from curate.ingest.formats import render_text
 
     if embedding_text == "car":
         return [car_string(a, x, o) if s else t
@@ -119,9 +119,9 @@ def compute_features(f: RowFields, features: tuple[str, ...], *, embedder: str =
                 h[:, j] = np.log1p(h[:, j])
         blocks.append(h)
     if "lm" in features:
-        from curate.models import load_causal_lm
+        from curate.models.loading import load_causal_lm
         from curate.score import lm as lmlib
-        from curate.score.stages import ifd_losses
+        from curate.score.lm import ifd_losses
 
         model, tok = load_causal_lm(proxy_lm, device, None)
         prompts = [lmlib.build_prompt(a, x, "alpaca") if s else "" for a, x, s in

@@ -11,9 +11,9 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
+from curate.core.registry import register
+from curate.core.stage import Annotator, StageContext
 from curate.score.rows import row_fields
-from curate.stage import Annotator, StageContext
 
 log = logging.getLogger(__name__)
 _TEMPLATES = ("chat", "pair", "plain")
@@ -73,7 +73,7 @@ class RewardModel(Annotator):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from curate.models import pick_device
+        from curate.models.loading import pick_device
 
         device = pick_device(self.device)
         dtype = self.dtype or ("bfloat16" if device.startswith("cuda") else "float32")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curate import schema
+from curate.core import schema
 
 
 @dataclass

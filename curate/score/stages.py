@@ -14,11 +14,12 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
+from curate.core.registry import register
+from curate.core.stage import Annotator, StageContext
 from curate.score import lm as lmlib
 from curate.score.heuristics import HEURISTIC_COLUMNS, heuristics_matrix
+from curate.score.lm import ifd_losses
 from curate.score.rows import RowFields, row_fields
-from curate.stage import Annotator, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class _LMStage(Annotator):
     def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
                  max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
                  device: str | None = None, runtime: str | None = None, show_progress: bool = True):
-        from curate.score.lm_onnx import check_runtime
+        from curate.models.lm_onnx import check_runtime
 
         _check_common(model, template, max_length, dtype, batch_size, device)
         check_runtime(runtime)
@@ -56,8 +57,8 @@ class _LMStage(Annotator):
 
     def _resolved(self) -> tuple[str, str, str]:
         """(device, dtype, runtime) that will run here."""
-        from curate.models import pick_device, resolve_lm_dtype
-        from curate.score.lm_onnx import resolve_runtime
+        from curate.models.lm_onnx import resolve_runtime
+        from curate.models.loading import pick_device, resolve_lm_dtype
 
         device = pick_device(self.device)
         dtype = resolve_lm_dtype(self.dtype, device)
@@ -65,7 +66,7 @@ class _LMStage(Annotator):
 
     def cache_params(self) -> dict:
         """Parameters plus the dtype and runtime that will run on this device and the weights' content hash."""
-        from curate.models import proxy_lm_fingerprint
+        from curate.models.loading import proxy_lm_fingerprint
 
         _, dtype, runtime = self._resolved()
         resolved = {"dtype": dtype, "weights": proxy_lm_fingerprint(self.model), "runtime": runtime}
@@ -75,8 +76,8 @@ class _LMStage(Annotator):
         return {**super().cache_params(), "resolved": resolved}
 
     def _load(self):
-        from curate.models import load_causal_lm
-        from curate.score.lm_onnx import onnx_lm
+        from curate.models.lm_onnx import onnx_lm
+        from curate.models.loading import load_causal_lm
 
         device, dtype, runtime = self._resolved()
         lm, tok = load_causal_lm(self.model, device, dtype)
@@ -109,7 +110,7 @@ class Perplexity(_LMStage):
         device: torch device; None picks CUDA when present (execution-only).
         runtime: where the decoder body runs: None (default: onnxruntime for float32 on the CPU,
             1.2-1.4x faster there with the same scores to float rounding; torch otherwise),
-            "torch", or "onnx" (the body exported once per model, :mod:`curate.score.lm_onnx`).
+            "torch", or "onnx" (the body exported once per model, :mod:`curate.models.lm_onnx`).
             The LM head and the loss always run in torch. Part of the cache key as resolved.
         show_progress: draw progress bars (default True; execution-only).
     """
@@ -192,24 +193,6 @@ class IFD(_LMStage):
             # known for every scored row, also where truncation left no answer token (IFD NaN)
             "ifd_truncated": pa.array(cut, pa.bool_(), mask=nan & ~cut),
         })
-
-
-def ifd_losses(lm, tok, prompts: list[str], answers: list[str], tag: str, *, max_length: int = 512,
-               batch_size: int = 8) -> dict[str, np.ndarray]:
-    """s(A|Q) and s(A) for n (prompt, answer) pairs (NaN where the answer is "" or truncated away).
-
-    Returns:
-        ``loss_cond`` (n,), ``loss_uncond`` (n,) float64, ``n_answer`` (n,) int64 tokens averaged
-        and ``truncated`` (n,) bool: prompt + answer was longer than ``max_length`` tokens.
-    """
-    # s(A|Q) needs the LM head only at answer positions: want_all=False skips it on the prompt
-    cond = lmlib.span_losses(lm, tok, prompts, answers, max_length=max_length, batch_size=batch_size,
-                             want_all=False)
-    k = cond["n_target"]
-    unc = lmlib.span_losses(lm, tok, [tag] * len(answers), answers, max_length=max_length,
-                            batch_size=batch_size, max_target_tokens=k, want_all=False)
-    loss_unc = np.where(k > 0, unc["loss_target"], np.nan)
-    return {"loss_cond": cond["loss_target"], "loss_uncond": loss_unc, "n_answer": k, "truncated": cond["truncated"]}
 
 
 @register
@@ -307,10 +290,10 @@ class QualityModelStage(Annotator):
 
     def cache_params(self) -> dict:
         """Parameters plus the scorer file's content hash (a refitted shipped scorer reruns the stage)."""
-        from curate.models import weights_fingerprint
-        from curate.score.quality_model import default_model_path
-
         from pathlib import Path
+
+        from curate.models.loading import weights_fingerprint
+        from curate.score.quality_model import default_model_path
 
         path = Path(self.model_path or default_model_path())
         return {**super().cache_params(), "resolved": {"scorer": weights_fingerprint(path) if path.is_file() else None}}
@@ -322,7 +305,7 @@ class QualityModelStage(Annotator):
         f = row_fields(table)
         emb = None
         if "embedding" in qm.features and self.embedding_column in table.column_names:
-            from curate.schema import embedding_matrix
+            from curate.core.schema import embedding_matrix
 
             col = embedding_matrix(table, self.embedding_column)
             ok, why = qm.embeddings_match(f, col)

@@ -3,7 +3,7 @@
 A selection method (CaR, kMQ, k-center, RDS+, ZIP-FIT, SAE, ...) subclasses
 :class:`BudgetSelector` and implements one method, ``pick(table, ctx, k) -> Picks``: the row
 indices it chooses, in the order it chose them, plus the score it ranked by and per-row extras.
-The base class turns that into a :class:`~curate.stage.Selection` and guarantees, for every
+The base class turns that into a :class:`~curate.core.stage.Selection` and guarantees, for every
 method alike:
 
 * **Budgets** (``budget:``) are a row count (``1000``), a fraction of the rows reaching the stage
@@ -30,18 +30,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from curate.budget import resolve_budget, validate_budget
-from curate.stage import Selection, Selector, StageContext
+from curate.core.budget import resolve_budget, validate_budget
+from curate.core.schema import TOKENS_COLUMN
+from curate.core.stage import Selection, Selector, StageContext
 
 log = logging.getLogger(__name__)
 
-TOKENS_COLUMN = "n_tokens"
 NOT_SELECTED = "not_selected_by_budget"
 
 
@@ -125,7 +125,7 @@ class BudgetSelector(Selector):
     def prerequisites(self, columns: list[str]) -> list:
         steps = list(self.method_prerequisites(columns))
         if is_token_budget(self.budget) and TOKENS_COLUMN not in columns:
-            from curate.select.tokens import TokenCount
+            from curate.score.tokens import TokenCount
 
             steps.append(TokenCount())
         return steps
@@ -219,15 +219,3 @@ def pick_order_from_scores(score: np.ndarray, descending: bool = True) -> np.nda
     return np.argsort(key, kind="stable").astype(np.int64)
 
 
-def check_real(value, name: str, low: float | None = None, high: float | None = None, *,
-               allow_none: bool = False, integer: bool = False) -> None:
-    """Validate a numeric parameter, raising ValueError that names it and its value."""
-    if value is None and allow_none:
-        return
-    kind = Integral if integer else Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")

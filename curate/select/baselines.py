@@ -18,10 +18,11 @@ import re
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
-from curate.schema import embedding_matrix
-from curate.select.base import BudgetSelector, Picks, check_real, pick_order_from_scores
-from curate.stage import EXECUTION_PARAMS, StageContext
+from curate.core.params import check_real
+from curate.core.registry import register
+from curate.core.schema import embedding_matrix
+from curate.core.stage import EXECUTION_PARAMS, StageContext
+from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def response_lengths(table: pa.Table, unit: str = "chars") -> np.ndarray:
         return np.fromiter((len(o) for o in out), dtype=np.float64, count=len(out))
     if unit == "words":
         return np.fromiter((len(_WORD.findall(o)) for o in out), dtype=np.float64, count=len(out))
-    from curate.select.tokens import load_tokenizer
+    from curate.models.tokenizers import load_tokenizer
 
     tok = load_tokenizer("SmolLM2-135M-Instruct")
     ids = tok(list(out), add_special_tokens=False)["input_ids"] if out else []

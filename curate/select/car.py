@@ -30,11 +30,12 @@ import numpy as np
 import pyarrow as pa
 
 from curate.cluster.faiss_utils import default_k
-from curate.registry import register
-from curate.schema import embedding_matrix
-from curate.select.base import BudgetSelector, Picks, check_real, pick_order_from_scores
-from curate.select.basic import _score_column, score_producer
-from curate.stage import StageContext
+from curate.core.params import check_real
+from curate.core.registry import register
+from curate.core.schema import embedding_matrix, score_column
+from curate.core.stage import StageContext
+from curate.score.producers import score_producer
+from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class CaR(BudgetSelector):
 
     def _fit_clusters(self, table: pa.Table) -> np.ndarray:
         if self.cluster_column is not None:
-            labels = _score_column(table, self.cluster_column, self.name).astype(np.int64)
+            labels = score_column(table, self.cluster_column, self.name).astype(np.int64)
             self.k_ = len(np.unique(labels))
             return labels
         n = len(table)
@@ -178,7 +179,7 @@ class CaR(BudgetSelector):
         return labels
 
     def pick(self, table: pa.Table, ctx: StageContext | None, k: int) -> Picks:
-        q = _score_column(table, self.score, self.name)
+        q = score_column(table, self.score, self.name)
         labels = self._clusters(table)
         order, rep = car_order(q, labels, self.n1, self.n2)
         return Picks(order=order, score=q, extras={f"{self.name}_cluster": labels, "cluster_rep": rep},

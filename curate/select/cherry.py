@@ -18,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.registry import register
-from curate.select.base import BudgetSelector, Picks, check_real, pick_order_from_scores
-from curate.select.basic import score_producer
-from curate.stage import StageContext
+from curate.core.params import check_real
+from curate.core.registry import register
+from curate.core.stage import StageContext
+from curate.score.producers import score_producer
+from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
 
 IFD_COLUMNS = ("ifd", "ifd_truncated")
 

@@ -29,11 +29,12 @@ import numpy as np
 import pyarrow as pa
 
 from curate.cluster.faiss_utils import assign, default_k, train_kmeans
-from curate.registry import register
-from curate.schema import embedding_matrix
-from curate.select.base import BudgetSelector, Picks, check_real
-from curate.select.basic import _score_column, score_producer
-from curate.stage import StageContext
+from curate.core.params import check_real
+from curate.core.registry import register
+from curate.core.schema import embedding_matrix, score_column
+from curate.core.stage import StageContext
+from curate.score.producers import score_producer
+from curate.select.base import BudgetSelector, Picks
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class ClusterSampler(BudgetSelector):
         n = len(table)
         self.silhouette_ = {}
         if self.cluster_column is not None:
-            raw = _score_column(table, self.cluster_column, self.name).astype(np.int64)
+            raw = score_column(table, self.cluster_column, self.name).astype(np.int64)
             _, labels = np.unique(raw, return_inverse=True)
             self.k_ = int(labels.max()) + 1 if n else 0
             self.cluster_ids_ = raw
@@ -260,7 +261,7 @@ class ClusterSampler(BudgetSelector):
         n = len(table)
         if self.score is None:
             return np.zeros(n)
-        q = _score_column(table, self.score, self.name)
+        q = score_column(table, self.score, self.name)
         finite = np.isfinite(q)
         q = np.where(finite, q, q[finite].min() if finite.any() else 0.0)
         return q / float(self.temperature)
@@ -329,6 +330,6 @@ class KMQ(ClusterSampler):
         quota = allocate(weights, sizes, k)
         order = self._draw(np.random.default_rng(self.seed), labels, logits, quota)
         n = len(table)
-        score = _score_column(table, self.score, self.name) if self.score else None
+        score = score_column(table, self.score, self.name) if self.score else None
         return Picks(order=order, score=score, extras={f"{self.name}_cluster": self.cluster_ids_},
                      reasons=np.full(n, QUOTA_REASON, dtype=object))

@@ -36,11 +36,12 @@ import re
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
-from curate.select.base import TOKENS_COLUMN, Picks, check_real
-from curate.select.basic import _score_column
+from curate.core.params import check_real
+from curate.core.registry import register
+from curate.core.schema import TOKENS_COLUMN, score_column
+from curate.core.stage import StageContext
+from curate.select.base import Picks
 from curate.select.kmq import DEFAULT_K_GRID, QUOTA_REASON, ClusterSampler, allocate
-from curate.stage import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ class KMQIterative(ClusterSampler):
             self._write_artifact(ctx, state)
         rnd = np.full(n, -1, np.int64)
         rnd[state["order"]] = state["round_of"]
-        score = _score_column(table, self.score, self.name) if self.score else None
+        score = score_column(table, self.score, self.name) if self.score else None
         return Picks(order=state["order"], score=score,
                      extras={f"{self.name}_cluster": self.cluster_ids_, "round": rnd,
                              "cluster_weight": state["weights"][-1][labels]},

@@ -23,17 +23,23 @@ Targets are embedded with exactly the pool's backend, model, template and max_le
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 import pyarrow as pa
 
+from curate.core.hashing import stable_hash
+from curate.core.registry import register
+from curate.core.schema import embedding_matrix
+from curate.core.stage import StageContext
 from curate.embed.stage import DEFAULT_BACKEND, Embed, build_texts
-from curate.registry import register
-from curate.store import stable_hash
-from curate.schema import embedding_matrix
 from curate.select.base import BudgetSelector, Picks
-from curate.select.targets import (describe_targets, read_targets, targets_fingerprint, targets_sha,
-                                   validate_targets_spec)
-from curate.stage import StageContext
+from curate.select.targets import (
+    describe_targets,
+    read_targets,
+    targets_fingerprint,
+    targets_sha,
+    validate_targets_spec,
+)
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,12 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from curate.registry import register
-from curate.schema import embedding_column, embedding_matrix
-from curate.select.base import BudgetSelector, Picks, check_real
+from curate.core.params import check_real
+from curate.core.registry import register
+from curate.core.schema import embedding_column, embedding_matrix
+from curate.core.stage import Annotator, StageContext
+from curate.select.base import BudgetSelector, Picks
 from curate.select.sae_model import TopKSAE
-from curate.stage import Annotator, StageContext
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ A targeted method ranks the pool by its closeness to a few examples of the task 
 
 * rows: a list of dicts in any format the readers know (alpaca ``instruction``/``input``/``output``,
   ``question``/``answer``, ``messages``, ``text``), one task named ``"target"``;
-* a path (file or folder) read with :func:`curate.io.read_input`, one task named after the file;
+* a path (file or folder) read with :func:`curate.ingest.read.read_input`, one task named after the file;
 * a mapping ``{task_name: rows_or_path}``: several tasks (RDS+'s multi-task round-robin).
 
 Every target row goes through the same adapters as the pool, so its canonical ``text`` (and the
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curate.store import stable_hash
+from curate.core.hashing import stable_hash
 
 DEFAULT_TASK = "target"
 
 
 def _read_one(spec, where: str) -> pa.Table:
-    from curate import io as cio
+    from curate.ingest import read as cio
 
     _check_spec(spec, where)
     if isinstance(spec, (list, tuple)):

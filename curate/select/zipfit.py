@@ -32,12 +32,16 @@ from numbers import Integral
 import numpy as np
 import pyarrow as pa
 
+from curate.core.registry import register
+from curate.core.stage import EXECUTION_PARAMS, StageContext
 from curate.embed.stage import build_texts, template_fields
-from curate.registry import register
 from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
-from curate.select.targets import (describe_targets, read_targets, targets_sha,
-                                   validate_targets_spec)
-from curate.stage import EXECUTION_PARAMS, StageContext
+from curate.select.targets import (
+    describe_targets,
+    read_targets,
+    targets_sha,
+    validate_targets_spec,
+)
 
 log = logging.getLogger(__name__)
 

@@ -134,7 +134,7 @@ class LoRATrainer:
         fp["target_modules"] = list(fp["target_modules"])
         fp["model"] = self.model if isinstance(self.model, str) else f"object:{type(self.model[0]).__name__}"
         fp["version"] = TRAINER_VERSION
-        from curate.models import pick_device
+        from curate.models.loading import pick_device
 
         if pick_device(self.device).startswith("cuda"):  # only then: fp32 (CPU) keys stay as they were
             fp["autocast"] = "bfloat16"
@@ -144,7 +144,7 @@ class LoRATrainer:
         """``(base model, tokenizer)``, loaded once (the GGUF load takes ~18 s on this CPU)."""
         if self._loaded is None:
             if isinstance(self.model, str):
-                from curate.models import load_causal_lm, pick_device
+                from curate.models.loading import load_causal_lm, pick_device
 
                 self._loaded = load_causal_lm(self.model, device=pick_device(self.device), dtype="float32")
             else:
@@ -186,7 +186,12 @@ class LoRATrainer:
 
     def token_nll(self, lm, enc: Encoded, idx, states=None):
         """(k,) NLL of the response tokens of rows ``idx`` with the configured path."""
-        from curate.train.forward import nll_from_prefix, nll_plain, nll_response_only, pad_batch
+        from curate.train.forward import (
+            nll_from_prefix,
+            nll_plain,
+            nll_response_only,
+            pad_batch,
+        )
 
         tok = self.base()[1]
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -210,7 +215,7 @@ class LoRATrainer:
         import torch
         from tqdm.auto import tqdm
 
-        from curate.models import pick_device
+        from curate.models.loading import pick_device
         from curate.train.forward import prefix_states
 
         enc = rows if isinstance(rows, Encoded) else self.encode(rows)

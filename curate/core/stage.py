@@ -1,0 +1,248 @@
+"""Stage contracts: Annotator (adds columns) and Selector (keeps/drops with reasons).
+
+Manners follow scikit-learn: parameters are keyword arguments stored as given (``get_params``),
+learned state ends in ``_``, every random thing takes ``seed``. A stage's cache key hashes its
+parent's key, its ``name``, ``version`` and ``cache_params()`` (all parameters except the
+execution-only ones in ``execution_params``: batch size, device, workers, progress).
+
+Subclass contract:
+
+* ``Annotator.annotate(table, ctx) -> pa.Table`` returns the *new* columns only, one row per
+  input row, same order. It never drops rows.
+* ``Selector.select(table, ctx) -> Selection`` decides keep/drop for every input row, with a
+  reason code from the class's ``reasons`` mapping for every dropped row.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from curate.core.shards import concat_shards, load_shard, save_shard
+
+log = logging.getLogger(__name__)
+
+EXECUTION_PARAMS = ("batch_size", "device", "num_workers", "num_proc", "show_progress")
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use besides its input table.
+
+    Attributes:
+        work_dir: scratch folder that survives a killed run (keyed by the stage's cache key);
+            long annotators write finished shards here and skip them on resume.
+        seed: run-level seed (a stage's own ``seed`` parameter wins).
+        show_progress: whether to draw progress bars.
+        artifact_dir: folder whose files are committed with the stage's output in the cache
+            (centroids, signature indexes); read it back from ``StageStore.artifacts(key)``.
+        store: the run's ``StageStore`` (for stages that read other cached artifacts), or None.
+    """
+
+    work_dir: Path
+    artifact_dir: Path | None = None
+    seed: int = 0
+    show_progress: bool = True
+    store: Any = None
+
+    def map_shards(
+        self,
+        n_rows: int,
+        fn: Callable[[int, int], dict[str, np.ndarray]],
+        shard_size: int = 4096,
+        desc: str = "shards",
+    ) -> dict[str, np.ndarray]:
+        """Run ``fn(start, stop)`` over row shards, saving each result so a killed run resumes.
+
+        Args:
+            n_rows: number of rows to cover.
+            fn: computes arrays for rows [start, stop); returns {name: array with first dim stop-start}.
+            shard_size: rows per shard (default 4096).
+            desc: progress-bar label.
+
+        Returns:
+            {name: array concatenated over shards along axis 0}.
+        """
+        from tqdm.auto import tqdm
+
+        from curate.core.shards import (
+            active_executor,  # hook: one Dask task per shard under a flow
+        )
+        if active_executor() is not None:
+            return active_executor().map_shards(self, n_rows, fn, shard_size=shard_size, desc=desc)
+        shard_dir = self.work_dir / "shards"
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        starts = list(range(0, n_rows, shard_size)) or [0]
+        paths = [shard_dir / f"{a:012d}-{min(a + shard_size, n_rows):012d}.npz" for a in starts]
+        done = sum(p.exists() for p in paths)
+        if done:
+            log.info("%s: resuming, %d of %d shards already finished", desc, done, len(starts))
+        parts: list[dict[str, np.ndarray]] = []
+        for start, path in tqdm(list(zip(starts, paths)), desc=desc, disable=not self.show_progress, unit="shard"):
+            stop = min(start + shard_size, n_rows)
+            if path.exists():
+                got = load_shard(path)
+                if got is not None:
+                    parts.append(got)
+                    continue
+            result = fn(start, stop)
+            save_shard(path, result)
+            parts.append(result)
+        return concat_shards(parts)
+
+    def clear(self) -> None:
+        """Remove the scratch folder once the stage's output is committed."""
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+@dataclass
+class Selection:
+    """A Selector's decision for every input row.
+
+    Attributes:
+        keep: (n,) bool, True where the row survives.
+        reason: (n,) object array of reason codes (None where kept).
+        score: optional (n,) float64 score the selector ranked by (NaN where undefined).
+        extras: optional per-row columns, e.g. ``dup_of`` (id of the kept representative, or
+            None), ``dup_cluster``, ``cluster_id``.
+    """
+
+    keep: np.ndarray
+    reason: np.ndarray
+    score: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keep = np.asarray(self.keep, dtype=bool)
+        n = len(self.keep)
+        self.reason = np.asarray(self.reason, dtype=object)
+        if self.reason.shape != (n,):
+            raise ValueError(f"reason has shape {self.reason.shape}, expected ({n},)")
+        if self.score is not None:
+            self.score = np.asarray(self.score, dtype=np.float64)
+            if self.score.shape != (n,):
+                raise ValueError(f"score has shape {self.score.shape}, expected ({n},)")
+        for k, v in self.extras.items():
+            if len(v) != n:
+                raise ValueError(f"extra {k!r} has length {len(v)}, expected {n}")
+        missing = ~self.keep & np.array([r is None for r in self.reason], dtype=bool)
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} dropped rows have no reason")
+
+    @classmethod
+    def keep_mask(cls, keep: np.ndarray, reason: str, score: np.ndarray | None = None, **extras) -> "Selection":
+        """Build a Selection where every dropped row has the same reason code."""
+        keep = np.asarray(keep, dtype=bool)
+        reasons = np.where(keep, None, reason).astype(object)
+        return cls(keep=keep, reason=reasons, score=score, extras=dict(extras))
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.keep.sum())
+
+    def to_table(self) -> pa.Table:
+        cols: dict[str, Any] = {"keep": pa.array(self.keep), "reason": pa.array(self.reason.tolist(), pa.string())}
+        if self.score is not None:
+            cols["score"] = pa.array(self.score)
+        for k, v in self.extras.items():
+            cols[k] = pa.array(v.tolist() if isinstance(v, np.ndarray) and v.dtype == object else v)
+        return pa.table(cols)
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> "Selection":
+        d = {c: table.column(c) for c in table.column_names}
+        extras = {k: _to_numpy(v) for k, v in d.items() if k not in ("keep", "reason", "score")}
+        score = _to_numpy(d["score"]).astype(np.float64) if "score" in d else None
+        return cls(
+            keep=d["keep"].to_numpy(zero_copy_only=False),
+            reason=np.array(d["reason"].to_pylist(), dtype=object),
+            score=score,
+            extras=extras,
+        )
+
+
+def _to_numpy(col: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or col.null_count:
+        if pa.types.is_floating(col.type):
+            return col.to_numpy(zero_copy_only=False)
+        return np.array(col.to_pylist(), dtype=object)
+    return col.to_numpy(zero_copy_only=False)
+
+
+class Stage:
+    """Base of all stages. Subclasses declare ``name`` (YAML type) and explicit keyword params."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    execution_params: ClassVar[tuple[str, ...]] = EXECUTION_PARAMS
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Constructor parameter names (excluding self and *args/**kwargs)."""
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.name != "self" and p.kind in kinds]
+
+    def get_params(self) -> dict[str, Any]:
+        """All constructor parameters as given (scikit-learn's contract)."""
+        return {p: getattr(self, p) for p in self.param_names()}
+
+    def cache_params(self) -> dict[str, Any]:
+        """Parameters that change the result (execution-only ones removed); part of the cache key."""
+        return {k: v for k, v in self.get_params().items() if k not in self.execution_params}
+
+    def prerequisites(self, columns: list[str]) -> list["Stage"]:
+        """Stages to run first when columns this stage needs are absent (default none).
+
+        Args:
+            columns: column names of the table this stage will receive.
+
+        Returns:
+            Stages (usually Annotators such as ``embed``/``kmeans``) the pipeline inserts before
+            this one, in order. Recipes may also list them explicitly.
+        """
+        return []
+
+    def describe(self) -> str:
+        return f"{self.name}({json.dumps(self.cache_params(), sort_keys=True, default=str)})"
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Annotator(Stage):
+    """A stage that adds columns (embeddings, cluster ids, scores) and never drops rows."""
+
+    def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Selector(Stage):
+    """A stage that keeps or drops each row with a declared reason code.
+
+    Attributes:
+        reasons: {reason_code: one-line meaning}; every dropped row's reason is one of these.
+    """
+
+    reasons: ClassVar[dict[str, str]] = {}
+
+    def select(self, table: pa.Table, ctx: StageContext) -> Selection:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check(self, selection: Selection, n_rows: int) -> Selection:
+        """Validate a Selection against this stage's declared reasons and row count."""
+        if len(selection.keep) != n_rows:
+            raise ValueError(f"{self.name}: selection covers {len(selection.keep)} rows, input has {n_rows}")
+        used = {r for r in selection.reason if r is not None}
+        unknown = used - set(self.reasons)
+        if unknown:
+            raise ValueError(f"{self.name}: undeclared reason codes {sorted(unknown)}; declared {sorted(self.reasons)}")
+        return selection

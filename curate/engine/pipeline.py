@@ -1,0 +1,274 @@
+"""plan() and run(): the whole recipe in plain Python, no orchestrator needed.
+
+Rows flow through the stages in order: an Annotator's new columns are appended to the table
+(replacing same-named ones), a Selector's kept rows go on, its dropped rows are recorded in the
+ledger with the stage and reason. Every step is cached in the StageStore by a key chained from
+the input fingerprint, so an unchanged recipe recomputes nothing, changing one stage's
+parameters reruns that stage and what follows it, and a killed run resumes at the first stage
+without a committed output (long annotators also resume shard by shard inside it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from curate.cache.store import StageStore
+from curate.core.hashing import stable_hash, stage_key
+from curate.core.schema import CANONICAL_COLUMNS
+from curate.core.stage import Annotator, Selection, Selector, Stage, StageContext
+from curate.engine.config import RunConfig, load_config
+from curate.engine.provenance import Ledger
+from curate.ingest import read as cio
+
+log = logging.getLogger(__name__)
+
+INGEST_VERSION = "2"  # 2: record counts in the manifest; zstd, NUL-line, deep-JSON and column-name rules
+
+
+@dataclass
+class StepRecord:
+    """What one step did (a row of report.json's ``stages``)."""
+
+    label: str
+    type: str
+    kind: str
+    key: str
+    params: dict
+    cached: bool = False
+    auto: bool = False
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict = field(default_factory=dict)
+    columns_added: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Ingest:
+    key: str
+    table: pa.Table
+    quarantine: list[dict]
+    warnings: list[str]
+    files: list[str]
+    cached: bool
+    seconds: float
+    n_records: int = -1  # records counted where they were read (the ledger's n_input)
+
+
+def ingest_key(cfg: RunConfig) -> str:
+    inp = cfg.input
+    return stable_hash({"ingest": INGEST_VERSION, "fingerprint": cio.input_fingerprint(inp.path),
+                        "params": inp.model_dump(exclude={"path"})})
+
+
+def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ingest:
+    """Read the input (or load it from the cache when the input bytes and options are unchanged)."""
+    t0 = time.perf_counter()
+    key = ingest_key(cfg)
+    got_box: list = []
+
+    def compute() -> pa.Table:
+        inp = cfg.input
+        got = cio.read_input(inp.path, format=inp.format, id_field=inp.id_field, text_field=inp.text_field,
+                             fields=inp.fields, max_row_bytes=inp.max_row_bytes, source=inp.source,
+                             split=inp.split, show_progress=show_progress)
+        art = store.work_dir(key) / "artifacts"
+        art.mkdir(parents=True, exist_ok=True)
+        (art / "quarantine.jsonl").unlink(missing_ok=True)
+        if got.quarantine:
+            with open(art / "quarantine.jsonl", "w") as f:
+                for r in got.quarantine:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        got_box.append(got)
+        return got.table
+
+    def meta() -> dict:
+        got = got_box[0]
+        return {"stage": "ingest", "warnings": got.warnings, "files": [str(p) for p in got.files],
+                "record_counts": got.record_counts}
+
+    table, cached = store.get_or_compute(key, compute, meta_fn=meta)
+    if got_box:
+        got = got_box[0]
+        return Ingest(key, table, got.quarantine, got.warnings, [str(p) for p in got.files], False,
+                      time.perf_counter() - t0, got.n_records)
+    m = store.manifest(key)
+    qpath = store.artifacts(key) / "quarantine.jsonl"
+    quarantine = [json.loads(l) for l in qpath.read_text().splitlines()] if qpath.exists() else []
+    n_records = sum(m["record_counts"].values()) if m.get("record_counts") else len(table) + len(quarantine)
+    for w in m.get("warnings", []):
+        log.warning("%s", w)
+    return Ingest(key, table, quarantine, m.get("warnings", []), m.get("files", []), True,
+                  time.perf_counter() - t0, n_records)
+
+
+def _known_columns(stage: Stage) -> list[str]:
+    fn = getattr(stage, "output_columns", None)
+    return list(fn()) if callable(fn) else []
+
+
+class Runner:
+    """Executes stages against a StageStore, recording every decision in a Ledger.
+
+    Args:
+        store: the cache.
+        seed: run-level seed given to stages through their context (default 0).
+        show_progress: draw progress bars (default True).
+    """
+
+    def __init__(self, store: StageStore, seed: int | None = 0, show_progress: bool = True):
+        self.store = store
+        self.seed = 0 if seed is None else seed
+        self.show_progress = show_progress
+
+    def context(self, key: str) -> StageContext:
+        work = self.store.work_dir(key)
+        (work / "artifacts").mkdir(parents=True, exist_ok=True)
+        return StageContext(work_dir=work, artifact_dir=work / "artifacts", seed=self.seed,
+                            show_progress=self.show_progress, store=self.store)
+
+    def apply(self, stage: Stage, table: pa.Table, parent_key: str, label: str) -> tuple[pa.Table, StepRecord, pa.Table | Selection]:
+        """Run (or load) one stage on ``table``; return the next table, its record and its output."""
+        key = stage_key(parent_key, stage)
+        kind = "selector" if isinstance(stage, Selector) else "annotator"
+        rec = StepRecord(label=label, type=stage.name, kind=kind, key=key, params=stage.cache_params(), rows_in=len(table))
+        t0 = time.perf_counter()
+        if isinstance(stage, Annotator):
+            def compute() -> pa.Table:
+                log.info("running %s on %d rows", label, len(table))
+                out = stage.annotate(table, self.context(key))
+                if len(out) != len(table):
+                    raise RuntimeError(f"{label}: annotator returned {len(out)} rows for {len(table)}")
+                return out
+
+            out, rec.cached = self.store.get_or_compute(key, compute, {"stage": label, "params": rec.params})
+            for name in out.column_names:
+                col = out.column(name)
+                i = table.schema.get_field_index(name)
+                table = table.set_column(i, name, col) if i >= 0 else table.append_column(name, col)
+            rec.columns_added = out.column_names
+            result: pa.Table | Selection = out
+        elif isinstance(stage, Selector):
+            def compute() -> pa.Table:
+                log.info("running %s on %d rows", label, len(table))
+                return stage.check(stage.select(table, self.context(key)), len(table)).to_table()
+
+            sel_table, rec.cached = self.store.get_or_compute(key, compute, {"stage": label, "params": rec.params})
+            sel = stage.check(Selection.from_table(sel_table), len(table))
+            reasons, counts = np.unique(sel.reason[~sel.keep].astype(str), return_counts=True)
+            rec.dropped = {str(r): int(c) for r, c in zip(reasons, counts)}
+            table = table.filter(pa.array(sel.keep))
+            result = sel
+        else:
+            raise TypeError(f"{label}: {type(stage).__name__} is neither an Annotator nor a Selector")
+        rec.rows_out = len(table)
+        rec.seconds = time.perf_counter() - t0
+        return table, rec, result
+
+    def run_stages(self, stages: list[Stage], table: pa.Table, key: str, ledger: Ledger) -> tuple[pa.Table, str, list[StepRecord]]:
+        """Run ``stages`` in order (each preceded by the prerequisites its input lacks).
+
+        Returns:
+            (final table, final key, one StepRecord per step).
+        """
+        records: list[StepRecord] = []
+        for stage in stages:
+            # prerequisites are decided on the real columns at this point, so a recipe that
+            # already embeds does not embed twice
+            for step, auto in [(p, True) for p in stage.prerequisites(table.column_names)] + [(stage, False)]:
+                ids = table.column("id").to_pylist()
+                table, rec, result = self.apply(step, table, key, f"{len(records)}:{step.name}")
+                rec.auto = auto
+                if isinstance(result, Selection):
+                    ledger.record_selection(rec.label, ids, result)
+                else:
+                    ledger.record_scores(ids, result)
+                records.append(rec)
+                key = rec.key
+                log.info("%s: %d -> %d rows%s", rec.label, rec.rows_in, rec.rows_out, " (cached)" if rec.cached else "")
+        ledger.check()
+        return table, key, records
+
+    def execute(self, cfg: RunConfig) -> tuple[Ingest, pa.Table, Ledger, list[StepRecord], str]:
+        """Ingest and run a whole recipe; returns (ingest, final table, ledger, records, final key)."""
+        from curate.engine.preflight import check_after_ingest, check_before_ingest
+
+        stages = cfg.build_stages()
+        check_before_ingest(stages)
+        ing = ingest(cfg, self.store, self.show_progress)
+        check_after_ingest(stages, ing.table)
+        ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist(),
+                        n_input=ing.n_records if ing.n_records >= 0 else None)
+        ledger.check()  # ingest itself lost nothing
+        table, key, records = self.run_stages(stages, ing.table, ing.key, ledger)
+        return ing, table, ledger, records, key
+
+
+def plan(config, output_dir: str | None = None, overrides: list[str] | None = None) -> list[dict]:
+    """What a run would do: one row per step with its key and whether it is cached.
+
+    Keys chain from the input fingerprint, so this reads no data except cached column lists.
+    ``overrides``: ``key.path=value`` strings, as for :func:`run`.
+    """
+    cfg = load_config(config, output_dir, overrides)
+    store = StageStore(cfg.cache_dir)
+    def status(key: str) -> tuple[bool, str | None]:
+        # sizes only (cheap): a truncated or missing file shows as damaged, not as cached; the
+        # run itself also checksums small entries and recomputes whatever is damaged
+        if not store.has(key):
+            return False, None
+        problem = store.check(key, deep=False)
+        return problem is None, problem
+
+    key = ingest_key(cfg)
+    cached, problem = status(key)
+    rows = [{"step": "ingest", "key": key, "cached": cached, "damaged": problem}]
+    columns = store.manifest(key)["columns"] if cached else list(CANONICAL_COLUMNS)
+    for stage in cfg.build_stages():
+        for step, auto in [(p, True) for p in stage.prerequisites(columns)] + [(stage, False)]:
+            key = stage_key(key, step)
+            cached, problem = status(key)
+            rows.append({"step": f"{len(rows) - 1}:{step.name}" + (" (auto)" if auto else ""), "key": key,
+                         "cached": cached, "damaged": problem})
+            if isinstance(step, Annotator):
+                # an uncached annotator's columns are known only if it declares them
+                columns += store.manifest(key)["columns"] if cached else _known_columns(step)
+    return rows
+
+
+def run(config, output_dir: str | None = None, show_progress: bool = True, cache_dir: str | None = None,
+        overrides: list[str] | None = None):
+    """Run a recipe end to end and write the output directory.
+
+    Args:
+        config: YAML path, dict or RunConfig.
+        output_dir: overrides ``output.dir``.
+        show_progress: draw progress bars (default True).
+        cache_dir: overrides ``cache_dir``.
+        overrides: ``key.path=value`` strings applied to the recipe after ``extends``
+            (``["input.path=pool.jsonl", "stages.8.budget=1000"]``; the CLI's ``--input``/``--set``).
+
+    Returns:
+        ``curate.engine.output.RunResult``.
+    """
+    from curate.engine.output import write_run
+
+    cfg = load_config(config, output_dir, overrides)
+    if cache_dir is not None:
+        cfg = cfg.model_copy(update={"cache_dir": str(cache_dir)})
+    t0 = time.perf_counter()
+    store = StageStore(cfg.cache_dir)
+    runner = Runner(store, seed=cfg.seed, show_progress=show_progress)
+    try:
+        ing, table, ledger, records, final_key = runner.execute(cfg)
+        res = write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0,
+                        show_progress=show_progress, store=store)
+        store.record_run(cfg.output.dir, [ing.key] + [r.key for r in records], name=cfg.name)
+        return res
+    finally:
+        store.release()  # the shared holds on this run's keys (gc may remove them from now on)
