@@ -11,7 +11,6 @@ from curate.engine.pipeline import Runner, plan, run
 from curate.engine.provenance import Ledger
 from curate.ingest import read as cio
 
-
 __all__ = ["run", "plan", "select"]
 
 

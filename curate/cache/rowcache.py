@@ -37,7 +37,6 @@ from curate.core.stage import Annotator, StageContext
 
 log = logging.getLogger(__name__)
 
-ROW_LOCAL = ("embed", "perplexity", "ifd", "heuristics", "quality_model", "reward_model", "token_count")
 ROW_TEXT_COLUMNS = ("text", "instruction", "input", "output", "messages")
 KEY = "_row_key"
 
@@ -118,7 +117,7 @@ class RowCached(Annotator):
     cache key and the output table are unchanged; only the work done differs.
 
     Args:
-        stage: the annotator (its ``name`` must be in ``ROW_LOCAL``).
+        stage: the annotator (its class must be tagged ``row_local``).
         root: the stage cache root (``StageStore.root``).
 
     Attributes:
@@ -126,8 +125,9 @@ class RowCached(Annotator):
     """
 
     def __init__(self, stage: Annotator, root: str | Path):
-        if stage.name not in ROW_LOCAL:
-            raise ValueError(f"stage {stage.name!r} is not row-local; RowCached wraps only {ROW_LOCAL}")
+        if not stage.row_local:
+            raise ValueError(f"stage {stage.name!r} is not row-local (its class is not tagged row_local); "
+                             "RowCached wraps only annotators whose output for a row depends on that row alone")
         self.stage = stage
         self.root = root
         self.name = stage.name

@@ -59,8 +59,6 @@ def shard_path(work_dir: Path, start: int, stop: int) -> Path:
 def compute_shard(fn: Callable[[int, int], dict], path: str, start: int, stop: int) -> str:
     """Compute one shard and save it atomically with its checksum (skipped when a sound copy
     exists; a damaged one is moved aside and recomputed); returns its path."""
-    from curate.core.shards import load_shard, save_shard
-
     p = Path(path)
     if p.exists() and load_shard(p) is not None:
         return str(p)
@@ -73,8 +71,6 @@ def load_shards(paths: list[Path], finished: dict[Path, dict] | None = None) -> 
     """Concatenate shards in ``paths`` order; those in ``finished`` (already loaded and checked)
     are not read again. Each other one is checked against its checksum: a damaged one is an error
     (it was sound when its task returned)."""
-    from curate.core.shards import concat_shards, load_shard
-
     finished = finished or {}
     parts = []
     for p in paths:
@@ -138,3 +134,49 @@ def load_shard(path: Path) -> dict[str, np.ndarray] | None:
             os.replace(p, aside / p.name)
     log.warning("shard %s is damaged (%s): moved to %s and recomputed", path, problem, aside)
     return None
+
+
+def map_shards(work_dir: Path, n_rows: int, fn: Callable[[int, int], dict[str, np.ndarray]], *,
+               shard_size: int = 4096, desc: str = "shards", show_progress: bool = True,
+               executor=None) -> dict[str, np.ndarray]:
+    """Run ``fn(start, stop)`` over row shards of ``n_rows``; each result is saved under
+    ``work_dir/shards/`` so a killed run resumes from the last finished shard.
+
+    Args:
+        work_dir: the stage's scratch folder (kept after a kill).
+        n_rows: rows to cover.
+        fn: computes arrays for rows [start, stop); returns {name: array with first dim stop-start}.
+        shard_size: rows per shard (default 4096).
+        desc: progress-bar label.
+        show_progress: draw a progress bar (default True).
+        executor: runs the unfinished shards elsewhere (``executor.map_shards``, e.g. one Prefect
+            task per shard on Dask); None runs them here, in order.
+
+    Returns:
+        {name: array concatenated over shards along axis 0}.
+    """
+    from tqdm.auto import tqdm
+
+    if executor is not None:
+        from types import SimpleNamespace
+
+        ctx = SimpleNamespace(work_dir=Path(work_dir), show_progress=show_progress)
+        return executor.map_shards(ctx, n_rows, fn, shard_size=shard_size, desc=desc)
+    starts = list(range(0, n_rows, shard_size)) or [0]
+    paths = [shard_path(work_dir, a, min(a + shard_size, n_rows)) for a in starts]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    done = sum(p.exists() for p in paths)
+    if done:
+        log.info("%s: resuming, %d of %d shards already finished", desc, done, len(starts))
+    parts: list[dict[str, np.ndarray]] = []
+    for start, path in tqdm(list(zip(starts, paths)), desc=desc, disable=not show_progress, unit="shard"):
+        stop = min(start + shard_size, n_rows)
+        if path.exists():
+            got = load_shard(path)
+            if got is not None:
+                parts.append(got)
+                continue
+        result = fn(start, stop)
+        save_shard(path, result)
+        parts.append(result)
+    return concat_shards(parts)

@@ -25,7 +25,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from curate.core.shards import concat_shards, load_shard, save_shard
+from curate.core.shards import active_executor, map_shards
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class StageContext:
     ) -> dict[str, np.ndarray]:
         """Run ``fn(start, stop)`` over row shards, saving each result so a killed run resumes.
 
+        The one resumable shard loop is :func:`curate.core.shards.map_shards`; this passes it the
+        stage's scratch folder and the executor installed for the run (None: in this process).
+
         Args:
             n_rows: number of rows to cover.
             fn: computes arrays for rows [start, stop); returns {name: array with first dim stop-start}.
@@ -70,32 +73,8 @@ class StageContext:
         Returns:
             {name: array concatenated over shards along axis 0}.
         """
-        from tqdm.auto import tqdm
-
-        from curate.core.shards import (
-            active_executor,  # hook: one Dask task per shard under a flow
-        )
-        if active_executor() is not None:
-            return active_executor().map_shards(self, n_rows, fn, shard_size=shard_size, desc=desc)
-        shard_dir = self.work_dir / "shards"
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        starts = list(range(0, n_rows, shard_size)) or [0]
-        paths = [shard_dir / f"{a:012d}-{min(a + shard_size, n_rows):012d}.npz" for a in starts]
-        done = sum(p.exists() for p in paths)
-        if done:
-            log.info("%s: resuming, %d of %d shards already finished", desc, done, len(starts))
-        parts: list[dict[str, np.ndarray]] = []
-        for start, path in tqdm(list(zip(starts, paths)), desc=desc, disable=not self.show_progress, unit="shard"):
-            stop = min(start + shard_size, n_rows)
-            if path.exists():
-                got = load_shard(path)
-                if got is not None:
-                    parts.append(got)
-                    continue
-            result = fn(start, stop)
-            save_shard(path, result)
-            parts.append(result)
-        return concat_shards(parts)
+        return map_shards(self.work_dir, n_rows, fn, shard_size=shard_size, desc=desc,
+                          show_progress=self.show_progress, executor=active_executor())
 
     def clear(self) -> None:
         """Remove the scratch folder once the stage's output is committed."""
@@ -182,6 +161,16 @@ class Stage:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     execution_params: ClassVar[tuple[str, ...]] = EXECUTION_PARAMS
+    # Tags: facts about a stage that the engine, a refresh and the report act on, declared on the
+    # class (as scikit-learn's estimator tags) instead of lists of stage names elsewhere.
+    #: an Annotator whose output for a row depends on that row alone (a refresh reuses per-row results)
+    row_local: ClassVar[bool] = False
+    #: a Selector that keeps an exact budget of rows (``curate.select.base.BudgetSelector``)
+    budgeted: ClassVar[bool] = False
+
+    def required_columns(self) -> list[str]:
+        """Columns the stage reads from its input table (checked before any compute; default none)."""
+        return []
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -220,6 +209,10 @@ class Stage:
 
 class Annotator(Stage):
     """A stage that adds columns (embeddings, cluster ids, scores) and never drops rows."""
+
+    def output_columns(self) -> list[str]:
+        """Columns ``annotate`` returns, known before it runs (``curate plan``, preflight)."""
+        return []
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:  # pragma: no cover - abstract
         raise NotImplementedError

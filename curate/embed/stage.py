@@ -126,6 +126,7 @@ class Embed(Annotator):
     """
 
     name = "embed"
+    row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
     execution_params = EXECUTION_PARAMS + ("shard_size",)
 
     def __init__(self, *, backend: str = DEFAULT_BACKEND, model: str | None = None,

@@ -192,9 +192,9 @@ class RefreshRunner(Runner):
         return d if same else None  # another kmeans (params changed): refit
 
     def apply(self, stage, table, parent_key, label):
-        from curate.cache.rowcache import ROW_LOCAL, RowCached
+        from curate.cache.rowcache import RowCached
 
-        if isinstance(stage, Annotator) and stage.name in ROW_LOCAL and not isinstance(stage, RowCached):
+        if isinstance(stage, Annotator) and stage.row_local and not isinstance(stage, RowCached):
             stage = RowCached(stage, self.store.root)
         elif stage.name == "kmeans" and not isinstance(stage, KMeansAssign):
             prev = self._previous_centroids(stage, label)

@@ -32,7 +32,6 @@ def _prov(path: Path) -> dict[str, dict]:
 
 def _budget_stage_labels(records) -> set[str]:
     from curate.core.registry import get_stage
-    from curate.select.base import BudgetSelector
 
     out = set()
     for r in records:
@@ -40,7 +39,7 @@ def _budget_stage_labels(records) -> set[str]:
             cls = get_stage(r.type)
         except KeyError:
             continue
-        if isinstance(cls, type) and issubclass(cls, BudgetSelector):
+        if isinstance(cls, type) and cls.budgeted:
             out.add(r.label)
     return out
 

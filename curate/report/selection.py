@@ -55,10 +55,9 @@ def is_selection_step(step: dict, columns: list[str]) -> bool:
     if f"{step['type']}_score" in columns or "budget" in (step.get("params") or {}):
         return True  # a budgeted selector (e.g. d4) is a selection method even off the contract
     from curate.core.registry import get_stage
-    from curate.select.base import BudgetSelector
 
     try:
-        return issubclass(get_stage(step["type"]), BudgetSelector)
+        return get_stage(step["type"]).budgeted
     except (KeyError, ValueError):
         return False
 

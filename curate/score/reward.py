@@ -46,6 +46,7 @@ class RewardModel(Annotator):
     """
 
     name = "reward_model"
+    row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
     version = "2"  # 2: "pair" batches no longer mix pairs and single texts (cached v1 scores were wrong)
 
     def __init__(self, *, model: str, template: str = "chat", max_length: int = 1024,

@@ -45,6 +45,8 @@ def _check_common(model, template, max_length, dtype, batch_size, device) -> Non
 class _LMStage(Annotator):
     """Shared parameters and plumbing of the proxy-LM scorers (see ``Perplexity`` for the args)."""
 
+    row_local = True  # one row's scores depend on that row alone
+
     def __init__(self, *, model: str = "SmolLM2-135M-Instruct", template: str = "alpaca",
                  max_length: int = 512, dtype: str | None = None, batch_size: int = 8,
                  device: str | None = None, runtime: str | None = None, show_progress: bool = True):
@@ -208,6 +210,7 @@ class Heuristics(Annotator):
     """
 
     name = "heuristics"
+    row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
     version = "1"
     FIELDS = ("auto", "text", "output", "instruction")
 
@@ -268,6 +271,7 @@ class QualityModelStage(Annotator):
     """
 
     name = "quality_model"
+    row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
     version = "1"
 
     def __init__(self, *, model_path: str | None = None, column: str = "quality",

@@ -46,6 +46,7 @@ class TokenCount(Annotator):
     """
 
     name = "token_count"
+    row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
     execution_params = EXECUTION_PARAMS
 
     def __init__(self, *, model: str = "SmolLM2-135M-Instruct", text_column: str = "text", batch_size: int = 4096):

@@ -98,6 +98,7 @@ class BudgetSelector(Selector):
     implement :meth:`pick`. ``method_prerequisites(columns)`` lists annotators the method needs.
     """
 
+    budgeted = True
     nested: ClassVar[bool] = True
     reasons: ClassVar[dict[str, str]] = {NOT_SELECTED: "outside the method's budget"}
 
