@@ -11,7 +11,7 @@ Steps, on L2-normalised embeddings already clustered by ``kmeans``:
    R_proto = R / R_dedup of the survivors. Ranking is global by default; ``global_ranking=False``
    keeps the same fraction of every new cluster instead (D4 does not say which it used).
 
-No official D4 code exists; details follow the paper as recalled in METHODS.md section 4e.
+No official D4 code exists; details follow the paper (Tirumala et al. 2023, arXiv 2308.12284); docs/semdedup.md says where it is read one way or another.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ n-gram (or character n-gram) shingles of datatrove-normalised text; LSH banding 
 chosen by minimising the weighted false-positive + false-negative area under the S-curve
 (Leskovec, Rajaraman & Ullman, "Mining of Massive Datasets", ch. 3; datasketch/text-dedup
 ``optimal_param``); connected components of all band collisions; optional exact-Jaccard check
-of candidate pairs; deterministic keep rule. See docs/dedup.md and METHODS.md section 7.
+of candidate pairs; deterministic keep rule. See docs/dedup.md.
 """
 from __future__ import annotations
 

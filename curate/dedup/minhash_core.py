@@ -530,7 +530,7 @@ def _perm_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _numpy_signatures(sh: np.ndarray, off: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
-    # Reference implementation of METHODS 7a: min_s ((a*H(s) + b) mod (2^61-1)) & (2^32-1),
+    # Reference implementation of the universal hash family datasketch and datatrove use: min_s ((a*H(s) + b) mod (2^61-1)) & (2^32-1),
     # with H(s) the low 32 bits of the shingle hash (as datasketch/text-dedup). a*H wraps mod
     # 2^64 before the reduction exactly as datasketch's uint64 code does.
     a, b = _perm_params(num_perm, seed)
@@ -569,7 +569,7 @@ def minhash_signatures(sh: np.ndarray, off: np.ndarray, *, num_perm: int = 128, 
         seed: seeds the permutations (default 42).
         backend: ``"rensa"`` (R-MinHash in Rust, rensa >= 0.5: seeded permutations of 64-bit
             hashes, 32-bit slots; about 100x the numpy path) or ``"numpy"`` (the textbook
-            ``(a*h+b) mod (2^61-1)`` family of METHODS 7a; reference, slow).
+            ``(a*h+b) mod (2^61-1)`` family datasketch uses; reference, slow).
 
     Returns:
         (n, P) uint32. Rows of texts without shingles are all 0xFFFFFFFF (numpy) or rensa's
@@ -628,7 +628,7 @@ def candidate_probability(s, bands: int, rows: int):
 @functools.lru_cache(maxsize=64)
 def optimal_param(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
                   false_negative_weight: float = 0.5) -> tuple[int, int]:
-    """Bands b and rows r minimising w_fp * FP + w_fn * FN over all b * r <= P (METHODS 7a).
+    """Bands b and rows r minimising w_fp * FP + w_fn * FN over all b * r <= P (datasketch's ``optimal_param``).
 
     FP(b, r) = int_0^t 1 - (1 - s^r)^b ds and FN(b, r) = int_t^1 (1 - s^r)^b ds: the areas
     under / above the S-curve on the wrong side of the threshold (datasketch / text-dedup

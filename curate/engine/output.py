@@ -1,4 +1,4 @@
-"""Writers for a run's output directory (DESIGN.md's public contract).
+"""Writers for a run's output directory (the public output contract, docs/architecture.md).
 
 ``<out>/`` holds ``dataset/`` (``datasets.load_from_disk``), ``data/part-*.parquet`` (the same
 rows), ``provenance.parquet``, ``quarantine.jsonl`` (if any row was quarantined),

@@ -9,12 +9,12 @@ An arm is a dict (from YAML):
 * ``selection: PATH``: a fixed selection (a curate run's output dir or a data file).
 * ``method: length_matched_random`` with ``match: ARM``: random rows stratified to the response-
   length deciles of arm ARM's selections (pooled over its seeds), separating "longer rows" from
-  "better rows" (EVALUATION.md §1.3).
+  "better rows" (docs/evaluation.md).
 * ``method: shuffled_responses``: a random subset whose responses are permuted among its rows, a
-  negative control that must be worse than random (EVALUATION.md §1.9 S3b).
+  negative control that must be worse than random (docs/evaluation.md, sanity run S3b).
 
 * ``method: mixture`` with ``fractions: {SOURCE: share, ...}``: random rows with the given share per
-  source (largest-remainder rounding), e.g. the dose-response series of EVALUATION.md §1.9 S2.
+  source (largest-remainder rounding), e.g. the dose-response series of sanity run S2 (docs/evaluation.md).
 
 ``pool_filter: {source: [...]}`` restricts the pool first (oracle / anti arms of the sanity run).
 """

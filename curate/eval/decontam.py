@@ -2,7 +2,7 @@
 
 A pool row is contaminated when its prompt (instruction, then input) matches an eval prompt
 (AlpacaEval's ``selfinstruct`` prompts are the self-instruct-252 set, and Alpaca descends from
-self-instruct seeds, EVALUATION.md §1.3):
+self-instruct seeds; docs/evaluation.md):
 
 * ``exact``: equal after curate's exact-dedup normalisation (case, whitespace);
 * ``minhash``: word 5-gram Jaccard >= ``minhash_threshold`` (LSH candidates from curate's MinHash

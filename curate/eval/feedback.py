@@ -1,6 +1,6 @@
 """Training feedback for iterative kMQ: per-cluster scores from a LoRA trained on the selection so far.
 
-Iterative kMQ (Yu et al. 2024, "Diversify and Conquer", arXiv 2409.11378, Alg. 1; METHODS.md §2e)
+Iterative kMQ (Yu et al. 2024, "Diversify and Conquer", arXiv 2409.11378, Alg. 1; docs/methods/kmq_iterative.md)
 fine-tunes on the cumulative selection after each round, generates answers to the selected prompts
 and scores each example by how much better the gold answer is than the model's own. We use the
 paper's perplexity form (Eq. 7), the CPU-feasible one (no reward model):

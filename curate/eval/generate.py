@@ -12,7 +12,7 @@ tokens the trainer and the loss use, and each answer is scored against the refer
   collapsed) is a substring of the normalised generation; for short-answer sets.
 
 Per-example scores (higher is better) go through the same paired difference and bootstrap as the
-losses (:mod:`curate.eval.stats`). At 135M, GSM8K exact match is at the floor (EVALUATION.md §1.1):
+losses (:mod:`curate.eval.stats`). At 135M, GSM8K exact match is at the floor (0.2-0.8% on the Open LLM leaderboard):
 expect near-zero accuracies and wide intervals; the metric is there for larger models and as a
 check that a selection does not break answering.
 

@@ -1,13 +1,13 @@
 """Reference-answer losses of a (LoRA-tuned) causal LM on held-out sets: full, content, end token.
 
-Per example (mean over its reference tokens, EVALUATION.md §1.5):
+Per example (mean over its reference tokens; docs/evaluation.md):
 
 * ``full``: mean NLL over every reference token including the end-of-turn token;
 * ``content``: the same without the first ``content_skip`` (8) tokens and the end token, so
   openers ("Sure! Here's ...") and the length prior do not dominate (URIAL, arXiv 2312.01552);
 * ``end``: NLL of the end-of-turn token alone (NaN when truncation removed it);
 * ``answer`` (only when the encoding carries a span, e.g. GSM8K sets): mean NLL over the tokens of
-  the final ``#### N`` line (EVALUATION.md §1.5; NaN when there is no such line or truncation
+  the final ``#### N`` line (docs/evaluation.md; NaN when there is no such line or truncation
   removed it). It isolates the answer from the solution's format (§1.9, §4.2).
 
 Evaluation runs under ``torch.inference_mode`` in fp32 (bf16 autocast on CUDA), rows sorted by

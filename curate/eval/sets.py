@@ -4,7 +4,7 @@ Layouts detected per row: ``instruction``/``input``/``output`` (AlpacaEval, Alpa
 ``answer`` (GSM8K), self-instruct's ``instruction`` + ``instances[0].input/output``, ``prompt``/
 ``completion`` or ``prompt``/``canonical_solution`` (HumanEval). A reference style (e.g. ``human``,
 ``davinci003``, ``gpt4``) is a label for the report: the same prompts scored under several
-reference styles separate "better data" from "matching the reference's style" (EVALUATION.md §1.5).
+reference styles separate "better data" from "matching the reference's style" (docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def answer_span(reference: str) -> tuple[int, int] | None:
 
     From the last ``####`` to the end of its line, trailing whitespace excluded (GSM8K puts it on
     a line of its own; a ``####`` inside a line is accepted too); None when there is none.
-    Used for the answer-line NLL (EVALUATION.md §1.5): the span is mapped to tokens by the
+    Used for the answer-line NLL (docs/evaluation.md): the span is mapped to tokens by the
     tokenizer's offset mapping (:func:`curate.train.encode.encode_texts`), so the tokens are
     exactly those of the scored sequence, not of a re-tokenised substring.
     """
@@ -100,7 +100,7 @@ def load_eval_set(path, *, name: str | None = None, style: str = "", n: int | No
             ``n``/``seed`` two files with the same prompts in the same order (AlpacaEval's
             davinci-003 and GPT-4 files) give the same prompts.
         seed: sampling seed (default 0).
-        strip_calculator: remove GSM8K ``<<...>>`` calculator annotations (EVALUATION.md §1.9).
+        strip_calculator: remove GSM8K ``<<...>>`` calculator annotations (the targeted GSM8K sanity run, docs/evaluation.md).
         max_response_tokens: score only the first k reference tokens (e.g. 256 for GPT-4).
         stratify: a row field to stratify the sample by (e.g. AlpacaEval's ``dataset``).
     """

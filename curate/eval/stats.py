@@ -1,4 +1,4 @@
-"""Paired comparison of an arm with random: two-level bootstrap, Welch interval, verdict (EVALUATION.md §1.6).
+"""Paired comparison of an arm with random: two-level bootstrap, Welch interval, verdict (docs/evaluation.md).
 
 Data: ``L[a]`` is an (S_a, n) array of per-example losses of arm a (one row per seed). The paired
 estimate is Delta = mean_i(mean_s L[a][s, i] - mean_s L[r][s, i]); negative = lower loss than
@@ -32,7 +32,7 @@ def paired_delta(La: np.ndarray, Lr: np.ndarray, *, n_boot: int = 10_000, seed: 
     Returns:
         dict with ``delta``, ``ci_boot``, ``ci_welch`` (None with < 2 seeds in an arm), ``ci``
         (the wider), ``p_boot`` (two-sided), ``seed_sd_arm``, ``seed_sd_ref``, ``se``, ``mde``
-        (3.3 x SE, EVALUATION.md §1.7), ``p`` (the larger of the bootstrap and Welch two-sided p), ``n_examples``, ``n_seeds``, ``win_rate`` (share of
+        (3.3 x SE: 5% two-sided test at 90% power), ``p`` (the larger of the bootstrap and Welch two-sided p), ``n_examples``, ``n_seeds``, ``win_rate`` (share of
         examples where the arm's seed mean is strictly better: lower loss, or higher accuracy).
     """
     from scipy import stats

@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Stanford Alpaca's prompts, exactly as Cherry LLM's data_analysis.py uses them (METHODS 6b):
+# Stanford Alpaca's prompts, exactly as Cherry LLM's data_analysis.py uses them (docs/methods/cherry_ifd.md):
 # the answer is appended directly after "### Response:".
 ALPACA_PROMPT_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "

@@ -1,7 +1,7 @@
 """Cherry LLM's IFD selection: drop IFD > 1 and over-long rows, keep the highest IFD.
 
 Li et al., "From Quantity to Quality: Boosting LLM Performance with Self-Guided Data Selection
-for Instruction Tuning" (NAACL 2024, arXiv 2308.12032), METHODS.md §6b, ``data_by_IFD.py``:
+for Instruction Tuning" (NAACL 2024, arXiv 2308.12032), the authors' ``data_by_IFD.py``:
 
 1. IFD(Q, A) = s(A|Q) / s(A) for every row (the ``ifd`` annotator, added when missing).
 2. Discard rows with IFD > 1 (the instruction does not help predict the answer, which the paper
@@ -29,7 +29,7 @@ IFD_COLUMNS = ("ifd", "ifd_truncated")
 
 @register
 class CherryIFD(BudgetSelector):
-    """Top rows by IFD after Cherry LLM's filters (arXiv 2308.12032, METHODS.md §6b).
+    """Top rows by IFD after Cherry LLM's filters (arXiv 2308.12032; docs/methods/cherry_ifd.md).
 
     Needs the ``ifd`` and ``ifd_truncated`` columns; the ``ifd`` annotator (defaults:
     SmolLM2-135M-Instruct, alpaca template, max_length 512) is added when either is missing; put an

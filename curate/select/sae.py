@@ -3,7 +3,7 @@
 **A reconstruction.** Yang et al. 2025 ("Diversity as a Reward"-style SAE selection, Meta,
 arXiv 2502.14050) name two methods, SAE-GreedSelect and SAE-SimScale, over the features a TopK
 sparse autoencoder finds active in each example. No public code and no readable full text exist
-(see ../shared/METHODS.md §3), so every choice not confirmed by the abstract and summaries is a
+(docs/methods/sae.md), so every choice not confirmed by the abstract and summaries is a
 parameter here, and the defaults are ours:
 
 * SAE: ours is trained on the pool's per-example embeddings (MiniLM 384-d by default) on a CPU,

@@ -5,7 +5,7 @@ the input when there is one) followed by the reference response and the template
 token (``<|im_end|>`` for SmolLM2), or as the Stanford Alpaca prompt followed by the response and
 ``eos_token``. Prompt and response are tokenised separately and concatenated, so the response mask
 is exact (no character-offset guessing) and the end token is part of the response: the loss covers
-the assistant tokens including ``<|im_end|>`` (EVALUATION.md §1.4).
+the assistant tokens including ``<|im_end|>`` (docs/evaluation.md, "What is trained").
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def encode_texts(tokenizer, prompts: list[str], responses: list[str], *, templat
         template: decides the end token (see :func:`end_of_turn`).
         max_length: tokens per row; longer rows are cut from the right (default 512).
         max_response_tokens: keep only the first k response tokens (the end token is then cut
-            too), e.g. 256 for GPT-4 references (EVALUATION.md §2 item 9). Default None.
+            too), e.g. 256 for GPT-4 references (docs/evaluation.md). Default None.
         spans: None (default), or n items, each None or a character span ``(start, end)`` of
             the response; the response tokens whose offsets overlap it are marked in
             ``Encoded.span`` (a fast tokenizer's offset mapping of this very tokenisation, so

@@ -1,4 +1,4 @@
-"""Per-token NLL of response tokens: the plain path and the exact speed tricks (EVALUATION.md §2).
+"""Per-token NLL of response tokens: the plain path and the exact speed tricks (docs/evaluation.md).
 
 * **plain**: the model's own forward, logits at every position, cross-entropy on response
   positions (labels -100 elsewhere).

@@ -1,6 +1,6 @@
 """LoRA fine-tuning of a causal LM for evaluating selections (peft; CPU fp32, CUDA bf16 autocast).
 
-The recipe is EVALUATION.md §1.2-1.4: LoRA (Hu et al. 2021, arXiv 2106.09685) r=16, alpha=32,
+The recipe (docs/evaluation.md): LoRA (Hu et al. 2021, arXiv 2106.09685) r=16, alpha=32,
 dropout 0 on all 7 linear modules of the top 8 blocks; embeddings and LM head frozen; loss on
 response tokens only (sum of token NLL / response tokens in the batch); AdamW, 5% warmup, cosine
 decay to 0, clip 1.0; length-grouped batches; the same number of steps for every arm of equal
@@ -8,7 +8,7 @@ rows. Common random numbers: seed ``s`` fixes the LoRA init (``torch.manual_seed
 before the adapters are created) and the batch order (``numpy.random.default_rng([s, epoch])``)
 whatever the arm, so init and order noise cancel in paired differences.
 
-The exact speed tricks (EVALUATION.md §2, :mod:`curate.train.forward`) are on by default and can
+The exact speed tricks (:mod:`curate.train.forward`, docs/evaluation.md) are on by default and can
 each be switched off (``response_logits_only``, ``prefix_cache``, ``group_by_length``); the top-K
 restriction (``layers``) makes backward stop at the lowest adapted block because nothing below
 it requires grad (peft only calls ``enable_input_require_grads`` under gradient checkpointing,
