@@ -4,11 +4,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from curate.cache.store import StageStore
-from curate.core.hashing import table_fingerprint
 from curate.engine.config import build_stage
-from curate.engine.pipeline import Runner, plan, run
-from curate.engine.provenance import Ledger
+from curate.engine.execute import execute_table
+from curate.engine.pipeline import plan, run
 from curate.ingest import read as cio
 
 __all__ = ["run", "plan", "select"]
@@ -42,10 +40,8 @@ def select(data, method: str, budget=None, *, format: str | None = None, id_fiel
         spec["budget"] = budget
     stage = build_stage(spec, where=f"select(method={method!r})")
     got = cio.from_records(data, format=format, id_field=id_field)  # paths go through read_input
-    table = got.table
     with tempfile.TemporaryDirectory(prefix="curate-select-") as tmp:
-        runner = Runner(StageStore(cache_dir or tmp), show_progress=show_progress)
-        ledger = Ledger(table.column("id").to_pylist(), got.quarantine, table.column("source").to_pylist())
-        table, _, _ = runner.run_stages([stage], table, table_fingerprint(table), ledger)
-        ds = datasets.Dataset(table.combine_chunks())
-        return (ds, ledger.to_table()) if return_provenance else ds
+        ex = execute_table(got, [stage], cache_dir=cache_dir or tmp, show_progress=show_progress)
+        # built while the temporary cache (the table's memory-mapped columns) still exists
+        ds = datasets.Dataset(ex.table.combine_chunks())
+        return (ds, ex.ledger.to_table()) if return_provenance else ds

@@ -1,4 +1,4 @@
-"""Prefect flows over curate.engine.pipeline (thin glue: the library never imports Prefect).
+"""Prefect flows over curate.engine.execute (thin glue: the library never imports Prefect).
 
 Both flows are named ``curate``, so every deployment reads ``curate/<name>``
 (``prefect deployment run curate/quickstart``; see prefect.yaml and docs/operations.md):
@@ -21,11 +21,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from curate.cache.store import StageStore
 from curate.engine.config import load_config
-from curate.engine.pipeline import Runner, ingest
-from curate.engine.pipeline import run as run_recipe
-from curate.engine.provenance import Ledger
+from curate.engine.execute import execute
 
 
 def _run_name(prefix: str = "") -> str:
@@ -37,8 +34,7 @@ def _run_name(prefix: str = "") -> str:
 @task(name="ingest", cache_policy=NO_CACHE, task_run_name="ingest {recipe}")
 def ingest_task(config: str, output_dir: str | None, recipe: str) -> str:
     """Read (or load from cache) the recipe's input; returns the ingest cache key."""
-    cfg = load_config(config, output_dir)
-    ing = ingest(cfg, StageStore(cfg.cache_dir), show_progress=False)
+    ing = execute(config, output_dir=output_dir, show_progress=False, n_stages=0, write=False).ingest
     get_run_logger().info("ingest: %d rows, %d quarantined -> key %s%s", len(ing.table), len(ing.quarantine),
                           ing.key, " (cached)" if ing.cached else "")
     return ing.key
@@ -51,33 +47,23 @@ def stage_task(config: str, output_dir: str | None, upto: int, parent_key: str, 
     Args:
         per_shard: route the stage's shards through the flow's task runner (one task each).
     """
-    from contextlib import nullcontext
-
-    from curate.core.shards import use_executor
     from flows.shard_executor import PrefectShardExecutor
 
-    cfg = load_config(config, output_dir)
-    store = StageStore(cfg.cache_dir)
-    ing = ingest(cfg, store, show_progress=False)
-    if upto == 0 and ing.key != parent_key:
-        raise RuntimeError(f"input changed while the flow ran (ingest key {ing.key} != {parent_key})")
-    ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist(),
-                    n_input=ing.n_records if ing.n_records >= 0 else None)
-    stages = cfg.build_stages()[: upto + 1]
-    with use_executor(PrefectShardExecutor()) if per_shard else nullcontext():
-        _, key, records = Runner(store, seed=cfg.seed, show_progress=False).run_stages(stages, ing.table, ing.key,
-                                                                                       ledger)
+    ex = execute(config, output_dir=output_dir, show_progress=False, n_stages=upto + 1, write=False,
+                 ingest_key=parent_key if upto == 0 else None,  # the first stage's parent is the ingest
+                 executor=PrefectShardExecutor() if per_shard else None)
+    records = ex.records
     log = get_run_logger()
     for r in records[-(1 + sum(rec.auto for rec in records[-2:])):]:
         log.info("%s: %d -> %d rows, key %s (%s)", r.label, r.rows_in, r.rows_out, r.key,
                  "cached" if r.cached else f"{r.seconds:.1f}s")
-    return key
+    return ex.final_key
 
 
 @task(name="write-output", cache_policy=NO_CACHE, task_run_name="write-output {recipe}")
 def write_task(config: str, output_dir: str | None, final_key: str, recipe: str) -> dict:
     """Write the output dir (every step is a cache hit by now); returns dir, hash and counts."""
-    res = run_recipe(config, output_dir=output_dir, show_progress=False)
+    res = execute(config, output_dir=output_dir, show_progress=False).result
     return {"output_dir": str(Path(res.output_dir).resolve()), "output_hash": res.output_hash, "counts": res.counts}
 
 

@@ -16,6 +16,7 @@ computed now or read back from the cache.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -134,6 +135,24 @@ def _check_output_dir(out: Path) -> None:
                               f"choose a new or empty folder (curate replaces the whole output dir)")
 
 
+def output_lock(store, out: str | Path) -> contextlib.AbstractContextManager[bool]:
+    """The lock writers of the output folder ``out`` take turns on (held by :func:`write_run`).
+
+    It lives in ``store``'s lock folder under a name hashed from the resolved path, so every
+    process writing ``out`` through the same cache waits for the others, whichever entry point
+    (``curate run``, a refresh version, the flow's write task) it came from. Re-entrant in one
+    thread: a caller may hold it around :func:`write_run` to finish the folder under the same turn.
+
+    Args:
+        store: the run's ``curate.cache.store.StageStore``.
+        out: the output folder (relative paths resolve against the working directory).
+
+    Returns:
+        A context manager holding the lock exclusively (blocks until it is free).
+    """
+    return store.lock(f"output-{stable_hash(str(Path(out).resolve()), 16)}")
+
+
 def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, seconds: float,
               show_progress: bool = True, store=None) -> RunResult:
     """Write every output of a run (skipped when the folder already holds this exact result).
@@ -141,15 +160,12 @@ def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, second
     Everything is written into a temporary sibling folder, ``manifest.json`` last, which then
     replaces ``output.dir`` by rename: a killed run leaves the previous output (or nothing),
     never a folder that looks complete and is not. Concurrent runs writing the same folder take
-    turns (a lock in the cache).
+    turns (:func:`output_lock`, taken when ``store`` is given).
     """
-    import contextlib
-
     out = Path(cfg.output.dir)
     if not out.name:  # "." or "/": resolve so the folder has a name (then refused by _check_output_dir)
         out = out.resolve()
-    lock = store.lock(f"output-{stable_hash(str(out.resolve()), 16)}") if store is not None else contextlib.nullcontext()
-    with lock:
+    with output_lock(store, out) if store is not None else contextlib.nullcontext():
         return _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show_progress, store, out)
 
 

@@ -1,4 +1,6 @@
-"""plan() and run(): the whole recipe in plain Python, no orchestrator needed.
+"""plan() and run(): the whole recipe in plain Python, no orchestrator needed; ingest and the
+Runner they are made of. ``run`` goes through :func:`curate.engine.execute.execute`, the one
+engine every entry point (run, refresh, the Prefect flow, ``curate.select``) shares.
 
 Rows flow through the stages in order: an Annotator's new columns are appended to the table
 (replacing same-named ones), a Selector's kept rows go on, its dropped rows are recorded in the
@@ -107,11 +109,6 @@ def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ing
                   time.perf_counter() - t0, n_records)
 
 
-def _known_columns(stage: Stage) -> list[str]:
-    fn = getattr(stage, "output_columns", None)
-    return list(fn()) if callable(fn) else []
-
-
 class Runner:
     """Executes stages against a StageStore, recording every decision in a Ledger.
 
@@ -194,20 +191,6 @@ class Runner:
         ledger.check()
         return table, key, records
 
-    def execute(self, cfg: RunConfig) -> tuple[Ingest, pa.Table, Ledger, list[StepRecord], str]:
-        """Ingest and run a whole recipe; returns (ingest, final table, ledger, records, final key)."""
-        from curate.engine.preflight import check_after_ingest, check_before_ingest
-
-        stages = cfg.build_stages()
-        check_before_ingest(stages)
-        ing = ingest(cfg, self.store, self.show_progress)
-        check_after_ingest(stages, ing.table)
-        ledger = Ledger(ing.table.column("id").to_pylist(), ing.quarantine, ing.table.column("source").to_pylist(),
-                        n_input=ing.n_records if ing.n_records >= 0 else None)
-        ledger.check()  # ingest itself lost nothing
-        table, key, records = self.run_stages(stages, ing.table, ing.key, ledger)
-        return ing, table, ledger, records, key
-
 
 def plan(config, output_dir: str | None = None, overrides: list[str] | None = None) -> list[dict]:
     """What a run would do: one row per step with its key and whether it is cached.
@@ -237,7 +220,7 @@ def plan(config, output_dir: str | None = None, overrides: list[str] | None = No
                          "cached": cached, "damaged": problem})
             if isinstance(step, Annotator):
                 # an uncached annotator's columns are known only if it declares them
-                columns += store.manifest(key)["columns"] if cached else _known_columns(step)
+                columns += store.manifest(key)["columns"] if cached else list(step.output_columns())
     return rows
 
 
@@ -256,19 +239,7 @@ def run(config, output_dir: str | None = None, show_progress: bool = True, cache
     Returns:
         ``curate.engine.output.RunResult``.
     """
-    from curate.engine.output import write_run
+    from curate.engine.execute import execute  # it builds on this module
 
-    cfg = load_config(config, output_dir, overrides)
-    if cache_dir is not None:
-        cfg = cfg.model_copy(update={"cache_dir": str(cache_dir)})
-    t0 = time.perf_counter()
-    store = StageStore(cfg.cache_dir)
-    runner = Runner(store, seed=cfg.seed, show_progress=show_progress)
-    try:
-        ing, table, ledger, records, final_key = runner.execute(cfg)
-        res = write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0,
-                        show_progress=show_progress, store=store)
-        store.record_run(cfg.output.dir, [ing.key] + [r.key for r in records], name=cfg.name)
-        return res
-    finally:
-        store.release()  # the shared holds on this run's keys (gc may remove them from now on)
+    return execute(config, output_dir=output_dir, cache_dir=cache_dir, overrides=overrides,
+                   show_progress=show_progress).result

@@ -29,9 +29,14 @@ selection and why: ``new_row``, ``newly_selected``, ``displaced_by_budget``,
 ``duplicate_of_curated``, ``source_removed``, ...) and ``refresh.json`` (written last: a
 version folder without it is incomplete and is redone by the next run), and finally moves the
 ``latest`` symlink to it with one atomic ``rename``. :func:`rollback` moves it back.
+
+A version runs through the same engine as ``curate run`` (:func:`curate.engine.execute.execute`):
+the version folder is written and finished under its output lock, and the run's cache keys are
+recorded under the versions folder, so ``curate cache gc`` keeps what the latest version used.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -39,7 +44,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from curate.cluster.kmeans import KMeans
+from curate.core.registry import get_stage
 from curate.core.stage import Annotator
+from curate.engine.execute import execute
 from curate.engine.pipeline import Runner
 from curate.ops.versions import MARKER, RefreshError, latest, point_latest
 from curate.report.changelog import build_changelog, write_changelog
@@ -196,7 +204,7 @@ class RefreshRunner(Runner):
 
         if isinstance(stage, Annotator) and stage.row_local and not isinstance(stage, RowCached):
             stage = RowCached(stage, self.store.root)
-        elif stage.name == "kmeans" and not isinstance(stage, KMeansAssign):
+        elif isinstance(stage, KMeans):
             prev = self._previous_centroids(stage, label)
             if prev is not None:
                 stage = KMeansAssign(stage, prev)
@@ -206,13 +214,21 @@ class RefreshRunner(Runner):
         return out
 
 
+def _is_kmeans(type_name: str) -> bool:
+    """Whether a step of type ``type_name`` is a kmeans step (KMeansAssign records the same type)."""
+    try:
+        return issubclass(get_stage(type_name), KMeans)
+    except KeyError:  # a stage built in code and never registered
+        return False
+
+
 def _save_state(store, records, out: Path) -> None:
     """Copy each kmeans step's artifacts (centroids) into ``<version>/state/<step>/``."""
     import shutil
 
     for r in records:
         art = store.artifacts(r.key)
-        if r.type != "kmeans" or not (art / "centroids.npy").is_file():
+        if not (art / "centroids.npy").is_file() or not _is_kmeans(r.type):
             continue
         dest = out / STATE / _step_dir(r.label)
         shutil.rmtree(dest, ignore_errors=True)
@@ -281,10 +297,6 @@ def run_refresh(config, source: str | None = None, versions_dir: str | None = No
     Returns:
         :class:`RefreshResult`.
     """
-    from curate.cache.store import StageStore
-    from curate.engine.config import load_config
-    from curate.engine.output import write_run
-
     t0 = time.perf_counter()
     plan = plan_refresh(config, source, versions_dir)
     vdir = Path(plan["versions_dir"])
@@ -296,31 +308,40 @@ def run_refresh(config, source: str | None = None, versions_dir: str | None = No
     data, src, _ = load_refresh_recipe(config, source, versions_dir)
     version, prev = plan["version"], plan["previous"]
     out = vdir / version
-    data["stages"] = _fill_previous(data.get("stages", []), vdir / prev if prev else None)
+    previous = vdir / prev if prev else None
+    data["stages"] = _fill_previous(data.get("stages", []), previous)
     data["output"] = {**(data.get("output") or {}), "dir": str(out)}
-    if cache_dir is not None:
-        data["cache_dir"] = str(cache_dir)
-    cfg = load_config(data)
     vdir.mkdir(parents=True, exist_ok=True)
     log.info("refresh %s: %s", version, plan["message"])
-    runner = RefreshRunner(StageStore(cfg.cache_dir), seed=cfg.seed, show_progress=show_progress,
-                           previous=vdir / prev if prev else None)
-    ing, table, ledger, records, final_key = runner.execute(cfg)
-    res = write_run(cfg, ing, table, ledger, records, final_key, seconds=time.perf_counter() - t0,
-                    show_progress=show_progress)
-    _save_state(runner.store, records, out)
-    changes = build_changelog(vdir / prev if prev else None, out, version, prev, records)
-    changes["row_cache"] = runner.row_cache_stats
-    write_changelog(changes, out)
-    seconds = time.perf_counter() - t0
-    info = {"version": version, "previous": prev, "source": src, "source_fingerprint": plan["source_fingerprint"],
-            "recipe_hash": plan["recipe_hash"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seconds": round(seconds, 3), "counts": res.counts, "output_hash": res.output_hash,
-            "added": changes["n_added"], "removed": changes["n_removed"], "row_cache": runner.row_cache_stats}
-    tmp = out / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, out / MARKER)
-    point_latest(vdir, version)
+    finished: dict = {}
+
+    def finish_version(ex) -> None:
+        # under the version folder's output lock, right after its output is written: the state,
+        # changelog, refresh.json and `latest` belong to the same turn as the data
+        _save_state(ex.runner.store, ex.records, out)
+        changes = build_changelog(previous, out, version, prev, ex.records)
+        changes["row_cache"] = ex.runner.row_cache_stats
+        write_changelog(changes, out)
+        seconds = time.perf_counter() - t0
+        res = ex.result
+        info = {"version": version, "previous": prev, "source": src,
+                "source_fingerprint": plan["source_fingerprint"], "recipe_hash": plan["recipe_hash"],
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 3),
+                "counts": res.counts, "output_hash": res.output_hash, "added": changes["n_added"],
+                "removed": changes["n_removed"], "row_cache": ex.runner.row_cache_stats}
+        tmp = out / f".{MARKER}.tmp"
+        tmp.write_text(json.dumps(info, indent=1))
+        os.replace(tmp, out / MARKER)
+        point_latest(vdir, version)
+        finished.update(changes=changes, seconds=seconds)
+
+    # recorded for gc under the versions folder: each refresh replaces the previous version's
+    # record, so `curate cache gc` keeps what the latest version used (older versions' outputs
+    # are written already; their cache entries may go)
+    ex = execute(data, cache_dir=cache_dir, show_progress=show_progress,
+                 runner_factory=functools.partial(RefreshRunner, previous=previous),
+                 on_written=finish_version, record_as=vdir)
+    res, changes, seconds = ex.result, finished["changes"], finished["seconds"]
     msg = (f"{version}: {res.counts['n_selected']} selected (+{changes['n_added']} / -{changes['n_removed']} "
            f"vs {prev or 'nothing'}) in {seconds:.1f}s")
     log.info("%s", msg)
