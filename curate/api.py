@@ -5,8 +5,8 @@ import tempfile
 from pathlib import Path
 
 from curate.engine.config import build_stage
-from curate.engine.execute import execute_table
-from curate.engine.pipeline import plan, run
+from curate.engine.execute import execute_table, run
+from curate.engine.pipeline import plan
 from curate.ingest import read as cio
 
 __all__ = ["run", "plan", "select"]

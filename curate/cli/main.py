@@ -33,7 +33,7 @@ def run(config: Path = typer.Argument(..., help="recipe YAML"),
     """Run a recipe end to end and write the output directory."""
     quiet_progress_bars(progress)
     from curate.core.errors import ConfigError, InputError
-    from curate.engine.pipeline import run as run_recipe
+    from curate.engine.execute import run as run_recipe
 
     setup_logging(verbose)
     try:

@@ -1,6 +1,6 @@
 """The one engine every entry point runs stages through.
 
-``curate.run`` (:func:`curate.engine.pipeline.run`), a versioned refresh
+``curate.run`` (:func:`run`), a versioned refresh
 (:func:`curate.ops.refresh.run_refresh`), the Prefect flow's ingest, stage and write tasks
 (``flows/curate_flow.py``) and ``curate.select`` (:func:`curate.api.select`) all call
 :func:`execute` (a recipe) or :func:`execute_table` (rows already in memory), so they share one
@@ -186,3 +186,22 @@ def _run(runner: Runner, cfg: RunConfig | None, ing: Ingest, stages: list[Stage]
     with use_executor(executor) if executor is not None else nullcontext():
         table, key, records = runner.run_stages(stages, table, ing.key, ledger)
     return Execution(cfg, ing, table, ledger, records, key, runner)
+
+
+def run(config, output_dir: str | None = None, show_progress: bool = True, cache_dir: str | None = None,
+        overrides: list[str] | None = None):
+    """Run a recipe end to end and write the output directory.
+
+    Args:
+        config: YAML path, dict or RunConfig.
+        output_dir: overrides ``output.dir``.
+        show_progress: draw progress bars (default True).
+        cache_dir: overrides ``cache_dir``.
+        overrides: ``key.path=value`` strings applied to the recipe after ``extends``
+            (``["input.path=pool.jsonl", "stages.8.budget=1000"]``; the CLI's ``--input``/``--set``).
+
+    Returns:
+        ``curate.engine.output.RunResult``.
+    """
+    return execute(config, output_dir=output_dir, cache_dir=cache_dir, overrides=overrides,
+                   show_progress=show_progress).result

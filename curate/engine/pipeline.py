@@ -223,23 +223,3 @@ def plan(config, output_dir: str | None = None, overrides: list[str] | None = No
                 columns += store.manifest(key)["columns"] if cached else list(step.output_columns())
     return rows
 
-
-def run(config, output_dir: str | None = None, show_progress: bool = True, cache_dir: str | None = None,
-        overrides: list[str] | None = None):
-    """Run a recipe end to end and write the output directory.
-
-    Args:
-        config: YAML path, dict or RunConfig.
-        output_dir: overrides ``output.dir``.
-        show_progress: draw progress bars (default True).
-        cache_dir: overrides ``cache_dir``.
-        overrides: ``key.path=value`` strings applied to the recipe after ``extends``
-            (``["input.path=pool.jsonl", "stages.8.budget=1000"]``; the CLI's ``--input``/``--set``).
-
-    Returns:
-        ``curate.engine.output.RunResult``.
-    """
-    from curate.engine.execute import execute  # it builds on this module
-
-    return execute(config, output_dir=output_dir, cache_dir=cache_dir, overrides=overrides,
-                   show_progress=show_progress).result
