@@ -142,7 +142,7 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 import reliability_helpers
 from reliability_helpers import _log
-import curate, curate.ingest.files, curate.engine.output
+import curate, curate.ingest.readers.jsonl, curate.engine.output
 from curate.core.stage import StageContext
 
 fault = os.environ.get("CURATE_FAULT", "")
@@ -163,13 +163,13 @@ def map_shards(self, n_rows, fn, shard_size=4096, desc="shards"):
 StageContext.map_shards = map_shards
 
 if kind == "ingest":
-    orig_parse, seen = curate.ingest.files._parse_line, [0]
+    orig_parse, seen = curate.ingest.readers.jsonl.parse_line, [0]
     def parse(b, m):
         seen[0] += 1
         if seen[0] > int(arg):
             die()
         return orig_parse(b, m)
-    curate.ingest.files._parse_line = parse
+    curate.ingest.readers.jsonl.parse_line = parse
 if kind == "select":
     os.environ["CURATE_TEST_KILL_IN_SELECT"] = "1"
 if kind == "output":

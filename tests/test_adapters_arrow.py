@@ -9,6 +9,7 @@ import pytest
 
 import curate.ingest.fast as aa
 from curate.ingest import read as cio
+from curate.ingest.spans import object_spans
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 REAL_ADAPT = aa.adapt_table
@@ -49,6 +50,9 @@ def _same(fast, slow):
     assert fast.table.to_pylist() == slow.table.to_pylist()
     assert fast.quarantine == slow.quarantine
     assert fast.n_rows_seen == slow.n_rows_seen
+    # one result type: both paths fill every field, record counts included
+    assert (fast.files, fast.warnings, fast.record_counts) == (slow.files, slow.warnings, slow.record_counts)
+    assert sum(fast.record_counts.values()) == fast.n_records == fast.n_rows_seen
 
 
 def test_records_alpaca_same_table_and_quarantine(monkeypatch):
@@ -111,7 +115,7 @@ def test_json_and_jsonl_files(monkeypatch, tmp_path):
     assert [q["line"] for q in fast.quarantine] == [4, 5]
     # the real sample files (Dolly as JSON Lines, GPTeacher as a JSON array)
     for name in ("dolly_2k.jsonl", "gpteacher_roleplay_500.json", "gsm8k_500.jsonl"):
-        fast, slow = _both(monkeypatch, lambda: cio.read_input(SAMPLE / name))
+        fast, slow = _both(monkeypatch, lambda name=name: cio.read_input(SAMPLE / name))
         _same(fast, slow)
 
 
@@ -189,10 +193,50 @@ def test_object_spans_match_raw_decode_on_tricky_strings():
             {"instruction": "日本語 \u00e9", "output": "\n\t"}]
     text = "[\n " + ",\n  ".join(json.dumps(r, ensure_ascii=k % 2 == 0) for k, r in enumerate(recs)) + "\n]"
     data = text.encode()
-    spans = aa._object_spans(data)
+    spans = object_spans(data)
     dec, pos, want = json.JSONDecoder(), text.index("{"), []
     for _ in recs:
         _, end = dec.raw_decode(text, pos)
         want.append(len(text[pos:end].encode()))
         pos = text.find("{", end) if end < len(text) - 2 else end
     assert spans.tolist() == want
+
+
+TEXTS = [{"text": "plain"}, {"text": "  "}, {"text": None}, {"text": "\u00a0tail "}, {"other": 1}, {"text": "\u2003"}]
+
+
+@pytest.mark.parametrize("fmt, recs", [("alpaca", ALPACA), ("messages", MESSAGES), ("text", TEXTS)])
+def test_column_adapter_gives_the_per_row_adapters_errors_and_text(fmt, recs):
+    """Each format's errors are built once and used by both of its adapters: the first failing
+    check of a row is exactly the RowError its per-row adapter raises."""
+    import numpy as np
+
+    from curate.ingest.formats import RowError
+    from curate.ingest.records import record_format
+
+    form = record_format(fmt)
+    cols = form.adapt_columns(recs, set().union(*recs), np.ones(len(recs), bool))
+    n_bad = 0
+    for i, rec in enumerate(recs):
+        failing = [c for c in cols.checks if c.mask[i]]
+        try:
+            canon, _ = form.adapt(rec)
+        except RowError as e:
+            n_bad += 1
+            assert failing, (i, e.message)
+            got = failing[0].error_of(i)
+            assert (got.reason, got.message) == (e.reason, e.message)
+            continue
+        assert not failing and cols.text[i].as_py() == canon[4]
+    assert 0 < n_bad < len(recs)
+
+
+def test_sharegpt_has_no_column_adapter():
+    import numpy as np
+
+    from curate.ingest.kernels import Fallback
+    from curate.ingest.records import record_format
+
+    recs = [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}]
+    with pytest.raises(Fallback):
+        record_format("sharegpt").adapt_columns(recs, {"conversations"}, np.ones(1, bool))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import importlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -95,7 +95,7 @@ def check_ingested(got, expected_records: int) -> None:
     prov = ledger.to_table()
     ids = prov.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == expected_records
-    assert set(q["reason"] for q in got.quarantine) <= set(importlib.import_module("curate.ingest.formats").REASONS)
+    assert {q["reason"] for q in got.quarantine} <= set(importlib.import_module("curate.ingest.formats").REASONS)
 
 
 def check_one_line(e: Exception, name: str) -> None:

@@ -13,12 +13,12 @@ import pytest
 
 from curate.core import schema
 from curate.core.errors import InputError
+from curate.ingest.formats import render_text
 from curate.ingest.read import (
     expand_paths,
     from_records,
     input_fingerprint,
     read_input,
-    render_text,
 )
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -403,3 +403,77 @@ def test_from_records_passes_id_text_tables_through():
     assert from_records(t.drop(["source"]), source="mine").table.column("source").to_pylist() == ["mine", "mine"]
     with pytest.raises(InputError, match="id column has duplicates"):
         from_records(pa.table({"id": ["x", "x"], "text": ["a", "b"]}))
+
+
+# ---------------------------------------------------------------- readers and record formats, one module each
+
+def _write_as(path: Path, rows: list[dict]) -> Path:
+    """``rows`` written in the format ``path``'s suffix names."""
+    name = path.name
+    if name.endswith((".csv", ".tsv")):
+        sep = "\t" if name.endswith(".tsv") else ","
+        cols = list(rows[0])
+        path.write_text(sep.join(cols) + "\n" + "".join(sep.join(r[c] for c in cols) + "\n" for r in rows))
+        return path
+    if name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return path
+    body = (json.dumps(rows) if ".json." in name + "." else "".join(json.dumps(r) + "\n" for r in rows)).encode()
+    if name.endswith(".gz"):
+        body = gzip.compress(body)
+    elif name.endswith(".zst"):
+        buf = pa.BufferOutputStream()
+        with pa.CompressedOutputStream(buf, "zstd") as f:
+            f.write(body)
+        body = buf.getvalue().to_pybytes()
+    path.write_bytes(body)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv", ".jsonl.gz", ".ndjson.gz",
+                                    ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst"])
+def test_each_suffix_has_a_reader_yielding_numbered_records(tmp_path, suffix):
+    from curate.ingest.readers import READERS, SUPPORTED_SUFFIXES, read_records
+
+    assert set(READERS) == set(SUPPORTED_SUFFIXES) and suffix in READERS
+    rows = [{"instruction": "i1", "output": "o1"}, {"instruction": "i2", "output": "o2"}]
+    got = list(read_records(_write_as(tmp_path / f"r{suffix}", rows), 1000, "train"))
+    first = 2 if suffix in (".csv", ".tsv") else 1  # CSV lines count the header
+    assert [(r.line, r.value) for r in got] == [(first, rows[0]), (first + 1, rows[1])]
+    assert all(r.raw is None or json.loads(r.raw) == r.value for r in got)
+
+
+def test_unsupported_suffix_names_the_supported_ones(tmp_path):
+    from curate.ingest.readers import read_records
+
+    with pytest.raises(InputError, match=r"unsupported file type '\.txt' \(supported: \.jsonl, \.ndjson, \.json,"):
+        read_records(tmp_path / "a.txt", 1000, "train")
+
+
+def test_readers_give_line_and_raw_text_of_bad_rows(tmp_path):
+    from curate.ingest.formats import RowError
+    from curate.ingest.readers.jsonl import read_jsonl
+    from curate.ingest.readers.table import iter_table
+
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b'{"text": "ok"}\n\n{broken\n' + b'{"text": "' + b"x" * 50 + b'"}\n')
+    got = list(read_jsonl(p, 40))
+    assert [r.line for r in got] == [1, 3, 4]  # physical lines: the blank line 2 is no record
+    assert got[0].value == {"text": "ok"} and got[0].raw == '{"text": "ok"}'
+    assert isinstance(got[1].value, RowError) and got[1].value.reason == "malformed_json" and got[1].raw == "{broken"
+    assert got[2].value.reason == "row_too_large" and got[2].raw.startswith('{"text": "xxx')
+    big = list(iter_table(pa.table({"text": ["short", "y" * 30]}), 10))
+    assert big[0].value == {"text": "short"} and big[0].raw is None
+    assert big[1].value.reason == "row_too_large" and json.loads(big[1].raw) == {"text": "y" * 30}
+
+
+def test_record_format_registry():
+    from curate.ingest.formats import FORMATS
+    from curate.ingest.records import RECORD_FORMATS, record_format
+
+    assert set(RECORD_FORMATS) == set(FORMATS) - {"auto"}
+    assert record_format("alpaca", {"instruction": "q"}).adapt({"q": "a", "output": "b"})[0][4] == "a\n\nb"
+    with pytest.raises(ValueError, match="format must be one of .* got 'xml'"):
+        record_format("xml")
+    with pytest.raises(ValueError, match="fields: unknown key 'bogus'"):
+        record_format("text", {"bogus": "x"})

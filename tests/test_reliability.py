@@ -226,7 +226,7 @@ def test_ledger_catches_a_row_lost_between_reading_and_adapting(tmp_path, monkey
     """Reproduces issue 11: ``Ledger.check`` compared n_input = len(ids) + len(quarantine) with a
     sum of the same things, so a row lost between reading and adapting passed. Now the readers
     count records independently (lines here) and the run fails loudly."""
-    from curate.ingest.formats import TableBuilder
+    from curate.ingest.build import TableBuilder
 
     real_add = TableBuilder.add
 

@@ -3,7 +3,7 @@
 Inputs (:func:`read_input`): a file, a directory (recursive; supported suffixes only; sorted;
 hidden entries skipped), a glob, a list of those, a ``datasets.save_to_disk`` directory, or a
 Hugging Face hub name (``hf://owner/name`` or a bare ``owner/name`` that is not a path; needs a
-reachable hub). Readers:
+reachable hub). Readers (one module each in :mod:`curate.ingest.readers`, picked by suffix):
 
 * ``.jsonl`` / ``.ndjson`` (and ``.gz``, ``.zst``): streamed as bytes, decoded and parsed per line, so one
   bad line (invalid UTF-8, broken JSON) is quarantined and the rest is read. Blank lines are not
@@ -16,7 +16,11 @@ reachable hub). Readers:
 * a ``save_to_disk`` directory (``dataset_info.json``/``state.json``/``dataset_dict.json``;
   ``split`` picks from a DatasetDict), loaded with ``datasets.load_from_disk``.
 
-Formats and the canonical ``text``: see :mod:`curate.ingest.formats` (auto-detected per file).
+Formats and the canonical ``text``: see :mod:`curate.ingest.formats` (auto-detected per file);
+each format's adapters are one class in :mod:`curate.ingest.records`. One JSON/JSONL file or a
+list of dicts in a format with a column adapter takes the vectorised path
+(:mod:`curate.ingest.fast`), with the same output; everything else is adapted row by row
+(:class:`curate.ingest.collect.Collector`). Both return :class:`Ingested`.
 
 Row ids: ``id_field`` if given (a row lacking it is ``missing_field``), else a non-null ``id``
 column, else ``<file>:<line>``: file relative to the input root (the file name for a single
@@ -36,13 +40,10 @@ inputs); an original ``source`` column is kept as ``orig_source``.
 from __future__ import annotations
 
 import glob as globlib
-import json
 import logging
 import os
 import re
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
 
 import pyarrow as pa
 import xxhash
@@ -50,37 +51,22 @@ from tqdm.auto import tqdm
 
 from curate.core import schema
 from curate.core.errors import InputError
-from curate.ingest.files import (
-    RAW_CHARS,
-    SUPPORTED_SUFFIXES,
-    Counted,
-    FileError,
-    canonical_passthrough,
-    check_file_count,
-    dataset_table,
-    is_hf_dir,
-    iter_table,
-    records_for,
-    suffix_of,
-)
-from curate.ingest.formats import (
-    FORMATS,
-    RowError,
-    TableBuilder,
-    check_fields,
-    detect_format,
-    make_adapter,
-    render_text,
-)
-from curate.ingest.result import Ingested
+from curate.ingest.build import canonical_passthrough
+from curate.ingest.collect import Collector
+from curate.ingest.fast import read_fast, records_fast
+from curate.ingest.formats import RowError, check_fields
+from curate.ingest.quarantine import RAW_CHARS, quarantine_record, summary
+from curate.ingest.readers import SUPPORTED_SUFFIXES, read_records, suffix_of
+from curate.ingest.readers.base import FileError, Record
+from curate.ingest.readers.hf import dataset_table, is_hf_dir
+from curate.ingest.readers.table import iter_table
+from curate.ingest.result import Counted, Ingested, check_file_count
 
-__all__ = ["InputError", "Ingested", "read_input", "from_records", "input_fingerprint", "expand_paths",
-           "render_text", "SUPPORTED_SUFFIXES"]
+__all__ = ["expand_paths", "from_records", "input_fingerprint", "read_input"]
 
 log = logging.getLogger(__name__)
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_DETECT_N = 50  # records looked at to detect a file's format
 
 
 def _expand_one(path: str | Path) -> tuple[list[Path | str], Path | None]:
@@ -177,92 +163,7 @@ def input_fingerprint(path: str | Path | list) -> str:
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------- assembly
-
-def _raw_of(rec: Any) -> str:
-    try:
-        return json.dumps(rec, ensure_ascii=False, default=str)[:RAW_CHARS]
-    except (TypeError, ValueError):
-        return repr(rec)[:RAW_CHARS]
-
-
-class _Collector:
-    """Adapts records of successive files into one TableBuilder, tracking ids and quarantine."""
-
-    def __init__(self, format: str | None, id_field: str | None, fields: dict | None, source: str | None):
-        self.format = format or "auto"
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        self.fields = check_fields(fields)
-        self.id_field = id_field
-        self.source = source
-        self.builder = TableBuilder()
-        self.quarantine: list[dict] = []
-        self.seen: dict[str, str] = {}  # id -> "file:line" where it was first used
-
-    def _bad(self, name, line, row_id, err: RowError, raw):
-        self.quarantine.append({"file": name, "line": line, "id": row_id, "reason": err.reason,
-                                "error": err.message, "raw": raw})
-
-    def add_file(self, name: str, records: Iterator[tuple]) -> tuple[int, int]:
-        """Consume one file's records; return (rows kept, rows quarantined)."""
-        buffered, adapt, fmt = [], None, self.format
-        n0, q0 = len(self.builder), len(self.quarantine)
-        source = self.source or name
-        it = iter(records)
-        for item in it:
-            buffered.append(item)
-            if fmt != "auto" or sum(isinstance(r[1], dict) for r in buffered) >= _DETECT_N:
-                break
-        if fmt == "auto":
-            fmt = detect_format([r[1] for r in buffered if isinstance(r[1], dict)], self.fields)
-            if fmt is None and any(isinstance(r[1], dict) for r in buffered):
-                keys = sorted({k for r in buffered if isinstance(r[1], dict) for k in r[1]})[:12]
-                raise InputError(f"{name}: cannot detect the format from keys {keys}; pass format= one of "
-                                 f"{FORMATS[1:]} and/or fields=")
-        adapt = make_adapter(fmt, self.fields) if fmt else None
-        for line, rec, raw, *orig in (x for src in (buffered, it) for x in src):
-            if isinstance(rec, RowError):
-                self._bad(name, line, None, rec, raw if raw is not None else _raw_of(orig[0] if orig else None))
-                continue
-            row_id = None
-            try:
-                if not isinstance(rec, dict):
-                    raise RowError("wrong_type", f"row must be a JSON object, got {type(rec).__name__}")
-                row_id, id_key = self._row_id(rec, name, line)
-                canon, consumed = adapt(rec)
-            except RowError as e:
-                self._bad(name, line, row_id, e, raw[:RAW_CHARS] if raw is not None else _raw_of(rec))
-                continue
-            place = f"{name}:{line}"
-            first = self.seen.get(row_id)
-            if first is not None:
-                self._bad(name, line, row_id, RowError("duplicate_id", f"id {row_id!r} at {place} repeats the id of "
-                                                       f"{first}"), raw[:RAW_CHARS] if raw is not None else _raw_of(rec))
-                continue
-            self.seen[row_id] = place
-            consumed.add(id_key)
-            consumed.discard(None)
-            extras = {k: v for k, v in rec.items() if k not in consumed} if len(rec) > len(consumed) else None
-            self.builder.add(row_id, canon, source, extras)
-        return len(self.builder) - n0, len(self.quarantine) - q0
-
-    def _row_id(self, rec: dict, name: str, line: int) -> tuple[str, str | None]:
-        key = self.id_field or ("id" if rec.get("id") is not None else None)
-        if key is None:
-            return f"{name}:{line}", None
-        val = rec.get(key)
-        if val is None:
-            raise RowError("missing_field", f"missing id field {key!r}")
-        if isinstance(val, (dict, list)):
-            raise RowError("wrong_type", f"id field {key!r} must be a scalar, got {type(val).__name__}")
-        return str(val), key
-
-
-def _summary(quarantine: list[dict]) -> str:
-    counts = Counter(q["reason"] for q in quarantine)
-    return ", ".join(f"{n} {r}" for r, n in counts.most_common())
-
+# ---------------------------------------------------------------- reading
 
 def read_input(path: str | Path | list, format: str | None = None, id_field: str | None = None,
                text_field: str | None = None, fields: dict[str, str] | None = None,
@@ -295,12 +196,9 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
     if text_field:
         fields["text"] = text_field
         format = format if format not in (None, "auto") else "text"
-    col = _Collector(format, id_field, fields, source)
+    col = Collector(format, id_field, fields, source)
     entries = _expand_with_names(path)
-    from curate.ingest.fast import (
-        read_fast,  # vectorised path for one JSON/JSONL file; None = per row
-    )
-
+    # The vectorised path for one JSON/JSONL file; None = per row.
     if (fast := read_fast(entries, format=format, fields=fields, id_field=id_field, source=source,
                           max_row_bytes=max_row_bytes)) is not None:
         return fast
@@ -309,13 +207,13 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
     for entry, name in tqdm(entries, desc="ingest", unit="file", disable=not show_progress or len(entries) < 2):
         files.append(str(entry))
         n0, q0 = len(col.builder), len(col.quarantine)
-        records = Counted(records_for(entry, max_row_bytes, split))
+        records = Counted(read_records(entry, max_row_bytes, split))
         try:
             n_ok, n_bad = col.add_file(name, records)
         except FileError as e:
             unreadable.append(f"{name}: {e}")
-            col.quarantine.append({"file": name, "line": None, "id": None, "reason": "unreadable_file",
-                                   "error": str(e), "raw": _head_repr(entry)})
+            col.quarantine.append(quarantine_record(name, None, None, RowError("unreadable_file", str(e)),
+                                                    _head_repr(entry)))
             counts[name] = records.n + 1  # the file itself is one quarantine record
             check_file_count(name, counts[name], len(col.builder) - n0, len(col.quarantine) - q0)
             continue
@@ -331,7 +229,7 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
         if col.quarantine:
             q = col.quarantine[0]
             raise InputError(f"{', '.join(sorted({q['file'] for q in col.quarantine}))}: no valid rows; "
-                             f"{len(col.quarantine)} quarantined ({_summary(col.quarantine)}); first at line "
+                             f"{len(col.quarantine)} quarantined ({summary(col.quarantine)}); first at line "
                              f"{q['line']}: {q['error']}")
         raise InputError(f"{empty[0]}: file is empty" if len(empty) == 1 else f"{path}: all {len(empty)} files are empty")
     warnings += [f"{n}: file is empty" for n in empty]
@@ -341,11 +239,12 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
     for w in warnings:
         log.warning(w)
     if col.quarantine:
-        log.warning("quarantined %d rows (%s)", len(col.quarantine), _summary(col.quarantine))
+        log.warning("quarantined %d rows (%s)", len(col.quarantine), summary(col.quarantine))
     return Ingested(table=table, quarantine=col.quarantine, files=files, warnings=warnings, record_counts=counts)
 
 
-def _head_repr(entry) -> str:
+def _head_repr(entry: Path) -> str:
+    """The first 200 bytes of an unreadable file, as its quarantine record's ``raw``."""
     try:
         with open(entry, "rb") as fh:
             return repr(fh.read(200))[:RAW_CHARS]
@@ -370,13 +269,10 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
     if isinstance(data, (str, Path)) or (isinstance(data, list) and data and isinstance(data[0], (str, Path))):
         return read_input(data, format=format, id_field=id_field)
     if isinstance(data, list):
-        from curate.ingest.fast import (
-            records_fast,  # vectorised alpaca/text; None = per row
-        )
-
+        # The vectorised path for alpaca/text/messages; None = per row.
         if (fast := records_fast(data, format=format, id_field=id_field, source=source)) is not None:
             return fast
-        records = ((i, rec, None) for i, rec in enumerate(data, 1))
+        records = (Record(i, rec, None) for i, rec in enumerate(data, 1))
     else:
         if not isinstance(data, pa.Table):
             if type(data).__module__.startswith("pandas"):
@@ -390,13 +286,13 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
             return Ingested(table=canonical_passthrough(data, source), files=[source],
                             record_counts={source: data.num_rows})
         records = iter_table(data, 2**62)
-    col = _Collector(format, id_field, None, source)
+    col = Collector(format, id_field, None, source)
     counted = Counted(records)
     n_ok, n_bad = col.add_file(source, counted)
     check_file_count(source, counted.n, n_ok, n_bad)
     if n_ok == 0:
         if n_bad:
-            raise InputError(f"{source}: no valid rows; {n_bad} quarantined ({_summary(col.quarantine)})")
+            raise InputError(f"{source}: no valid rows; {n_bad} quarantined ({summary(col.quarantine)})")
         raise InputError(f"{source}: input is empty")
     return Ingested(table=col.builder.build(), quarantine=col.quarantine, files=[source],
                     record_counts={source: counted.n})

@@ -1,9 +1,12 @@
-"""curate.ingest.result"""
+"""The result of ingest (:class:`Ingested`, from both paths) and the record count it is checked against."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+
+from curate.core.errors import LedgerError
 
 
 @dataclass
@@ -38,3 +41,36 @@ class Ingested:
     def n_rows_seen(self) -> int:
         """Rows kept plus rows quarantined (equals :attr:`n_records` when nothing was lost)."""
         return self.table.num_rows + len(self.quarantine)
+
+
+class Counted:
+    """Iterator wrapper counting the records a reader yields (the independent ingest count).
+
+    Args:
+        records (Iterator): a reader's records; ``n`` is how many were taken so far.
+    """
+
+    def __init__(self, records: Iterator):
+        self.it, self.n = iter(records), 0
+
+    def __iter__(self) -> Counted:
+        return self
+
+    def __next__(self):
+        item = next(self.it)
+        self.n += 1
+        return item
+
+
+def check_file_count(name: str, counted: int, kept: int, quarantined: int) -> None:
+    """Raise :class:`~curate.core.errors.LedgerError` unless every record read was kept or quarantined.
+
+    Args:
+        name (str): the input's name, for the error.
+        counted (int): records counted where they were read.
+        kept (int): rows in the table from this input.
+        quarantined (int): quarantine records from this input.
+    """
+    if counted != kept + quarantined:
+        raise LedgerError(f"{name}: provenance invariant broken at ingest: {counted} records read, but "
+                          f"{kept} kept + {quarantined} quarantined = {kept + quarantined}")
