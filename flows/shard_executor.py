@@ -1,15 +1,22 @@
-"""flows.shard_executor"""
+"""One Prefect task per shard: the shard executor of ``curate.core.shards.map_shards`` in flows.
+
+The Prefect flow installs a :class:`PrefectShardExecutor` (``use_executor``) around a stage when
+it runs on prefect-dask's ``DaskTaskRunner`` (``curate_flow(dask=True)``): every unfinished shard
+of embed / LM scoring / the quality model / MinHash signatures becomes one Prefect task, run by
+whichever Dask worker is free. ``map_shards`` keeps the shard list, the file names, the resume
+check and the row-order concatenation, so the output equals the local loop's; a task computes
+its shard with ``compute_shard`` (saved atomically with its checksum), and a shard whose task
+fails is retried (``retries``) before the stage fails.
+
+Workers must see the stage's work dir (one machine, or a shared filesystem). Each task carries
+``fn_for_rows(fn, start, stop)``, pickled by cloudpickle: only its shard's data when ``fn``
+defines ``for_rows`` (MinHash), the whole closure otherwise.
+"""
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterator
 
-from curate.core.shards import compute_shard, load_shards, shard_path
-
-log = logging.getLogger(__name__)
-
-from typing import Callable
-
-import numpy as np
+from curate.core.shards import Shard, ShardFn, compute_shard, fn_for_rows
 
 
 class PrefectShardExecutor:
@@ -24,26 +31,16 @@ class PrefectShardExecutor:
         self.retries = retries
         self.retry_delay_seconds = retry_delay_seconds
 
-    def map_shards(self, ctx, n_rows: int, fn: Callable[[int, int], dict], shard_size: int = 4096,
-                   desc: str = "shards") -> dict[str, np.ndarray]:
-        """Same contract as ``StageContext.map_shards``; runs inside a flow (or task) run."""
+    def run(self, fn: ShardFn, todo: list[Shard], desc: str = "shards") -> Iterator[tuple[Shard, None]]:
+        """Submit every shard of ``todo`` (see ``curate.core.shards``), then yield each once its
+        task has saved it; runs inside a flow (or task) run. Tasks are named after ``desc``."""
         from prefect import task
         from prefect.cache_policies import NO_CACHE
 
-        starts = list(range(0, n_rows, shard_size)) or [0]
-        paths = [shard_path(ctx.work_dir, a, min(a + shard_size, n_rows)) for a in starts]
-        from curate.core.shards import load_shard
-
-        # a finished shard is reused only when it passes its checksum (a damaged one is moved
-        # aside); the ones that pass are kept for the concatenation, not read a second time
-        finished = {p: got for p in paths if p.exists() and (got := load_shard(p)) is not None}
-        todo = [(a, p) for a, p in zip(starts, paths) if p not in finished]
-        if len(todo) < len(starts):
-            log.info("%s: resuming, %d of %d shards already finished", desc, len(starts) - len(todo), len(starts))
         t = task(compute_shard, name=f"shard {desc}", retries=self.retries,
                  retry_delay_seconds=self.retry_delay_seconds, cache_policy=NO_CACHE)
-        futures = [t.with_options(task_run_name=f"{desc} rows {a}-{min(a + shard_size, n_rows)}").submit(
-            fn, str(p), a, min(a + shard_size, n_rows)) for a, p in todo]
-        for f in futures:
+        futures = [t.with_options(task_run_name=f"{desc} rows {s.start}-{s.stop}").submit(
+            fn_for_rows(fn, s.start, s.stop), str(s.path), s.start, s.stop) for s in todo]
+        for s, f in zip(todo, futures):
             f.result()  # raises the shard's error once its retries are spent
-        return load_shards(paths, finished)
+            yield s, None

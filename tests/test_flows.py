@@ -134,7 +134,7 @@ def test_one_dask_task_per_shard_retry_and_resume(prefect_server, tmp_path):
     out, keys = shards_flow()
     assert active_executor() is None
     assert np.array_equal(keys[0], local_keys[0]) and np.array_equal(keys[1], local_keys[1])
-    assert len(list((tmp_path / "mh" / "minhash_tasks" / "shards").glob("*.npz"))) == 4  # one task per shard
+    assert len(list((tmp_path / "mh" / "shards").glob("*.npz"))) == 4  # one task per shard
     assert np.array_equal(out["sq"], local["sq"]) and np.array_equal(out["ids"], local["ids"])
     assert sorted(p.name for p in marks.glob("call-*")) == ["call-0-0", "call-10-0", "call-10-1"]
 

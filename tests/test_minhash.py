@@ -233,7 +233,7 @@ def test_shards_resume_and_parallel_match(tmp_path, monkeypatch):
     texts = pa.array([words(i, i + 12) for i in range(50)])
     params = MinHashDedup().signature_params()
     k1, v1 = compute_band_keys(texts, params, batch_size=16, work_dir=tmp_path)
-    assert len(list((tmp_path / "minhash_shards").glob("*.npz"))) == 4
+    assert len(list((tmp_path / "shards").glob("*.npz"))) == 4
 
     def boom(*a, **k):
         raise AssertionError("recomputed a finished shard")

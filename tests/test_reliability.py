@@ -145,14 +145,14 @@ def test_minhash_band_key_shards_recompute_when_damaged(tmp_path, monkeypatch):
     texts = pa.array([f"row {i} " + " ".join(f"w{j}" for j in range(i, i + 12)) for i in range(40)])
     params = MinHashDedup().signature_params()
     k1, v1 = mi.compute_band_keys(texts, params, batch_size=10, work_dir=tmp_path)
-    shards = sorted((tmp_path / "minhash_shards").glob("*.npz"))
+    shards = sorted((tmp_path / "shards").glob("*.npz"))
     assert len(shards) == 4 and all(p.with_suffix(".sum.json").exists() for p in shards)
     _damage(shards[1:3])
     real, calls = mi._shard_worker, []
     monkeypatch.setattr(mi, "_shard_worker", lambda a: calls.append(len(a[0])) or real(a))
     k2, v2 = mi.compute_band_keys(texts, params, batch_size=10, work_dir=tmp_path)
     assert calls == [10, 10] and (k1 == k2).all() and (v1 == v2).all()  # only the two damaged shards
-    assert len(list((tmp_path / "minhash_shards" / "damaged").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "shards" / "damaged").glob("*.npz"))) == 2
 
 
 def test_dask_shard_files_are_checked(tmp_path):

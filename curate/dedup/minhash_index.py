@@ -19,7 +19,8 @@ import json
 import logging
 import os
 import shutil
-from collections import deque
+import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.core.shards import load_shard, save_shard
+from curate.core.shards import active_executor, map_shards
 from curate.dedup.minhash_core import SHINGLE_HASH_VERSION, text_band_keys
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,36 @@ def _shard_worker(args: tuple[pa.Array, dict[str, Any]]) -> tuple[np.ndarray, np
     return text_band_keys(texts, **params)
 
 
+class _BandKeys:
+    """The shard function of :func:`compute_band_keys`: rows [start, stop) -> {"keys", "valid"}.
+
+    Args:
+        texts: Arrow string array (or chunked) holding rows [offset, offset + len(texts)).
+        kw: signature parameters (``SIGNATURE_PARAMS`` keys).
+        offset: row number of ``texts[0]`` (default 0; :meth:`for_rows` copies hold one shard).
+    """
+
+    def __init__(self, texts: pa.Array | pa.ChunkedArray, kw: dict[str, Any], offset: int = 0):
+        self.texts = texts
+        self.kw = kw
+        self.offset = offset
+
+    def __call__(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        keys, valid = _shard_worker((self.texts.slice(start - self.offset, stop - start), self.kw))
+        return {"keys": keys, "valid": valid}
+
+    def for_rows(self, start: int, stop: int) -> _BandKeys:
+        """The same function holding only rows [start, stop): what a shard task pickles. take
+        copies them (a pickled slice may carry its whole parent buffers)."""
+        part = self.texts.slice(start - self.offset, stop - start).take(pa.array(np.arange(stop - start)))
+        return _BandKeys(part, self.kw, offset=start)
+
+
 def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any], *, batch_size: int = 10_000,
                       num_proc: int = 1, work_dir: Path | None = None,
                       show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Band keys for all texts, shard by shard, optionally in parallel processes and resumable.
+    """Band keys for all texts, shard by shard (``curate.core.shards.map_shards``), optionally in
+    parallel processes and resumable.
 
     Memory: one shard's shingles and signatures at a time per process (about
     batch_size * (shingles per text * 8 B + num_perm * 4 B)), plus the (n, b) uint64 result.
@@ -75,101 +102,34 @@ def compute_band_keys(texts: pa.Array | pa.ChunkedArray, params: dict[str, Any],
         texts: (n,) Arrow string array.
         params: signature parameters (``SIGNATURE_PARAMS`` keys, ``algorithm`` ignored).
         batch_size: rows per shard (default 10,000).
-        num_proc: worker processes (default 1 = in-process).
-        work_dir: when given, finished shards are saved under ``work_dir/minhash_shards`` and
-            reused by a re-run after a crash.
-        show_progress: draw a tqdm bar.
+        num_proc: processes computing shards, this one included (default 1 = in-process;
+            ``curate.core.parallel.ProcessShardExecutor``).
+        work_dir: when given, finished shards are saved under ``work_dir/shards`` and reused by a
+            re-run after a crash, and an executor installed by ``use_executor`` (one Prefect task
+            per shard under a Dask flow) computes them; None (default): a temporary folder,
+            removed afterwards.
+        show_progress: draw a tqdm bar (default False).
 
     Returns:
         ((n, b) uint64 keys, (n,) bool valid).
     """
-    from tqdm.auto import tqdm
-
     kw = {k: params[k] for k in SIGNATURE_PARAMS}
     n = len(texts)
-    from curate.core.shards import (
-        active_executor,  # under a Dask flow: one task per shard
-    )
-
-    if active_executor() is not None and work_dir is not None and n:
-        from types import SimpleNamespace
-
-        out = active_executor().map_shards(
-            SimpleNamespace(work_dir=Path(work_dir) / "minhash_tasks"), n,
-            lambda a, b: dict(zip(("keys", "valid"), _shard_worker((texts.slice(a, b - a), kw)))),
-            shard_size=batch_size, desc="minhash")
-        return out["keys"], out["valid"]
-    starts = list(range(0, n, batch_size))
-    keys = np.empty((n, kw["bands"]), dtype=np.uint64)
-    valid = np.empty(n, dtype=bool)
-    shard_dir = Path(work_dir) / "minhash_shards" if work_dir is not None else None
-    if shard_dir is not None:
-        shard_dir.mkdir(parents=True, exist_ok=True)
-
-    def path(s: int) -> Path | None:
-        return None if shard_dir is None else shard_dir / f"{s:012d}-{min(s + batch_size, n):012d}.npz"
-
-    todo = []
-    for s in starts:
-        p = path(s)
-        got = load_shard(p) if p is not None and p.exists() else None  # None also when damaged (moved aside)
-        if got is not None:
-            keys[s:s + batch_size], valid[s:s + batch_size] = got["keys"], got["valid"]
-        else:
-            todo.append(s)
-
-    def done(s: int, k: np.ndarray, v: np.ndarray) -> None:
-        keys[s:s + len(v)], valid[s:s + len(v)] = k, v
-        p = path(s)
-        if p is not None:
-            save_shard(p, {"keys": k, "valid": v})  # whole or absent, with its checksum
-
-    bar = tqdm(total=len(starts), initial=len(starts) - len(todo), desc="minhash", unit="shard",
-               disable=not show_progress)
-    parallel = num_proc > 1 and len(todo) > 1
-    if parallel:
-        from curate.core.parallel import process_pool
-
-        # The parent is one of the num_proc processes: num_proc - 1 spawned workers take shards
-        # from the front of the queue (each gets a copy: take, so only its shard's bytes are
-        # pickled), the parent computes shards from the back in between. spawn: Arrow's thread
-        # pools make fork unsafe in the parent. At most 2 shards per worker are in flight
-        # (Executor.map would pickle every shard up front).
+    if not n:  # no shard file for nothing
+        return np.empty((0, kw["bands"]), dtype=np.uint64), np.empty(0, dtype=bool)
+    # an installed executor only with a work dir: its workers may run elsewhere and must see the folder
+    executor = active_executor() if work_dir is not None else None
+    if executor is None and num_proc > 1:
+        from curate.core.parallel import ProcessShardExecutor
         from curate.dedup.lsh import warm_up
 
-        n_workers = num_proc - 1
-        queue = deque(todo)
-        warmed = False
-        with process_pool(n_workers) as ex:  # spawn workers that never re-run __main__ (stdin, -c, notebooks)
-            pending: deque = deque()
-            while queue or pending:
-                while queue and len(pending) < 2 * n_workers:
-                    s = queue.popleft()
-                    shard = texts.slice(s, batch_size).take(pa.array(np.arange(min(batch_size, n - s))))
-                    pending.append((s, ex.submit(_shard_worker, (shard, kw))))
-                while pending and pending[0][1].done():
-                    s0, fut = pending.popleft()
-                    done(s0, *fut.result())
-                    bar.update()
-                if not queue and pending and pending[-1][1].cancel():  # not started yet: do it here
-                    queue.append(pending.pop()[0])
-                if queue:
-                    s = queue.pop()
-                    done(s, *_shard_worker((texts.slice(s, batch_size), kw)))
-                    bar.update()
-                elif pending:
-                    if not warmed:  # nothing left for the parent: prepare the LSH step meanwhile
-                        warm_up()
-                        warmed = True
-                    s0, fut = pending.popleft()
-                    done(s0, *fut.result())
-                    bar.update()
-    else:
-        for s in todo:
-            done(s, *_shard_worker((texts.slice(s, batch_size), kw)))
-            bar.update()
-    bar.close()
-    return keys, valid
+        # warm_up: the parent, done with its shards, imports the LSH step's needs meanwhile
+        executor = ProcessShardExecutor(num_proc, on_idle=warm_up)
+    scratch = nullcontext(work_dir) if work_dir is not None else tempfile.TemporaryDirectory(prefix="curate-minhash-")
+    with scratch as wd:
+        out = map_shards(Path(wd), n, _BandKeys(texts, kw), shard_size=batch_size, desc="minhash",
+                         show_progress=show_progress, executor=executor)
+    return out["keys"], out["valid"]
 
 
 class MinHashIndex:
