@@ -5,7 +5,9 @@ import pytest
 import yaml
 
 from curate.core.errors import ConfigError
+from curate.core.stage import Annotator
 from curate.engine.config import load_config
+from curate.engine.preflight import check_after_ingest
 
 BASE = {"input": {"path": "x.jsonl"}, "stages": [{"type": "exact_dedup"}, {"type": "random", "budget": 10}],
         "output": {"dir": "out"}}
@@ -79,3 +81,53 @@ def test_apply_overrides_parses_yaml_values_and_indexes_lists():
     assert got == {"input": {"path": "b.jsonl"}, "stages": [{"type": "embed"}, {"type": "top_k", "budget": {"tokens": 500}}],
                    "seed": 7, "output": {"plots": False}}
     assert data["stages"][1]["budget"] == 5  # the caller's dict is not changed
+
+
+def _ingested(n: int = 6):
+    """A table with the canonical columns, as ingest leaves it (no annotations yet)."""
+    import pyarrow as pa
+
+    from curate.core.schema import CANONICAL_SCHEMA
+
+    return pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"row {i} text" for i in range(n)],
+                     "instruction": [f"do {i}" for i in range(n)], "input": [""] * n,
+                     "output": [f"done {i}" for i in range(n)], "messages": [None] * n, "source": ["toy"] * n},
+                    schema=CANONICAL_SCHEMA)
+
+
+@pytest.mark.parametrize("stages, match", [
+    ([{"type": "length_filter", "column": "body"}], r"stages\[0\] \(length_filter\): needs column\(s\) \['body'\]"),
+    ([{"type": "exact_dedup"}, {"type": "exact_dedup", "column": "body"}], r"stages\[1\] \(exact_dedup\): .*\['body'\]"),
+    ([{"type": "minhash_dedup", "keep": "highest:votes"}], r"stages\[0\] \(minhash_dedup\): needs column\(s\) \['votes'\]"),
+    ([{"type": "embed", "template": "{instruction} {context}"}], r"stages\[0\] \(embed\): needs column\(s\) \['context'\]"),
+    ([{"type": "kmq", "budget": 3, "score": None, "cluster_column": "topic"}], r"\(kmq\): needs column\(s\) \['topic'\]"),
+    ([{"type": "score_filter", "column": "ifd_gt1", "max": 0}], r"\(score_filter\): needs column\(s\) \['ifd_gt1'\]"),
+])
+def test_preflight_names_a_column_that_nothing_makes(stages, match):
+    built = load_config(_with(stages=stages)).build_stages()
+    with pytest.raises(ConfigError, match=match + ".*add the annotator that makes"):
+        check_after_ingest(built, _ingested())
+
+
+@pytest.mark.parametrize("stages", [
+    [{"type": "semdedup", "eps": 0.1}, {"type": "d4", "budget": 0.5}],  # embed + kmeans come first automatically
+    [{"type": "top_k", "score": "quality", "budget": 3}],  # quality_model produces it
+    [{"type": "score_filter", "column": "h_words", "min": 3}, {"type": "cherry_ifd", "budget": 2}],
+    [{"type": "sae_greedy", "budget": 3}, {"type": "random", "budget": {"tokens": 50}}],
+    [{"type": "embed", "column": "vec"}, {"type": "kcenter", "budget": 3, "embedding_column": "vec"}],
+    [{"type": "kmeans"}, {"type": "kmq", "budget": 3, "score": None, "cluster_column": "cluster_id"}],
+    [{"type": "reward_model", "model": "some/reward-model"}, {"type": "top_k", "score": "reward", "budget": 3}],
+])
+def test_preflight_passes_columns_an_earlier_stage_or_a_prerequisite_makes(stages):
+    check_after_ingest(load_config(_with(stages=stages)).build_stages(), _ingested())
+
+
+def test_preflight_stops_checking_after_an_annotator_that_declares_no_columns():
+    from curate.select.basic import TopK
+
+    class Undeclared(Annotator):  # a user's own annotator: what it adds is unknown
+        name = "undeclared"
+
+    check_after_ingest([Undeclared(), TopK(score="whatever_it_adds", budget=3)], _ingested())
+    with pytest.raises(ConfigError, match=r"needs column\(s\) \['whatever_it_adds'\]"):
+        check_after_ingest([TopK(score="whatever_it_adds", budget=3)], _ingested())

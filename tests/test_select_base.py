@@ -10,7 +10,10 @@ import pytest
 import curate
 from curate.core.errors import ConfigError
 from curate.core.registry import register
+from curate.core.stage import Annotator
 from curate.engine.config import build_stage
+from curate.score.heuristics import HEURISTIC_COLUMNS
+from curate.score.producers import score_producer, score_producers
 from curate.select.base import (
     NOT_SELECTED,
     BudgetSelector,
@@ -125,3 +128,37 @@ def test_token_count_matches_the_proxy_tokenizer_and_is_added_automatically(tmp_
     assert dict(zip(ds["id"], ds["n_tokens"])) == truth
     assert 0 < sum(truth.values()) <= 400
     assert prov.column("n_tokens").null_count == 0
+
+
+@register
+class _TextLength(Annotator):
+    """Test score annotator: declares ``produces``, and is in no list of score columns."""
+
+    name = "_test_text_length"
+    produces = ("_test_chars",)
+
+    def output_columns(self):
+        return ["_test_chars"]
+
+    def annotate(self, table, ctx):
+        return pa.table({"_test_chars": pa.array([float(len(t)) for t in table.column("text").to_pylist()])})
+
+
+def test_a_new_score_annotator_is_added_for_a_selector_on_its_column():
+    rows = [{"id": f"r{i}", "text": "x" * (i + 1)} for i in range(12)]
+    ds, prov = curate.select(rows, method="top_k", score="_test_chars", budget=3, return_provenance=True)
+    assert sorted(ds["id"]) == ["r10", "r11", "r9"]
+    assert prov.column("_test_chars").to_pylist()[:3] == [1.0, 2.0, 3.0]
+    assert score_producer("_test_chars", ["id", "_test_chars"]) == []  # present: nothing to add
+
+
+def test_builtin_score_producers_are_read_from_the_annotators():
+    got = score_producers()
+    assert {c: got[c] for c in ("quality", "ppl_response", "ppl_text", "ifd", "ifd_loss_cond", "ifd_loss_uncond",
+                                "ifd_truncated")} == {
+        "quality": "quality_model", "ppl_response": "perplexity", "ppl_text": "perplexity", "ifd": "ifd",
+        "ifd_loss_cond": "ifd", "ifd_loss_uncond": "ifd", "ifd_truncated": "ifd"}
+    assert {c for c, name in got.items() if name == "heuristics"} == set(HEURISTIC_COLUMNS)
+    for not_a_score in ("ifd_gt1", "embedding", "cluster_id", "n_tokens", "reward", "h_no_such_heuristic"):
+        assert not_a_score not in got
+    assert [s.name for s in score_producer("h_words", ["id", "text"])] == ["heuristics"]

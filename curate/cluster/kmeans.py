@@ -93,6 +93,9 @@ class KMeans(Annotator):
     def output_columns(self) -> list[str]:
         return [CLUSTER_ID, CENTROID_DISTANCE]
 
+    def required_columns(self) -> list[str]:
+        return [self.embedding_column]
+
     def prerequisites(self, columns: list[str]) -> list:
         if self.embedding_column in columns:
             return []

@@ -15,6 +15,8 @@ _REGISTRY: dict[str, type[Stage]] = {}
 # missing) is reported when one of its stages is asked for, never silently skipped.
 BUILTIN_MODULES = (
     "curate.filters.length",
+    "curate.filters.score",
+    "curate.filters.language",
     "curate.dedup.exact",
     "curate.dedup.minhash",
     "curate.dedup.semantic",
@@ -22,6 +24,7 @@ BUILTIN_MODULES = (
     "curate.embed.stage",
     "curate.cluster.kmeans",
     "curate.score.stages",
+    "curate.score.perplexity_bucket",
     "curate.select.basic",
     "curate.select.cherry",
     "curate.score.tokens",

@@ -11,6 +11,13 @@ Subclass contract:
   input row, same order. It never drops rows.
 * ``Selector.select(table, ctx) -> Selection`` decides keep/drop for every input row, with a
   reason code from the class's ``reasons`` mapping for every dropped row.
+
+What a stage reads and writes is declared, not guessed (as scikit-learn's estimator tags):
+``required_columns()`` names the input columns a stage reads (checked after ingest, before any
+compute; ``prerequisites`` may add the annotators that make them), ``Annotator.output_columns()``
+the columns ``annotate`` returns, and ``Annotator.produces`` the score columns a selector may ask
+for by name (the annotator is then added automatically). ``tests/test_stage_contract.py`` checks
+every registered stage against this contract.
 """
 from __future__ import annotations
 
@@ -169,7 +176,16 @@ class Stage:
     budgeted: ClassVar[bool] = False
 
     def required_columns(self) -> list[str]:
-        """Columns the stage reads from its input table (checked before any compute; default none)."""
+        """Columns the stage reads from its input table, in the order it names them.
+
+        The engine checks them right after ingest, before any compute
+        (:mod:`curate.engine.preflight`): each must be in the input, made by an earlier
+        annotator, or made by one of this stage's ``prerequisites``. Columns a stage reads only
+        when present (``quality_model`` reusing an ``embedding``) are not listed.
+
+        Returns:
+            Column names (default none).
+        """
         return []
 
     @classmethod
@@ -208,10 +224,24 @@ class Stage:
 
 
 class Annotator(Stage):
-    """A stage that adds columns (embeddings, cluster ids, scores) and never drops rows."""
+    """A stage that adds columns (embeddings, cluster ids, scores) and never drops rows.
+
+    Attributes:
+        produces: score columns this annotator makes with its default parameters, which a
+            selector (``top_k``, ``score_filter``, ...) may name: when such a column is missing,
+            the annotator is added before the selector (:mod:`curate.score.producers` finds it
+            by a registry scan). Empty for annotators whose columns are not scores, or that
+            need a parameter without default (``reward_model``'s ``model``).
+    """
+
+    produces: ClassVar[tuple[str, ...]] = ()
 
     def output_columns(self) -> list[str]:
-        """Columns ``annotate`` returns, known before it runs (``curate plan``, preflight)."""
+        """Columns ``annotate`` returns, known before it runs (``curate plan``, preflight).
+
+        Every annotator adds at least one column, so the default (none) means "not declared":
+        the preflight then stops checking the columns of later stages.
+        """
         return []
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:  # pragma: no cover - abstract

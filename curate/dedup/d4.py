@@ -27,7 +27,7 @@ from curate.cluster.kmeans import KMeans
 from curate.core.budget import resolve_budget, validate_budget
 from curate.core.params import check_ratio
 from curate.core.registry import register
-from curate.core.schema import CENTROID_DISTANCE, CLUSTER_ID, embedding_matrix
+from curate.core.schema import CENTROID_DISTANCE, CLUSTER_ID, ID, embedding_matrix
 from curate.core.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
 from curate.dedup.semantic import (
     KEEP_RULES,
@@ -138,6 +138,9 @@ class D4(Selector):
         self.use_gpu = use_gpu
         self.block_size = block_size
 
+    def required_columns(self) -> list[str]:
+        return [self.embedding_column, self.cluster_column, self.distance_column, ID]
+
     def prerequisites(self, columns: list[str]) -> list:
         return semantic_prerequisites(columns, self.embedding_column, self.cluster_column, self.distance_column)
 
@@ -145,7 +148,7 @@ class D4(Selector):
         n = len(table)
         if n == 0:
             return Selection(keep=np.zeros(0, bool), reason=np.zeros(0, object))
-        ids = np.array(table.column("id").to_pylist(), dtype=object)
+        ids = np.array(table.column(ID).to_pylist(), dtype=object)
         x = embedding_matrix(table, self.embedding_column)
         cid = table.column(self.cluster_column).to_numpy(zero_copy_only=False).astype(np.int64)
         dist = table.column(self.distance_column).to_numpy(zero_copy_only=False)

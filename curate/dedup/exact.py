@@ -15,6 +15,7 @@ import pyarrow as pa
 import xxhash
 
 from curate.core.registry import register
+from curate.core.schema import ID
 from curate.core.stage import Selection, Selector, StageContext
 
 _WS = re.compile(r"\s+")
@@ -52,9 +53,12 @@ class ExactDedup(Selector):
         self.column = column
         self.normalize = normalize
 
+    def required_columns(self) -> list[str]:
+        return [self.column, ID]  # dup_of names the kept row by its id
+
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         texts = table.column(self.column).to_pylist()
-        ids = table.column("id").to_pylist()
+        ids = table.column(ID).to_pylist()
         hashes = text_hashes(texts, self.normalize)
         first_seen: dict[bytes, int] = {}
         keep = np.ones(len(texts), dtype=bool)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.core.registry import register
+from curate.core.schema import ID
 from curate.core.stage import Selection, Selector, StageContext
 from curate.dedup.lsh import band_edges, connected_components, representatives
 from curate.dedup.minhash_core import optimal_param, pair_jaccard, shingle_hashes
@@ -139,6 +140,13 @@ class MinHashDedup(Selector):
         self.num_proc = num_proc
 
     # -- helpers -----------------------------------------------------------------------------
+    def required_columns(self) -> list[str]:
+        """``text_column``, ``id`` (``dup_of`` names rows by it) and a ``keep="highest:<column>"`` column."""
+        cols = [self.text_column, ID]
+        if self.keep.startswith("highest:"):
+            cols.append(self.keep.split(":", 1)[1])
+        return cols
+
     def cache_params(self) -> dict:
         """Parameters plus ``against_content``: the content hash of the reference (not its path),
         so a reference re-curated in place reruns this stage instead of hitting a stale cache."""
@@ -228,7 +236,7 @@ class MinHashDedup(Selector):
         texts = table.column(self.text_column)  # chunked: > 2 GiB of text cannot be one string array
         if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
             raise ValueError(f"text_column={self.text_column!r} has type {texts.type}, expected strings")
-        ids = np.array(table.column("id").to_pylist(), dtype=object)
+        ids = np.array(table.column(ID).to_pylist(), dtype=object)
         n = len(ids)
         params = self.signature_params()
         b, r = params["bands"], params["rows"]

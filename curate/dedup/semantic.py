@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from curate.core.params import check_ratio
 from curate.core.registry import register
-from curate.core.schema import CENTROID_DISTANCE, CLUSTER_ID, embedding_matrix
+from curate.core.schema import CENTROID_DISTANCE, CLUSTER_ID, ID, embedding_matrix
 from curate.core.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
 
 log = logging.getLogger(__name__)
@@ -198,12 +198,15 @@ class SemDeDup(Selector):
         self.seed = seed
         self.block_size = block_size
 
+    def required_columns(self) -> list[str]:
+        return [self.embedding_column, self.cluster_column, self.distance_column, ID]
+
     def prerequisites(self, columns: list[str]) -> list:
         return semantic_prerequisites(columns, self.embedding_column, self.cluster_column, self.distance_column)
 
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         n = len(table)
-        ids = np.array(table.column("id").to_pylist(), dtype=object)
+        ids = np.array(table.column(ID).to_pylist(), dtype=object)
         cid = table.column(self.cluster_column).to_numpy(zero_copy_only=False).astype(np.int64)
         if n == 0:
             return Selection.keep_mask(np.zeros(0, bool), "semantic_duplicate", dup_of=np.zeros(0, object))

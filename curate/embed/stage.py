@@ -57,6 +57,21 @@ def template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
 
+def text_columns(text_column: str = "text", template: str | None = None) -> list[str]:
+    """The columns :func:`build_texts` reads: ``text_column``, or every field of ``template``.
+
+    Args:
+        text_column: column used when ``template`` is None (default ``"text"``).
+        template: ``str.format`` template over column names (default None).
+
+    Returns:
+        Column names, each once, in the order the template names them.
+    """
+    if template is None:
+        return [text_column]
+    return list(dict.fromkeys(template_fields(template)))
+
+
 def build_texts(table: pa.Table, text_column: str = "text", template: str | None = None) -> list[str]:
     """The strings to embed: ``text_column`` as is, or ``template`` filled from each row.
 
@@ -191,6 +206,9 @@ class Embed(Annotator):
 
     def output_columns(self) -> list[str]:
         return [self.column]
+
+    def required_columns(self) -> list[str]:
+        return text_columns(self.text_column, self.template)
 
     def effective_precision(self) -> str:
         """The arithmetic that will run: depends on the device for the torch backends."""

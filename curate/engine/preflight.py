@@ -6,8 +6,11 @@ out-of-range values fail there). What needs more than the recipe is checked here
 * before ingest (:func:`check_before_ingest`): an ``against:`` that names no finished run and no
   saved index;
 * right after ingest, before the first stage (:func:`check_after_ingest`): a count budget larger
-  than the ingested pool, and a selector whose score column nothing makes (not in the input,
-  not made by an earlier annotator, no built-in annotator to add automatically).
+  than the ingested pool, and a stage that reads a column nothing makes (not in the input, not
+  made by an earlier annotator, no annotator its ``prerequisites`` add automatically).
+
+The columns come from the stages' own declarations (``Stage.required_columns()`` and
+``Annotator.output_columns()``, see :mod:`curate.core.stage`), never from parameter names.
 """
 from __future__ import annotations
 
@@ -16,11 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate.core.errors import ConfigError
-from curate.core.stage import Annotator, Selector, Stage
-
-# Selector attributes that name a column the selector reads (top_k.score, score_filter.column,
-# minhash_dedup's text_column...). A stage may declare ``required_columns()`` instead.
-_COLUMN_ATTRS = ("score", "column", "score_column", "text_column", "keep_column")
+from curate.core.stage import Annotator, Stage
 
 
 def _where(i: int, stage: Stage) -> str:
@@ -41,15 +40,6 @@ def check_before_ingest(stages: list[Stage]) -> None:
                           f"run (or a saved MinHash index), run that recipe first, or remove `against`")
 
 
-def _required(stage: Stage) -> list[str]:
-    fn = getattr(stage, "required_columns", None)
-    if callable(fn):
-        return list(fn())
-    if not isinstance(stage, Selector):
-        return []
-    return [v for a in _COLUMN_ATTRS if isinstance(v := getattr(stage, a, None), str) and v]
-
-
 def check_after_ingest(stages: list[Stage], table: pa.Table) -> None:
     """Fail on budgets larger than the pool and on columns no step makes (see module docstring)."""
     n = table.num_rows
@@ -61,17 +51,18 @@ def check_after_ingest(stages: list[Stage], table: pa.Table) -> None:
     columns = set(table.column_names)
     known = True  # False once an annotator with undeclared outputs ran: columns unknown from then on
     for i, st in enumerate(stages):
+        # a stage's prerequisites (embed, kmeans, quality_model...) run first and may supply its columns
         for step in list(st.prerequisites(sorted(columns))) + [st]:
             if known:
-                missing = [c for c in _required(step) if c not in columns]
+                missing = [c for c in step.required_columns() if c not in columns]
                 if missing:
                     raise ConfigError(
                         f"{_where(i, st)}: needs column(s) {missing}, which neither the input nor an earlier stage "
                         f"makes and no annotator adds automatically; add the annotator that makes "
                         f"{missing[0]!r} before this stage or pick a column the input has ({sorted(columns)})")
             if isinstance(step, Annotator):
-                fn = getattr(step, "output_columns", None)
-                if callable(fn):
-                    columns |= set(fn())
-                else:
-                    known = False
+                made = step.output_columns()
+                # every annotator adds a column: an empty list is an annotator (a user's own) that
+                # did not declare them, after which nothing can be said about the columns
+                columns |= set(made)
+                known = known and bool(made)

@@ -38,6 +38,9 @@ class LengthFilter(Selector):
         self.min_chars, self.max_chars, self.min_words, self.max_words = min_chars, max_chars, min_words, max_words
         self.column = column
 
+    def required_columns(self) -> list[str]:
+        return [self.column]
+
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         col = pc.fill_null(table.column(self.column), "")
         chars = pc.utf8_length(col).to_numpy(zero_copy_only=False)

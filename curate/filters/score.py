@@ -45,6 +45,9 @@ class ScoreFilter(Selector):
         self.column, self.min, self.max = column, min, max
         self.quantile_range, self.keep_missing = quantile_range, keep_missing
 
+    def required_columns(self) -> list[str]:
+        return [self.column]
+
     def prerequisites(self, columns: list[str]) -> list:
         return score_producer(self.column, columns)
 

@@ -1,20 +1,47 @@
-"""curate.score.producers"""
+"""Which annotator makes a score column, so a selector on that column can add it automatically.
+
+``curate.select(rows, method="top_k", score="quality", budget=100)`` works on raw rows because
+``quality_model`` declares ``produces = ("quality",)``: a ``top_k`` / ``score_filter`` (or any
+selector calling :func:`score_producer`) on a missing column adds the registered annotator that
+produces it, with its default parameters. The mapping is read from the annotator classes (a
+registry scan), so a new score annotator is picked up by declaring ``produces`` on its class.
+"""
 from __future__ import annotations
 
-# Score columns built-in annotators make: a top_k / score_filter on one of them adds that
-# annotator (with its defaults) when the column is missing, so
-# curate.select(rows, method="top_k", score="quality", budget=100) works on raw rows.
-SCORE_PRODUCERS = {"quality": "quality_model", "ppl_response": "perplexity", "ppl_text": "perplexity",
-                   "ifd": "ifd", "ifd_loss_cond": "ifd", "ifd_loss_uncond": "ifd", "ifd_truncated": "ifd"}
+from curate.core.registry import get_stage, known_stages
+from curate.core.stage import Annotator
+
+
+def score_producers() -> dict[str, str]:
+    """{score column: name of the registered annotator whose ``produces`` lists it}.
+
+    Raises:
+        ValueError: two registered annotators declare the same column (which one to add would
+            be a guess).
+    """
+    out: dict[str, str] = {}
+    for name in known_stages():
+        cls = get_stage(name)
+        if not issubclass(cls, Annotator):
+            continue
+        for column in cls.produces:
+            if out.setdefault(column, name) != name:
+                raise ValueError(f"score column {column!r} is declared in `produces` by both {out[column]!r} and "
+                                 f"{name!r}; keep it on one annotator class")
+    return out
 
 
 def score_producer(column: str, columns: list[str]) -> list:
-    """The annotator that makes ``column`` (as a one-item list), or [] if present or unknown."""
+    """The annotator that makes ``column`` (as a one-item list), or [] if present or unknown.
+
+    Args:
+        column: the score column a selector reads.
+        columns: column names of the table the selector will receive.
+
+    Returns:
+        ``[annotator with default parameters]`` or ``[]``.
+    """
     if column in columns:
         return []
-    name = SCORE_PRODUCERS.get(column) or ("heuristics" if column.startswith("h_") else None)
-    if name is None:
-        return []
-    from curate.core.registry import get_stage
-
-    return [get_stage(name)()]
+    name = score_producers().get(column)
+    return [] if name is None else [get_stage(name)()]

@@ -70,6 +70,9 @@ class RewardModel(Annotator):
         self.column, self.dtype = column, dtype
         self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
 
+    def output_columns(self) -> list[str]:
+        return [self.column]
+
     def _load(self):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

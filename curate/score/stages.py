@@ -119,6 +119,7 @@ class Perplexity(_LMStage):
 
     name = "perplexity"
     version = "1"
+    produces = ("ppl_response", "ppl_text")
 
     def output_columns(self) -> list[str]:
         return ["ppl_response", "ppl_text"]
@@ -164,6 +165,8 @@ class IFD(_LMStage):
 
     name = "ifd"
     version = "3"  # 2: ifd_truncated; 3: True also where the prompt alone fills max_length
+    # the bool ifd_gt1 is no score to rank by: a selector naming it is not given an ifd stage
+    produces = ("ifd", "ifd_loss_cond", "ifd_loss_uncond", "ifd_truncated")
 
     def output_columns(self) -> list[str]:
         return ["ifd", "ifd_gt1", "ifd_loss_cond", "ifd_loss_uncond", "ifd_truncated"]
@@ -212,6 +215,7 @@ class Heuristics(Annotator):
     name = "heuristics"
     row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
     version = "1"
+    produces = HEURISTIC_COLUMNS
     FIELDS = ("auto", "text", "output", "instruction")
 
     def __init__(self, *, field: str = "auto", columns: list[str] | None = None):
@@ -273,6 +277,7 @@ class QualityModelStage(Annotator):
     name = "quality_model"
     row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
     version = "1"
+    produces = ("quality",)  # the default ``column``
 
     def __init__(self, *, model_path: str | None = None, column: str = "quality",
                  embedding_column: str | None = "embedding", batch_size: int | None = None, device: str | None = None,

@@ -59,6 +59,9 @@ class TokenCount(Annotator):
     def output_columns(self) -> list[str]:
         return [TOKENS_COLUMN]
 
+    def required_columns(self) -> list[str]:
+        return [self.text_column]
+
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         if self.text_column not in table.column_names:
             raise KeyError(f"token_count: text_column {self.text_column!r} not in table; have {table.column_names}")

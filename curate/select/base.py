@@ -95,7 +95,9 @@ class BudgetSelector(Selector):
 
     Subclasses set ``name``, ``reasons`` (their own codes; ``not_selected_by_budget`` is added),
     take ``budget`` and ``seed`` keyword arguments (validated with :meth:`_init_budget`), and
-    implement :meth:`pick`. ``method_prerequisites(columns)`` lists annotators the method needs.
+    implement :meth:`pick`. ``method_prerequisites(columns)`` lists annotators the method needs;
+    a method reading columns extends ``required_columns()`` (``super()`` adds ``n_tokens`` for a
+    token budget).
     """
 
     budgeted = True
@@ -123,6 +125,10 @@ class BudgetSelector(Selector):
         return []
 
     # -- the contract ------------------------------------------------------------------------
+    def required_columns(self) -> list[str]:
+        """``n_tokens`` under a token budget (the method's own columns come first in subclasses)."""
+        return [TOKENS_COLUMN] if is_token_budget(self.budget) else []
+
     def prerequisites(self, columns: list[str]) -> list:
         steps = list(self.method_prerequisites(columns))
         if is_token_budget(self.budget) and TOKENS_COLUMN not in columns:

@@ -182,6 +182,9 @@ class KCenter(BudgetSelector):
         self.block_size = block_size
         self.show_progress = show_progress
 
+    def required_columns(self) -> list[str]:
+        return [self.embedding_column] + super().required_columns()
+
     def method_prerequisites(self, columns: list[str]) -> list:
         if self.embedding_column in columns:
             return []

@@ -62,6 +62,9 @@ class TopK(BudgetSelector):
             raise ValueError(f"score must name a column, got {score!r}")
         self.score, self.ascending = score, ascending
 
+    def required_columns(self) -> list[str]:
+        return [self.score] + super().required_columns()
+
     def method_prerequisites(self, columns: list[str]) -> list:
         return score_producer(self.score, columns)
 

@@ -142,6 +142,10 @@ class CaR(BudgetSelector):
         finally:
             self._fitted_on = None  # the clusters are reused across a token budget's calls only
 
+    def required_columns(self) -> list[str]:
+        clusters = self.cluster_column if self.cluster_column is not None else self.embedding_column
+        return [self.score, clusters] + super().required_columns()
+
     def method_prerequisites(self, columns: list[str]) -> list:
         steps = []
         if self.cluster_column is None and self.embedding_column not in columns:

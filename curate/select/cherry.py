@@ -62,6 +62,9 @@ class CherryIFD(BudgetSelector):
             raise ValueError(f"drop_truncated must be true or false, got {drop_truncated!r}")
         self.max_ifd, self.drop_truncated = max_ifd, drop_truncated
 
+    def required_columns(self) -> list[str]:
+        return list(IFD_COLUMNS) + super().required_columns()
+
     def method_prerequisites(self, columns: list[str]) -> list:
         # ifd_truncated comes with ifd from the same annotator (absent from version-1 outputs)
         return score_producer("ifd_truncated", columns)

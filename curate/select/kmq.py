@@ -208,6 +208,11 @@ class ClusterSampler(BudgetSelector):
         finally:
             self._fitted_on = None  # the clusters are reused across a token bisection only
 
+    def required_columns(self) -> list[str]:
+        """The score column (unless sampling uniformly), then the clusters or the embeddings to cluster."""
+        clusters = self.cluster_column if self.cluster_column is not None else self.embedding_column
+        return ([self.score] if self.score is not None else []) + [clusters] + super().required_columns()
+
     def method_prerequisites(self, columns: list[str]) -> list:
         steps = []
         if self.cluster_column is None and self.embedding_column not in columns:

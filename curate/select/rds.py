@@ -170,6 +170,9 @@ class RDS(BudgetSelector):
         params["targets_sha"] = targets_sha(self.targets)
         return params
 
+    def required_columns(self) -> list[str]:
+        return [self.column_] + super().required_columns()
+
     def method_prerequisites(self, columns: list[str]) -> list:
         return [] if self.column_ in columns else [self._embedder()]
 

@@ -80,6 +80,9 @@ class SAEFeatures(Annotator):
     def output_columns(self) -> list[str]:
         return [LATENTS, ACTS]
 
+    def required_columns(self) -> list[str]:
+        return [self.embedding_column]
+
     def prerequisites(self, columns: list[str]) -> list:
         from curate.embed.stage import Embed
 
@@ -200,6 +203,9 @@ class _SAESelector(BudgetSelector):
 
     def _features_stage(self) -> SAEFeatures:
         return SAEFeatures(**{p: getattr(self, p) for p in SAE_PARAMS})
+
+    def required_columns(self) -> list[str]:
+        return [LATENTS, ACTS] + super().required_columns()
 
     def method_prerequisites(self, columns: list[str]) -> list:
         if LATENTS in columns and ACTS in columns:

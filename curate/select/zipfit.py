@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from curate.core.registry import register
 from curate.core.stage import EXECUTION_PARAMS, StageContext
-from curate.embed.stage import build_texts, template_fields
+from curate.embed.stage import build_texts, template_fields, text_columns
 from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
 from curate.select.targets import (
     describe_targets,
@@ -155,6 +155,9 @@ class ZipFit(BudgetSelector):
         self.template = template
         self.num_proc = num_proc
         self.show_progress = show_progress
+
+    def required_columns(self) -> list[str]:
+        return text_columns(self.text_column, self.template) + super().required_columns()
 
     def cache_params(self) -> dict:
         params = super().cache_params()
