@@ -97,13 +97,20 @@ class Selection:
         reason: (n,) object array of reason codes (None where kept).
         score: optional (n,) float64 score the selector ranked by (NaN where undefined).
         extras: optional per-row columns, e.g. ``dup_of`` (id of the kept representative, or
-            None), ``dup_cluster``, ``cluster_id``.
+            None), ``dup_cluster``, ``cluster_id``; the ledger copies them into provenance.
+        rewrite: optional new values of existing columns, {column: (n,) array}, for selectors
+            that also edit the rows they keep (a line-level filter rewriting ``text``, PII
+            replacement, substring dedup). The engine puts them into the table before passing
+            the kept rows on; values of dropped rows are ignored. Not copied into provenance.
     """
 
     keep: np.ndarray
     reason: np.ndarray
     score: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    rewrite: dict[str, np.ndarray] = field(default_factory=dict)
+
+    REWRITE_PREFIX = "rewrite:"  # column-name prefix of rewritten columns in the cached table
 
     def __post_init__(self) -> None:
         self.keep = np.asarray(self.keep, dtype=bool)
@@ -118,6 +125,9 @@ class Selection:
         for k, v in self.extras.items():
             if len(v) != n:
                 raise ValueError(f"extra {k!r} has length {len(v)}, expected {n}")
+        for k, v in self.rewrite.items():
+            if len(v) != n:
+                raise ValueError(f"rewrite of column {k!r} has length {len(v)}, expected {n}")
         missing = ~self.keep & np.array([r is None for r in self.reason], dtype=bool)
         if missing.any():
             raise ValueError(f"{int(missing.sum())} dropped rows have no reason")
@@ -139,18 +149,23 @@ class Selection:
             cols["score"] = pa.array(self.score)
         for k, v in self.extras.items():
             cols[k] = pa.array(v.tolist() if isinstance(v, np.ndarray) and v.dtype == object else v)
+        for k, v in self.rewrite.items():
+            cols[self.REWRITE_PREFIX + k] = pa.array(v.tolist() if isinstance(v, np.ndarray) and v.dtype == object else v)
         return pa.table(cols)
 
     @classmethod
     def from_table(cls, table: pa.Table) -> "Selection":
         d = {c: table.column(c) for c in table.column_names}
-        extras = {k: _to_numpy(v) for k, v in d.items() if k not in ("keep", "reason", "score")}
+        pre = cls.REWRITE_PREFIX
+        rewrite = {k[len(pre):]: _to_numpy(v) for k, v in d.items() if k.startswith(pre)}
+        extras = {k: _to_numpy(v) for k, v in d.items() if k not in ("keep", "reason", "score") and not k.startswith(pre)}
         score = _to_numpy(d["score"]).astype(np.float64) if "score" in d else None
         return cls(
             keep=d["keep"].to_numpy(zero_copy_only=False),
             reason=np.array(d["reason"].to_pylist(), dtype=object),
             score=score,
             extras=extras,
+            rewrite=rewrite,
         )
 
 

@@ -47,6 +47,7 @@ class StepRecord:
     rows_out: int = 0
     dropped: dict = field(default_factory=dict)
     columns_added: list = field(default_factory=list)
+    columns_rewritten: list = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -109,6 +110,23 @@ def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ing
                   time.perf_counter() - t0, n_records)
 
 
+def apply_rewrite(table: pa.Table, rewrite: dict, label: str) -> pa.Table:
+    """``table`` with the columns a Selector rewrote replaced by their new values (same type).
+
+    Args:
+        table: the Selector's input table (n rows).
+        rewrite: {column: (n,) new values} from ``Selection.rewrite``.
+        label: the step's label, for errors.
+    """
+    for name, values in rewrite.items():
+        i = table.schema.get_field_index(name)
+        if i < 0:
+            raise ValueError(f"{label}: rewrites column {name!r}, which the table does not have")
+        vals = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        table = table.set_column(i, table.schema.field(i), pa.array(vals, type=table.schema.field(i).type))
+    return table
+
+
 class Runner:
     """Executes stages against a StageStore, recording every decision in a Ledger.
 
@@ -159,7 +177,8 @@ class Runner:
             sel = stage.check(Selection.from_table(sel_table), len(table))
             reasons, counts = np.unique(sel.reason[~sel.keep].astype(str), return_counts=True)
             rec.dropped = {str(r): int(c) for r, c in zip(reasons, counts)}
-            table = table.filter(pa.array(sel.keep))
+            table = apply_rewrite(table, sel.rewrite, label).filter(pa.array(sel.keep))
+            rec.columns_rewritten = sorted(sel.rewrite)
             result = sel
         else:
             raise TypeError(f"{label}: {type(stage).__name__} is neither an Annotator nor a Selector")
