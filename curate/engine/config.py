@@ -38,6 +38,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+DEFAULT_EXTRACT_TIMEOUT = 1.0  # FineWeb's per-document trafilatura timeout
+
+
 class InputConfig(_Strict):
     """Where rows come from. ``path`` may be a file, a directory, a glob, or a list of them."""
 
@@ -49,6 +52,8 @@ class InputConfig(_Strict):
     max_row_bytes: int = Field(default=1_000_000, gt=0)
     source: str | None = None
     split: str = "train"  # for a DatasetDict folder or a hub dataset
+    # seconds of text extraction per HTML page / WARC record (None: no limit)
+    extract_timeout: float | None = Field(default=DEFAULT_EXTRACT_TIMEOUT, gt=0)
 
 
 class OutputConfig(_Strict):

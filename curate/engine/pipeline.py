@@ -23,7 +23,7 @@ from curate.cache.store import StageStore
 from curate.core.hashing import stable_hash, stage_key
 from curate.core.schema import CANONICAL_COLUMNS
 from curate.core.stage import Annotator, Selection, Selector, Stage, StageContext
-from curate.engine.config import RunConfig, load_config
+from curate.engine.config import DEFAULT_EXTRACT_TIMEOUT, RunConfig, load_config
 from curate.engine.provenance import Ledger
 from curate.ingest import read as cio
 
@@ -64,9 +64,15 @@ class Ingest:
 
 
 def ingest_key(cfg: RunConfig) -> str:
+    """Key of the ingest step: the input files' fingerprint and every reading option.
+
+    ``extract_timeout`` at its default is left out, so recipes written before the option existed
+    keep their ingest cache (it only matters for HTML/WARC inputs).
+    """
     inp = cfg.input
+    skip = {"path"} | ({"extract_timeout"} if inp.extract_timeout == DEFAULT_EXTRACT_TIMEOUT else set())
     return stable_hash({"ingest": INGEST_VERSION, "fingerprint": cio.input_fingerprint(inp.path),
-                        "params": inp.model_dump(exclude={"path"})})
+                        "params": inp.model_dump(exclude=skip)})
 
 
 def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ingest:
@@ -79,7 +85,7 @@ def ingest(cfg: RunConfig, store: StageStore, show_progress: bool = True) -> Ing
         inp = cfg.input
         got = cio.read_input(inp.path, format=inp.format, id_field=inp.id_field, text_field=inp.text_field,
                              fields=inp.fields, max_row_bytes=inp.max_row_bytes, source=inp.source,
-                             split=inp.split, show_progress=show_progress)
+                             split=inp.split, extract_timeout=inp.extract_timeout, show_progress=show_progress)
         art = store.work_dir(key) / "artifacts"
         art.mkdir(parents=True, exist_ok=True)
         (art / "quarantine.jsonl").unlink(missing_ok=True)

@@ -54,6 +54,13 @@ REASONS = {
     "malformed_row": "a CSV/TSV row has more fields than the header",
     "unreadable_file": "a whole file is not what its suffix claims (kept as one record)",
     "truncated_file": "a (compressed) file ends early or is corrupt; rows before the damage are kept, the rest is one record",
+    # web pages (HTML files, WARC responses): see curate.ingest.web
+    "truncated_record": "a WARC record ends before its Content-Length (a cut file) or its payload cannot be decoded",
+    "not_html": "a page that should be HTML is binary content (an image, a PDF, NUL bytes)",
+    "invalid_encoding": "a page's bytes fit neither its declared charset nor UTF-8 (nor a guess when none is declared)",
+    "extraction_failed": "the text extractor cannot build an HTML tree from the page, or raised on it",
+    "extraction_timeout": "extracting the page's text took longer than the per-page timeout",
+    "no_main_text": "the text extractor found no main text (boilerplate only, or too little text)",
 }
 
 INSTRUCTION_KEYS = ("instruction", "prompt", "question")

@@ -168,7 +168,7 @@ def input_fingerprint(path: str | Path | list) -> str:
 def read_input(path: str | Path | list, format: str | None = None, id_field: str | None = None,
                text_field: str | None = None, fields: dict[str, str] | None = None,
                max_row_bytes: int = 1_000_000, source: str | None = None, split: str = "train",
-               show_progress: bool = False) -> Ingested:
+               extract_timeout: float | None = 1.0, show_progress: bool = False) -> Ingested:
     """Read files (or a hub dataset) into the canonical table, quarantining bad rows.
 
     Args:
@@ -182,6 +182,8 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
         max_row_bytes: rows larger than this are quarantined as ``row_too_large`` (default 1 MB).
         source: value of the ``source`` column (default: each file's relative name).
         split: split for hub datasets and ``save_to_disk`` DatasetDicts (default ``train``).
+        extract_timeout: seconds of text extraction per HTML page or WARC record before it is
+            quarantined as ``extraction_timeout`` (default 1.0, FineWeb's; None: no limit).
         show_progress: draw a per-file tqdm bar (default False; ingest reads ~40k rows/s).
 
     Returns:
@@ -207,9 +209,10 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
     for entry, name in tqdm(entries, desc="ingest", unit="file", disable=not show_progress or len(entries) < 2):
         files.append(str(entry))
         n0, q0 = len(col.builder), len(col.quarantine)
-        records = Counted(read_records(entry, max_row_bytes, split))
+        records = Counted(read_records(entry, max_row_bytes, split, extract_timeout))
         try:
             n_ok, n_bad = col.add_file(name, records)
+            warnings += getattr(records.it, "warnings", [])  # e.g. WARC records that are not HTML pages
         except FileError as e:
             unreadable.append(f"{name}: {e}")
             col.quarantine.append(quarantine_record(name, None, None, RowError("unreadable_file", str(e)),
