@@ -183,7 +183,8 @@ _MINHASH_SNIPPET = """
 import numpy as np, pyarrow as pa
 from curate.dedup.minhash_index import compute_band_keys, signature_params
 texts = pa.array([" ".join(f"w{{(i * 7 + j) % 97}}" for j in range(30)) for i in range(60)])
-params = signature_params(num_perm=16, bands=4, rows=4, ngram=2, shingle="word", normalize=True, seed=1, backend="{backend}")
+params = signature_params(num_perm=16, bands=4, rows=4, ngram=2, shingle="word", normalize=True, seed=1, backend="{backend}",
+                          ngram_unspaced=None)
 k1, v1 = compute_band_keys(texts, params, batch_size=10, num_proc=1)
 k2, v2 = compute_band_keys(texts, params, batch_size=10, num_proc=2)
 assert np.array_equal(k1, k2) and np.array_equal(v1, v2)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from curate.core.text_units import space_unspaced, unspaced_mask
 from curate.dedup.minhash_jaccard import jaccard, pair_jaccard  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 # Version of curate's shingle hashing (token hash, n-gram combination). Part of every index's
 # "algorithm" parameter: bump it whenever a shingle hash value changes, so saved indexes and
 # cached run indexes built with the old hashes are refused / rebuilt.
-SHINGLE_HASH_VERSION = 2
+SHINGLE_HASH_VERSION = 3  # 3: NFKD (was NFD); unspaced-script characters are one token each
 
 MERSENNE = (1 << 61) - 1
 _U64 = np.uint64
@@ -65,18 +66,25 @@ def _mix64_inplace(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def normalize_texts(texts: pa.Array, normalize: bool = True, collapse_whitespace: bool = True) -> pa.Array:
+def normalize_texts(texts: pa.Array, normalize: bool = True, collapse_whitespace: bool = True,
+                    split_unspaced: bool = True) -> pa.Array:
     """Normalise a string array like datatrove's ``simplify_text`` (vectorised in Arrow/RE2).
 
-    Lowercase; strip combining diacritics (NFD then drop ``\\p{Mn}``); every number
-    (``\\d+(\\.\\d+)?``) becomes ``0``; punctuation, symbols and ``_`` become spaces; whitespace
-    runs collapse to one space; trimmed. Nulls become "".
+    Lowercase; compatibility forms folded and combining diacritics stripped (NFKD, then drop
+    ``\\p{Mn}``: full-width "Ａ１" is "a1", half-width "ｶ" is "カ"); every number
+    (``\\d+(\\.\\d+)?``) becomes ``0``; punctuation, symbols and ``_`` become spaces; a
+    character of a script written without spaces (Chinese, Japanese, Thai, ...:
+    :mod:`curate.core.text_units`) gets a space on each side, so it is one token and word
+    n-grams are character n-grams there; whitespace runs collapse to one space; trimmed. Nulls
+    become "".
 
     Args:
         texts: (n,) Arrow string array.
         normalize: when False only nulls are replaced (tokens are then whitespace-split as is).
         collapse_whitespace: fold whitespace runs to one space (default True). Word shingling
             skips it (whitespace splitting ignores runs anyway) because it is the slowest regex.
+        split_unspaced: put spaces around unspaced-script characters (default True, for word
+            tokens; character shingles pass False: the characters are tokens already).
 
     Returns:
         (n,) Arrow string array.
@@ -94,10 +102,12 @@ def normalize_texts(texts: pa.Array, normalize: bool = True, collapse_whitespace
     if n_uni == 0:
         return _normalize_ascii(texts, collapse_whitespace)
     # Unicode-class regexes are ~4x slower in RE2: run them on the non-ASCII rows only.
-    uni = pc.utf8_normalize(pc.utf8_lower(texts.filter(nonascii)), form="NFD")
+    uni = pc.utf8_normalize(pc.utf8_lower(texts.filter(nonascii)), form="NFKD")
     uni = pc.replace_substring_regex(uni, r"\p{Mn}+", "")
     uni = pc.replace_substring_regex(uni, r"\d+(\.\d+)?", "0")
     uni = pc.replace_substring_regex(uni, r"[\p{P}\p{S}\p{Z}_]+", " ")
+    if split_unspaced:
+        uni = space_unspaced(uni)
     if collapse_whitespace:
         uni = pc.replace_substring_regex(uni, r"\s+", " ")
     uni = pc.utf8_trim_whitespace(uni)
@@ -134,7 +144,8 @@ def _normalize_ascii(t: pa.Array, collapse_whitespace: bool) -> pa.Array:
 # --- fused word path: normalise + split + hash on the shard's byte buffer (numpy) ------------
 _LOW_MASKS = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [(1 << 64) - 1], dtype=_U64)
 _LONG_TOKEN = 64  # bytes; longer tokens are hashed with xxh3 one by one (rare: URLs, base64)
-# code point -> its normalised UTF-8 bytes (lower, NFD, no Mn, P/S/Z/_ -> " "), or None when the
+# code point -> its normalised UTF-8 bytes (lower, NFKD, no Mn, P/S/Z/_ -> " ", an unspaced-script
+# character padded with spaces), or None when the
 # per-character mapping could differ from the whole-string kernels (then the shard falls back).
 _CP_MAP: dict[int, bytes | None] = {}
 
@@ -154,13 +165,13 @@ def _cp_replacements(cps: np.ndarray) -> list[bytes | None]:
     missing = [int(c) for c in cps if int(c) not in _CP_MAP]
     if missing:
         chars = pa.array([chr(c) for c in missing], pa.string())
-        g = pc.replace_substring_regex(pc.utf8_normalize(pc.utf8_lower(chars), form="NFD"), r"\p{Mn}+", "")
-        p = pc.replace_substring_regex(g, r"[\p{P}\p{S}\p{Z}_]+", " ")
+        g = pc.replace_substring_regex(pc.utf8_normalize(pc.utf8_lower(chars), form="NFKD"), r"\p{Mn}+", "")
+        p = space_unspaced(pc.replace_substring_regex(g, r"[\p{P}\p{S}\p{Z}_]+", " "))
         for c, gs, ps in zip(missing, g.to_pylist(), p.to_pylist()):
             ch = chr(c)
             # Unsafe: results that the later ASCII steps would treat differently from the
             # whole-string kernels (digits/'.' for the number regex, upper case for the byte
-            # table), and non-Mn characters with a combining class (NFD may reorder them).
+            # table), and non-Mn characters with a combining class (NFKD may reorder them).
             # U+0085 (Cc) is trimmed at a row's edges by utf8_trim_whitespace.
             unsafe = (c == 0x85 or any(x in "0123456789." or "A" <= x <= "Z" for x in gs)
                       or (unicodedata.combining(ch) and unicodedata.category(ch) != "Mn"))
@@ -501,7 +512,7 @@ def ngram_hashes(tok: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarr
 
 
 def shingle_hashes(texts: pa.Array, *, ngram: int = 5, shingle: str = "word",
-                   normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                   normalize: bool = True, ngram_unspaced: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Texts -> flat 64-bit shingle hashes and per-text offsets.
 
     Args:
@@ -509,16 +520,53 @@ def shingle_hashes(texts: pa.Array, *, ngram: int = 5, shingle: str = "word",
         ngram: shingle length, in words (``shingle="word"``) or characters (``"char"``). Default 5.
         shingle: ``"word"`` or ``"char"``.
         normalize: apply :func:`normalize_texts` first (default True).
+        ngram_unspaced: word shingles only: the shingle length for rows holding characters of a
+            script written without spaces (Chinese, Japanese, Thai, ...), whose units are single
+            characters (:mod:`curate.core.text_units`); None (default) uses ``ngram`` for them too.
 
     Returns:
         ((k,) uint64 shingle hashes, (n+1,) int64 offsets).
     """
+    if shingle == "word" and ngram_unspaced is not None and ngram_unspaced != ngram:
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        mask = unspaced_mask(texts)
+        if mask.any():
+            rows_u, rows_s = np.flatnonzero(mask), np.flatnonzero(~mask)
+            parts = [(rows_s, *shingle_hashes(texts.take(pa.array(rows_s)), ngram=ngram, normalize=normalize)),
+                     (rows_u, *shingle_hashes(texts.take(pa.array(rows_u)), ngram=ngram_unspaced, normalize=normalize))]
+            return merge_rows(parts, len(texts))
     if shingle == "word" and normalize:
         tok, off = normalized_word_token_hashes(texts)
     else:
-        norm = normalize_texts(texts, normalize, collapse_whitespace=shingle != "word")
+        norm = normalize_texts(texts, normalize, collapse_whitespace=shingle != "word", split_unspaced=shingle == "word")
         tok, off = word_token_hashes(norm, normalize) if shingle == "word" else char_token_hashes(norm)
     return ngram_hashes(tok, off, ngram)
+
+
+def merge_rows(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Join flat per-row arrays computed for disjoint row subsets back into row order.
+
+    Args:
+        parts: ``(rows, values, offsets)`` per subset: (m_i,) int64 row numbers (ascending), flat
+            (k_i,) values and (m_i+1,) int64 offsets (row ``rows[j]`` owns
+            ``values[offsets[j]:offsets[j+1]]``). Together the subsets cover rows 0..n-1 once.
+        n: number of rows.
+
+    Returns:
+        ((k,) values, (n+1,) int64 offsets) in row order.
+    """
+    lens = np.zeros(n, np.int64)
+    for rows, _, off in parts:
+        lens[rows] = np.diff(off)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), dtype=parts[0][1].dtype)
+    for rows, values, off in parts:
+        # destination index of every value: its row's new start + its position within the row
+        within = np.arange(len(values)) - np.repeat(off[:-1], np.diff(off))
+        out[np.repeat(offsets[rows], np.diff(off)) + within] = values
+    return out, offsets
 
 
 @functools.lru_cache(maxsize=8)
@@ -669,18 +717,19 @@ def optimal_param(threshold: float, num_perm: int, false_positive_weight: float 
 
 def text_band_keys(texts: pa.Array, *, num_perm: int, bands: int, rows: int, ngram: int = 5,
                    shingle: str = "word", normalize: bool = True, seed: int = 42,
-                   backend: str = "rensa") -> tuple[np.ndarray, np.ndarray]:
+                   backend: str = "rensa", ngram_unspaced: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Texts -> band keys in one call (one shard's work; the full signatures are not kept).
 
     Args:
         texts: (n,) Arrow string array.
-        num_perm, bands, rows, ngram, shingle, normalize, seed, backend: see ``minhash_dedup``.
+        num_perm, bands, rows, ngram, shingle, normalize, seed, backend, ngram_unspaced: see
+            ``minhash_dedup``.
 
     Returns:
         (keys, valid): (n, bands) uint64 band keys and (n,) bool, False for texts with no token
         (empty after normalisation), which get no signature and are never candidates.
     """
-    sh, off = shingle_hashes(texts, ngram=ngram, shingle=shingle, normalize=normalize)
+    sh, off = shingle_hashes(texts, ngram=ngram, shingle=shingle, normalize=normalize, ngram_unspaced=ngram_unspaced)
     valid = np.diff(off) > 0
     n = len(off) - 1
     keys = np.empty((n, bands), dtype=_U64)

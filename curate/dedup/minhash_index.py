@@ -34,7 +34,7 @@ from curate.dedup.minhash_core import SHINGLE_HASH_VERSION, text_band_keys
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-SIGNATURE_PARAMS = ("num_perm", "bands", "rows", "ngram", "shingle", "normalize", "seed", "backend")
+SIGNATURE_PARAMS = ("num_perm", "bands", "rows", "ngram", "shingle", "normalize", "seed", "backend", "ngram_unspaced")
 
 
 def _algo_version(backend: str) -> str:
@@ -157,21 +157,22 @@ class MinHashIndex:
     @classmethod
     def build(cls, ids, texts, *, num_perm: int = 128, bands: int = 9, rows: int = 13, ngram: int = 5,
               shingle: str = "word", normalize: bool = True, seed: int = 42, backend: str = "rensa",
-              batch_size: int = 10_000, num_proc: int = 1, show_progress: bool = False) -> "MinHashIndex":
+              ngram_unspaced: int | None = 3, batch_size: int = 10_000, num_proc: int = 1,
+              show_progress: bool = False) -> "MinHashIndex":
         """Index texts with the given signature parameters (same meaning as ``minhash_dedup``'s).
 
         Args:
             ids: (n,) row ids.
             texts: (n,) texts (Arrow array or list of str).
-            num_perm, bands, rows, ngram, shingle, normalize, seed, backend: signature params;
-                a stage can only query an index built with identical values.
+            num_perm, bands, rows, ngram, shingle, normalize, seed, backend, ngram_unspaced:
+                signature params; a stage can only query an index built with identical values.
             batch_size, num_proc, show_progress: execution only.
         """
         texts = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.cast(pa.large_string()).combine_chunks()  # large: may exceed 2 GiB
         params = signature_params(num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, shingle=shingle,
-                                  normalize=normalize, seed=seed, backend=backend)
+                                  normalize=normalize, seed=seed, backend=backend, ngram_unspaced=ngram_unspaced)
         keys, valid = compute_band_keys(texts, params, batch_size=batch_size, num_proc=num_proc,
                                         show_progress=show_progress)
         return cls(np.asarray(list(ids), dtype=object), keys, valid, params, texts)

@@ -7,7 +7,11 @@ repetition (duplicate lines, top n-gram character share, duplicated n-gram chara
 Here they are reported as columns (``h_*``), not applied as filters: a ``score_filter`` stage
 applies thresholds (Gopher's: 50-100k words, mean word length 3-10, symbol ratio < 0.1,
 non-alpha words < 0.2, dup lines < 0.3, top 2/3/4-gram < 0.20/0.18/0.16, dup 5..10-gram
-< 0.15..0.10). Words are whitespace tokens, as in Gopher.
+< 0.15..0.10). Words are whitespace tokens, as in Gopher, except in text with characters of
+a script written without spaces (Chinese, Japanese, Thai, ...): there each such character is a
+word (:func:`curate.core.text_units.text_units`), and the two rules that mean nothing on
+characters are NaN, never a wrong number: ``h_mean_word_len`` (a "word" is one character) and
+``h_stop_words`` (Gopher's list is English).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import re
 from collections import Counter
 
 import numpy as np
+
+from curate.core.text_units import has_unspaced, text_units
 
 _STOP = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])  # Gopher's list
 _ALPHA = re.compile(r"[^\W\d_]")
@@ -62,9 +68,11 @@ def text_heuristics(text: str) -> dict[str, float]:
         text: the string to describe ("" gives zeros).
 
     Returns:
-        {column: float}; fractions are in [0, 1], counts are floats.
+        {column: float}; fractions are in [0, 1], counts are floats; NaN where a rule does not
+        apply to the text's script (see the module docstring).
     """
-    words = text.split()
+    unspaced = has_unspaced(text)
+    words = text_units(text) if unspaced else text.split()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     nw, nl = len(words), len(lines)
     lw = [w.lower().strip(".,;:!?\"'()[]") for w in words]
@@ -73,12 +81,12 @@ def text_heuristics(text: str) -> dict[str, float]:
         "h_chars": float(len(text)),
         "h_words": float(nw),
         "h_lines": float(nl),
-        "h_mean_word_len": float(np.mean([len(w) for w in words])) if nw else 0.0,
+        "h_mean_word_len": np.nan if unspaced else float(np.mean([len(w) for w in words])) if nw else 0.0,
         "h_non_alpha_frac": sum(1 for w in words if not _ALPHA.search(w)) / nw if nw else 0.0,
         "h_symbol_ratio": (text.count("#") + text.count("...") + text.count("\u2026")) / nw if nw else 0.0,
         "h_bullet_lines_frac": sum(ln.lstrip().startswith(("-", "*", "\u2022")) for ln in lines) / nl if nl else 0.0,
         "h_ellipsis_lines_frac": sum(ln.rstrip().endswith(("...", "\u2026")) for ln in lines) / nl if nl else 0.0,
-        "h_stop_words": float(sum(1 for w in lw if w in _STOP)),
+        "h_stop_words": np.nan if unspaced else float(sum(1 for w in lw if w in _STOP)),
         "h_unique_word_frac": len(set(lw)) / nw if nw else 0.0,
         # Repeats beyond a line's first occurrence, as datatrove's Gopher repetition filter counts.
         "h_dup_line_frac": sum(c - 1 for c in line_counts.values()) / nl if nl else 0.0,

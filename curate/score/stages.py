@@ -214,7 +214,7 @@ class Heuristics(Annotator):
 
     name = "heuristics"
     row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
-    version = "1"
+    version = "2"  # 2: text units (CJK characters are words); mean word length and stop words NaN there
     produces = HEURISTIC_COLUMNS
     FIELDS = ("auto", "text", "output", "instruction")
 
@@ -276,7 +276,7 @@ class QualityModelStage(Annotator):
 
     name = "quality_model"
     row_local = True  # one row's output depends on that row alone (a refresh reuses it per row)
-    version = "1"
+    version = "2"  # 2: heuristic features on text units (CJK rows: NaN mean word length, stop words)
     produces = ("quality",)  # the default ``column``
 
     def __init__(self, *, model_path: str | None = None, column: str = "quality",
