@@ -23,9 +23,11 @@ from curate.cache.store import StageStore
 from curate.core.hashing import stable_hash, stage_key
 from curate.core.schema import CANONICAL_COLUMNS
 from curate.core.stage import Annotator, Selection, Selector, Stage, StageContext
+from curate.engine import funnel
 from curate.engine.config import DEFAULT_EXTRACT_TIMEOUT, RunConfig, load_config
 from curate.engine.provenance import Ledger
 from curate.ingest import read as cio
+from curate.score.tokens import TokenCount
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class StepRecord:
     dropped: dict = field(default_factory=dict)
     columns_added: list = field(default_factory=list)
     columns_rewritten: list = field(default_factory=list)
+    tokens_in: int | None = None  # n_tokens over the rows in / kept (curate.engine.funnel)
+    tokens_out: int | None = None
+    examples: list = field(default_factory=list)  # dropped / rewritten rows to read in the report
     seconds: float = 0.0
 
 
@@ -146,6 +151,7 @@ class Runner:
         self.store = store
         self.seed = 0 if seed is None else seed
         self.show_progress = show_progress
+        self.token_counter: TokenCount | None = None  # the recipe's token_count step, once it ran
 
     def context(self, key: str) -> StageContext:
         work = self.store.work_dir(key)
@@ -173,6 +179,8 @@ class Runner:
                 i = table.schema.get_field_index(name)
                 table = table.set_column(i, name, col) if i >= 0 else table.append_column(name, col)
             rec.columns_added = out.column_names
+            if isinstance(stage, TokenCount):
+                self.token_counter = stage
             result: pa.Table | Selection = out
         elif isinstance(stage, Selector):
             def compute() -> pa.Table:
@@ -183,7 +191,13 @@ class Runner:
             sel = stage.check(Selection.from_table(sel_table), len(table))
             reasons, counts = np.unique(sel.reason[~sel.keep].astype(str), return_counts=True)
             rec.dropped = {str(r): int(c) for r, c in zip(reasons, counts)}
-            table = apply_rewrite(table, sel.rewrite, label).filter(pa.array(sel.keep))
+            rec.tokens_in = funnel.total_tokens(table)
+            rewritten = funnel.recount_rewritten(table, apply_rewrite(table, sel.rewrite, label), self.token_counter)
+            rec.examples = funnel.drop_examples(table, sel.keep, sel.reason, key)
+            if sel.rewrite:
+                rec.examples += funnel.rewrite_examples(table, rewritten, sel.keep, key)
+            table = rewritten.filter(pa.array(sel.keep))
+            rec.tokens_out = funnel.total_tokens(table)
             rec.columns_rewritten = sorted(sel.rewrite)
             result = sel
         else:

@@ -80,6 +80,44 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _stages_table(rep: dict) -> str:
+    """Rows (and, after a ``token_count`` step, tokens) in and out of every step."""
+    c = rep["counts"]
+    tokens = any(r.get("tokens_in") is not None for r in rep["stages"])
+    header = ["step", "kind", "rows in", "rows out"] + (["tokens in", "tokens out"] if tokens else []) + \
+        ["dropped (reason: rows)", "cached", "seconds"]
+    rows = [["ingest", "reader", rep["input"]["rows_read"] + c["n_quarantined"], rep["input"]["rows_read"]] +
+            (["", ""] if tokens else []) +
+            [", ".join(f"{k}: {v}" for k, v in rep["quarantine_by_reason"].items()) or "-",
+             rep["input"]["cached"], f"{rep['input']['seconds']:.2f}"]]
+    for r in rep["stages"]:
+        tok = [] if not tokens else ["" if r.get("tokens_in") is None else f"{r['tokens_in']:,}",
+                                     "" if r.get("tokens_out") is None else f"{r['tokens_out']:,}"]
+        rows.append([r["label"] + (" (auto)" if r["auto"] else ""), r["kind"], r["rows_in"], r["rows_out"]] + tok +
+                    [", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-", r["cached"], f"{r['seconds']:.2f}"])
+    return _md_table(header, rows)
+
+
+def _examples_markdown(stages: list[dict]) -> list[str]:
+    """A few rows each step dropped (per reason) or rewrote, to read (seeded draws)."""
+    parts: list[str] = []
+    fence = "`" * 3
+    for r in stages:
+        if not r.get("examples"):
+            continue
+        if not parts:
+            parts = ["", "## What each step removed (examples)", "",
+                     "Up to 3 rows per drop reason, drawn at random (seeded by the step's key); for steps that "
+                     "rewrite text, the lines they removed. Every decision is in provenance.parquet.", ""]
+        parts += [f"<details><summary>{r['label']}</summary>", ""]
+        for e in r["examples"]:
+            body = e.get("text", e.get("removed", "")).replace(fence, "'''")
+            what = f"{e['chars']} chars" if "chars" in e else f"{e.get('chars_before')} -> {e.get('chars_after')} chars"
+            parts += [f"**{e['reason']}** `{e['id']}` ({what})", "", fence + "text", body, fence, ""]
+        parts += ["</details>", ""]
+    return parts
+
+
 def render_markdown(rep: dict, plots: list[str]) -> str:
     c = rep["counts"]
     parts = [f"# curate report{': ' + rep['name'] if rep.get('name') else ''}", "",
@@ -87,13 +125,7 @@ def render_markdown(rep: dict, plots: list[str]) -> str:
              f"{c['n_quarantined']} quarantined (invariant n_input = selected + dropped + quarantined holds). "
              f"Total {rep['seconds']:.1f} s; output hash `{rep.get('output_hash', '')}`.", "",
              "## Stages", "",
-             _md_table(["step", "kind", "rows in", "rows out", "dropped (reason: rows)", "cached", "seconds"],
-                       [["ingest", "reader", rep["input"]["rows_read"] + c["n_quarantined"], rep["input"]["rows_read"],
-                         ", ".join(f"{k}: {v}" for k, v in rep["quarantine_by_reason"].items()) or "-",
-                         rep["input"]["cached"], f"{rep['input']['seconds']:.2f}"]] +
-                       [[r["label"] + (" (auto)" if r["auto"] else ""), r["kind"], r["rows_in"], r["rows_out"],
-                         ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-", r["cached"], f"{r['seconds']:.2f}"]
-                        for r in rep["stages"]])]
+             _stages_table(rep)]
     if rep["quarantine_examples"]:
         parts += ["", f"## Quarantine (first {len(rep['quarantine_examples'])}; all in quarantine.jsonl)", "",
                   _md_table(["file", "line", "reason", "error"],
@@ -111,6 +143,7 @@ def render_markdown(rep: dict, plots: list[str]) -> str:
         hist = rep.get(f"{name}_size_histogram")
         if hist:
             parts += ["", f"## {name} sizes", "", _md_table(["cluster size", "clusters"], [[k, v] for k, v in hist.items()])]
+    parts += _examples_markdown(rep["stages"])
     parts += report_selection.render_markdown(rep.get("selection", []))
     if plots:
         parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
