@@ -140,6 +140,13 @@ class FineWebQuality(Selector):
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         texts = column_texts(table, self.column)
         v = map_rule_values(ctx, texts, self.values, desc=self.name)
+        passed, _ = self.decide(v)
+        empty = np.array([None if np.isfinite(p) else "empty" for p in v["line_punct_ratio"]], dtype=object)
+        return rule_selection(self.name, self.RULES, v, passed, pre_reason=empty)
+
+    def decide(self, v: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Each rule's pass flags from its values under this stage's thresholds (used by
+        ``select`` and by ``curate report --whatif``); returns ({rule: (n,) bool}, {})."""
         punct, short, dup, lst = v["line_punct_ratio"], v["short_line_ratio"], v["char_dup_ratio"], v["list_ratio"]
         if self.semantics == "fineweb-2024":  # dropped when a ratio equals its threshold
             punct_bad, short_bad, dup_bad = punct <= self.line_punct_thr, short >= self.short_line_thr, \
@@ -151,5 +158,4 @@ class FineWebQuality(Selector):
             punct_bad &= punct != 0
         passed = {"line_punct_ratio": ~punct_bad, "short_line_ratio": ~short_bad, "char_dup_ratio": ~dup_bad,
                   "list_ratio": ~(lst > self.new_line_ratio)}
-        empty = np.array([None if np.isfinite(p) else "empty" for p in punct], dtype=object)
-        return rule_selection(self.name, self.RULES, v, passed, pre_reason=empty)
+        return passed, {}

@@ -205,12 +205,22 @@ class GopherRepetition(Selector):
                 out[f"dup_{n}_gram"][i] = duplicated_ngram_chars(words, n) / size
         return out
 
+    def decide(self, vals: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Each rule's pass flags from its values under this stage's thresholds (no text needed:
+        ``curate report --whatif`` re-decides from the values in provenance).
+
+        Returns:
+            ({rule: (n,) bool passes}, {} (one-sided rules only)).
+        """
+        n = len(next(iter(vals.values()))) if vals else 0
+        return {k: ~(vals[k] > t) if t is not None else np.ones(n, dtype=bool)
+                for k, t in self.thresholds().items()}, {}
+
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         texts = column_texts(table, self.column)
         vals = map_rule_values(ctx, texts, self.values, desc=self.name)
-        limits = self.thresholds()
-        rules = [Rule(k, k) for k in limits]
-        passed = {k: ~(vals[k] > t) if t is not None else np.ones(len(texts), dtype=bool) for k, t in limits.items()}
+        rules = [Rule(k, k) for k in self.thresholds()]
+        passed, _ = self.decide(vals)
         empty = np.array(["empty" if not t else None for t in texts], dtype=object)
         return rule_selection(self.name, rules, vals, passed, pre_reason=empty)
 
@@ -332,7 +342,15 @@ class GopherQuality(Selector):
         want = self.stop_words_language
         english = [want is None or langs is None or langs[i] is None or langs[i] == want for i in range(len(texts))]
         v = map_rule_values(ctx, list(zip(texts, english)), self.values, desc=self.name)
-        n = len(texts)
+        passed, high = self.decide(v)
+        return rule_selection(self.name, self.RULES, v, passed, high=high)
+
+    def decide(self, v: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Each rule's pass flags (and which two-sided rules failed high) from its values under
+        this stage's bounds; NaN passes (a rule that does not apply). Used by ``select`` and by
+        ``curate report --whatif``.
+        """
+        n = len(next(iter(v.values()))) if v else 0
         passed: dict[str, np.ndarray] = {}
         high: dict[str, np.ndarray] = {}
 
@@ -349,4 +367,4 @@ class GopherQuality(Selector):
         bounds("end_ellipsis_lines_ratio", None, self.max_ellipsis_lines_ratio)
         bounds("alpha_words_ratio", self.min_alpha_words_ratio, None)
         bounds("stop_words", self.min_stop_words, None)
-        return rule_selection(self.name, self.RULES, v, passed, high=high)
+        return passed, high
