@@ -72,10 +72,22 @@ def plan(config: Path = typer.Argument(..., help="recipe YAML"),
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a run's output dir"),
            dups: Optional[str] = typer.Option(None, "--dups", help="print duplicate cluster(s): a dup_cluster id, a row id, or 'top'"),
-           limit: int = typer.Option(3, help="clusters to print with --dups top")):
-    """Print a run's report, or the members of duplicate clusters side by side."""
+           limit: int = typer.Option(3, help="clusters to print with --dups top"),
+           whatif: Optional[list[str]] = typer.Option(None, "--whatif", help="STAGE.PARAM=VALUE: decide a rule "
+                                                      "filter's step again with a changed threshold, from provenance")):
+    """Print a run's report, the members of duplicate clusters, or what a changed threshold would do."""
     if not (run_dir / "report.md").exists():
         fail(f"{run_dir}: no report.md (not a curate run output?)")
+    if whatif:
+        from curate.report.whatif import render
+        from curate.report.whatif import whatif as decide_again
+
+        for spec in whatif:
+            try:
+                typer.echo(render(decide_again(run_dir, spec)))
+            except ValueError as e:
+                fail(str(e))
+        return
     if dups is None:
         typer.echo((run_dir / "report.md").read_text())
         return
