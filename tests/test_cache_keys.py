@@ -22,7 +22,8 @@ from curate.engine.config import build_stage, load_config
 # stage type -> (recorded version, current version, parameters added since, why)
 DELIBERATE = {
     "length_filter": ("1", "2", (), "words are text units: a CJK character is one word (issue 28)"),
-    "minhash_dedup": ("2", "3", ("ngram_unspaced",), "NFKD folding; CJK characters are words, 3-grams (issue 28)"),
+    "minhash_dedup": ("2", "3", ("ngram_unspaced", "preset"),
+                      "NFKD folding; CJK characters are words, 3-grams (issue 28); FineWeb preset (issue 24)"),
     "heuristics": ("1", "2", (), "text units; mean word length and stop words NaN for CJK (issue 28)"),
     "quality_model": ("1", "2", (), "its heuristic features changed for CJK rows (issue 28)"),
 }

@@ -378,3 +378,16 @@ def test_exact_check_in_small_batches_gives_the_same_selection(tmp_path, monkeyp
     assert whole.keep.tolist() == batched.keep.tolist()
     assert whole.extras["dup_of"].tolist() == batched.extras["dup_of"].tolist()
     assert whole.n_kept == 24  # per group: the base and its J=0.769 variant stay, the 0.909 one goes
+
+
+def test_fineweb_preset_is_fineweb_minhash_and_refuses_conflicts():
+    from curate.dedup.minhash import MinHashDedup
+
+    m = MinHashDedup(preset="fineweb")
+    assert (m.band_shape(), m.num_perm, m.ngram, m.check_false_positives, m.keep) == ((14, 8), 112, 5, False, "first")
+    assert MinHashDedup(**m.get_params()).get_params() == m.get_params()  # parameters round-trip
+    assert MinHashDedup(preset="fineweb", num_perm=112).num_perm == 112  # the preset's own value is fine
+    with pytest.raises(ValueError, match="bands=9 conflicts with preset='fineweb'"):
+        MinHashDedup(preset="fineweb", bands=9, rows=13)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        MinHashDedup(preset="gopher")

@@ -44,6 +44,8 @@ DIM = 32  # the tiny LM's hidden size, so rds compares its pooled targets with t
 EXAMPLES: dict[str, dict] = {
     "car": {"budget": 10, "k": 4, "pca": None, "niter": 10},
     "cherry_ifd": {"budget": 10},
+    "url_dedup": {"url_column": "source"},  # the contract pool has no url column
+    "substring_dedup": {"unit": "byte", "min_length": 40, "min_words": 0},  # no tokenizer to load
     "d4": {"budget": 0.5, "k": 3, "niter": 10},
     "embed": {"backend": "lm_pooling", "model": TINY_LM, "device": "cpu", "runtime": "torch", "max_length": 320,
               "show_progress": False},

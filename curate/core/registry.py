@@ -26,6 +26,8 @@ BUILTIN_MODULES = (
     "curate.dedup.minhash",
     "curate.dedup.semantic",
     "curate.dedup.d4",
+    "curate.dedup.url",
+    "curate.dedup.substring",
     "curate.embed.stage",
     "curate.cluster.kmeans",
     "curate.score.stages",

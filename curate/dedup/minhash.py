@@ -9,6 +9,7 @@ of candidate pairs; deterministic keep rule. See docs/dedup.md.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -32,6 +33,15 @@ from curate.dedup.minhash_index import (
 log = logging.getLogger(__name__)
 
 _KEEP = re.compile(r"^(first|longest|highest:.+)$")
+# Named parameter sets. FineWeb (Penedo et al. 2024; datatrove examples/fineweb.py and
+# pipeline/dedup/minhash.py): word 5-grams of normalised text, 14 buckets x 8 hashes = 112
+# permutations, every bucket collision is a duplicate (no exact-Jaccard check), one document kept
+# per cluster; threshold is the S-curve's midpoint (1/14)^(1/8) ~ 0.72, unused once bands/rows
+# are fixed. Differences that remain are in docs/pretraining.md (32-bit values, normalisation).
+PRESETS: dict[str, dict] = {
+    "fineweb": {"num_perm": 112, "bands": 14, "rows": 8, "ngram": 5, "threshold": 0.72,
+                "check_false_positives": False, "keep": "first"},
+}
 _ALL_PAIRS_MAX = 64  # candidate clusters up to this size get all pairs checked, larger ones their LSH edges
 
 
@@ -78,6 +88,10 @@ class MinHashDedup(Selector):
             and caches the index on first use instead).
         backend: ``"rensa"`` (default) or ``"numpy"`` signatures (see ``minhash_signatures``).
         text_column: column to read (default ``"text"``).
+        preset: a named parameter set (:data:`PRESETS`): ``"fineweb"`` is FineWeb's MinHash
+            (112 permutations as 14 bands x 8 rows, word 5-grams, no exact check, keep first).
+            Its values replace the defaults; setting one of its parameters to another value
+            than the preset's is an error. Default None.
         batch_size: rows per shard (default 10,000; execution only).
         num_proc: worker processes for signatures (default 1; execution only).
 
@@ -98,7 +112,19 @@ class MinHashDedup(Selector):
                  normalize: bool = True, seed: int = 42,
                  check_false_positives: bool = True, keep: str = "first", against: str | None = None,
                  save_index: bool = False, backend: str = "rensa", text_column: str = "text",
-                 batch_size: int = 10_000, num_proc: int = 1):
+                 preset: str | None = None, batch_size: int = 10_000, num_proc: int = 1):
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
+            given = dict(threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, ngram=ngram,
+                         check_false_positives=check_false_positives, keep=keep)
+            defaults = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()}
+            for k, v in PRESETS[preset].items():
+                if given[k] not in (defaults[k], v):
+                    raise ValueError(f"{k}={given[k]!r} conflicts with preset={preset!r} ({k}={v!r})")
+            threshold, num_perm, bands, rows, ngram = (PRESETS[preset].get(k, given[k]) for k in
+                                                       ("threshold", "num_perm", "bands", "rows", "ngram"))
+            check_false_positives, keep = PRESETS[preset]["check_false_positives"], PRESETS[preset]["keep"]
         def need(cond: bool, name: str, value, what: str) -> None:
             if not cond:
                 raise ValueError(f"{name} must be {what}, got {value!r}")
@@ -145,6 +171,7 @@ class MinHashDedup(Selector):
         self.save_index = save_index
         self.backend = backend
         self.text_column = text_column
+        self.preset = preset
         self.batch_size = batch_size
         self.num_proc = num_proc
 
