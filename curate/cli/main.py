@@ -108,10 +108,11 @@ def stages():
 
 def _mount_optional() -> None:
     try:
-        from curate.cli.train_scorer import train_scorer_command
+        from curate.cli.train_scorer import train_doc_quality_command, train_scorer_command
     except ImportError:
         return
     app.command("train-scorer")(train_scorer_command)
+    app.command("train-doc-quality")(train_doc_quality_command)
 
 
 _mount_optional()

@@ -30,3 +30,24 @@ def train_scorer_command(
     import typer  # typer is the CLI's dependency; echo is how a command reports
 
     typer.echo(msg)
+
+
+def train_doc_quality_command(
+    labels: Path,
+    out: Path = Path("doc_quality.ftz"),
+    seed: int = 0,
+    epoch: int | None = None,
+    probe: Path | None = None,
+) -> None:
+    """Train a web document quality classifier (fastText bigrams) from LABELS (text, label).
+
+    LABELS is a JSONL/CSV file of `text` and `label` (1 good, 0 bad) rows. Use the result with a
+    recipe stage `doc_quality: {model_path: OUT}`; the shipped model's data card is
+    curate/assets/doc_quality_fasttext.md.
+    """
+    from curate.score.doc_quality import train_doc_quality_file
+
+    model = train_doc_quality_file(labels, out, seed=seed, epoch=epoch, probe=probe)
+    import typer
+
+    typer.echo(f"saved {out} ({type(model).__name__})")

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "curate.cluster.kmeans",
     "curate.score.stages",
     "curate.score.perplexity_bucket",
+    "curate.score.doc_quality",
     "curate.select.basic",
     "curate.select.cherry",
     "curate.score.tokens",

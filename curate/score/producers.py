@@ -32,16 +32,20 @@ def score_producers() -> dict[str, str]:
 
 
 def score_producer(column: str, columns: list[str]) -> list:
-    """The annotator that makes ``column`` (as a one-item list), or [] if present or unknown.
+    """The annotator that makes ``column``, after the stages it needs itself; [] if present or unknown.
 
     Args:
         column: the score column a selector reads.
         columns: column names of the table the selector will receive.
 
     Returns:
-        ``[annotator with default parameters]`` or ``[]``.
+        ``[prerequisites of the annotator..., annotator with default parameters]`` (e.g.
+        ``perplexity`` before ``perplexity_bucket``) or ``[]``.
     """
     if column in columns:
         return []
     name = score_producers().get(column)
-    return [] if name is None else [get_stage(name)()]
+    if name is None:
+        return []
+    stage = get_stage(name)()
+    return stage.prerequisites(list(columns)) + [stage]
