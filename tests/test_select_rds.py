@@ -148,6 +148,38 @@ def test_several_tasks_share_the_budget_round_robin(fake_embed, tmp_path):
     assert all(p[i] == ("math" if i.startswith("on") else "arts") for i in ids)
 
 
+def test_length_neutral_rds_keeps_its_round_robin_order_within_each_length_bin(fake_embed, tmp_path):
+    """RDS+ multi-task with ``length_neutral``: each pool length quartile gets its share of the budget,
+    filled in RDS+'s own (round-robin) order restricted to the quartile."""
+    from curate.select.length_bins import assign_bins, bin_quotas, fill_bins, length_edges, response_chars
+
+    rng = np.random.default_rng(9)
+    rows = [{**r, "output": r["output"] + " pad" * int(rng.integers(0, 40))} for r in planted_pool()]
+    task_b = [{"instruction": " ".join(OFF[i:i + 5]), "output": " ".join(OFF[i + 5:i + 8])} for i in range(0, 10, 3)]
+    targets = {"math": TARGET_ROWS, "arts": task_b}
+    ds = curate.select(rows, method="rds", budget=20, targets=targets, length_neutral=True, length_bins=4,
+                       cache_dir=tmp_path)
+    table = pa.Table.from_pylist([{"id": r["id"], "instruction": r["instruction"], "output": r["output"]} for r in rows])
+    chars = response_chars(table)
+    b = assign_bins(chars, length_edges(chars, 4))
+    q = bin_quotas(np.bincount(b), 20)
+    pos = {i: k for k, i in enumerate(table.column("id").to_pylist())}
+    # RDS+'s full pick order (canonical text = instruction, blank line, output: the same words as here);
+    # the length-neutral picks are its first rows of every bin
+    plain = RDS(budget=len(rows), targets=targets).pick(_with_embedding(table), None, len(rows)).order
+    expect, got = fill_bins(plain, b, q)
+    assert (got == q).all() and sorted(pos[i] for i in ds["id"]) == sorted(expect.tolist())
+    assert np.bincount(b[[pos[i] for i in ds["id"]]], minlength=len(q)).tolist() == q.tolist()
+
+
+def _with_embedding(table):
+    from curate.core.schema import embedding_column
+
+    x = bow_encode(None, [f"{a} {o}" for a, o in zip(table.column("instruction").to_pylist(),
+                                                      table.column("output").to_pylist())])
+    return table.append_column("embedding", embedding_column(x))
+
+
 def test_targets_from_a_path_and_the_cache_key_follows_its_contents(fake_embed, tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in TARGET_ROWS) + "\n")

@@ -17,6 +17,17 @@ An arm is a dict (from YAML):
   source (largest-remainder rounding), e.g. the dose-response series of sanity run S2 (docs/evaluation.md).
 
 ``pool_filter: {source: [...]}`` restricts the pool first (oracle / anti arms of the sanity run).
+
+``query_targets: [SET, ...]`` (a targeted method: ``rds``, ``zipfit``): the method's ``targets`` are
+the named eval sets' selection queries, one task per set (RDS+'s multi-task round-robin, Ivison et
+al. 2025, arXiv 2503.01807); the queries are disjoint from every scored example
+(:mod:`curate.eval.queries`).
+
+``selection_only: true``: the arm's rows are built (e.g. as the ``match`` of a length-matched arm)
+but it is never trained or reported.
+
+Any budget method also takes ``length_neutral: true`` in ``params``: the budget is split over the
+pool's response-length deciles (:mod:`curate.select.length_bins`).
 """
 from __future__ import annotations
 
@@ -152,7 +163,7 @@ def shuffled_responses(pool: pa.Table, budget: int, seed: int) -> pa.Table:
 
 
 def make_selection(arm: dict, pool: pa.Table, budget: int, seed: int, *, cache_dir: str | None = None,
-                   matched: dict | None = None) -> pa.Table:
+                   matched: dict | None = None, queries: dict | None = None) -> pa.Table:
     """The rows arm ``arm`` trains on for ``seed``.
 
     Args:
@@ -162,6 +173,7 @@ def make_selection(arm: dict, pool: pa.Table, budget: int, seed: int, *, cache_d
         seed: seed index.
         cache_dir: stage cache for :func:`curate.select` (feature columns reused across arms).
         matched: for ``length_matched_random``: {arm name: list of its selections}.
+        queries: for ``query_targets``: {eval set name: list of query records}.
     """
     if arm.get("selection"):
         tab = _read_selection(arm["selection"])
@@ -185,6 +197,12 @@ def make_selection(arm: dict, pool: pa.Table, budget: int, seed: int, *, cache_d
     import curate
 
     params = dict(arm.get("params") or {})
+    if arm.get("query_targets"):
+        missing = [t for t in arm["query_targets"] if t not in (queries or {})]
+        if missing:
+            raise ValueError(f"arm {arm['name']!r}: query_targets {missing} have no queries")
+        # records, not paths: the stage's cache key then follows the queries' content, not the output folder
+        params["targets"] = {t: queries[t] for t in arm["query_targets"]}
     if _stage_accepts_seed(method) and "seed" not in params:
         params["seed"] = seed
     ds = curate.select(src, method=method, budget=budget, cache_dir=cache_dir, **params)

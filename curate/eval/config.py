@@ -48,6 +48,18 @@ class GenerateConfig(_Strict):
                                             # in exact arithmetic, but is part of the cache key
 
 
+class QueriesConfig(_Strict):
+    """Selection queries of an eval set, never scored (see :mod:`curate.eval.queries`)."""
+
+    n: int = Field(ge=1)                   # query rows (RDS+'s multi-task setting: the same n per task)
+    seed: int = 0
+    path: Optional[str] = None             # default: the set's own file (its unscored rows)
+    stratify: Optional[str] = None         # e.g. AlpacaEval's `dataset`
+    # scored_first: the scored sample as without queries, queries from the rows no set scores;
+    # queries_first: queries first (rows no scored_first set scores), scored sample from the rest
+    draw: Literal["scored_first", "queries_first"] = "scored_first"
+
+
 class EvalSetConfig(_Strict):
     name: str
     path: str
@@ -58,6 +70,7 @@ class EvalSetConfig(_Strict):
     max_response_tokens: Optional[int] = None
     stratify: Optional[str] = None
     generate: Optional[GenerateConfig] = None  # greedy generation + per-example 0/1 score (slow)
+    queries: Optional[QueriesConfig] = None    # selection queries held out of the scored sample
 
 
 class EvalConfig(_Strict):
@@ -66,7 +79,8 @@ class EvalConfig(_Strict):
     pool: PoolConfig
     decontaminate: DecontamConfig = DecontamConfig()
     eval_sets: list[EvalSetConfig]
-    verdict_sets: list[str] = []           # default: every eval set
+    verdict_sets: list[str] = []           # default: every eval set not out of target
+    out_of_target: list[str] = []          # sets no arm uses as queries and nothing tunes on: own verdict column
     budget: int
     seeds: list[int] = [0, 1, 2]
     arms: list[dict[str, Any]]
@@ -93,7 +107,8 @@ class EvalConfig(_Strict):
             names.add(a["name"])
             if not (a.get("method") or a.get("selection")):
                 raise ValueError(f"arms[{i}] ({a['name']}): needs `method` or `selection`")
-            extra = set(a) - {"name", "method", "params", "selection", "seeds", "pool_filter", "match", "fractions"}
+            extra = set(a) - {"name", "method", "params", "selection", "seeds", "pool_filter", "match", "fractions",
+                              "query_targets", "selection_only"}
             if extra:
                 raise ValueError(f"arms[{i}] ({a['name']}): unknown keys {sorted(extra)}")
         return arms
@@ -144,10 +159,15 @@ def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
     for r in [cfg.reference_arm, *cfg.compare_also]:
         if r not in names:
             raise ConfigError(f"eval config: reference arm {r!r} is not in arms {names}")
+        if cfg.arm_spec(r).get("selection_only"):
+            raise ConfigError(f"eval config: reference arm {r!r} is selection_only (never trained)")
     sets = [s.name for s in cfg.eval_sets]
+    if len(set(sets)) != len(sets):
+        raise ConfigError(f"eval config: eval_sets: duplicate names in {sets}")
     for s in cfg.verdict_sets:
         if s not in sets:
             raise ConfigError(f"eval config: verdict_sets entry {s!r} is not an eval set {sets}")
+    _check_queries(cfg, sets)
     from curate.train.lora import LoRATrainer
 
     try:
@@ -155,3 +175,66 @@ def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"eval config: train: {e}") from None
     return cfg
+
+
+def _check_queries(cfg: EvalConfig, sets: list[str]) -> None:
+    """``query_targets``, ``selection_only`` and ``out_of_target``, checked before any compute."""
+    from curate.core.registry import get_stage
+
+    by_name = {s.name: s for s in cfg.eval_sets}
+    for s in cfg.eval_sets:
+        q = s.queries
+        if q is not None and q.draw == "queries_first" and q.path is not None:
+            raise ConfigError(f"eval config: eval_sets[{s.name!r}].queries: draw=queries_first takes the queries "
+                              f"from the set's own file; drop path={q.path!r} or use draw=scored_first")
+    for o in cfg.out_of_target:
+        if o not in sets:
+            raise ConfigError(f"eval config: out_of_target entry {o!r} is not an eval set {sets}")
+        if o in cfg.verdict_sets:
+            raise ConfigError(f"eval config: out_of_target set {o!r} is also in verdict_sets; it gets its own verdict")
+        if by_name[o].queries is not None:
+            raise ConfigError(f"eval config: out_of_target set {o!r} has queries; no arm may select toward it")
+    for i, a in enumerate(cfg._declared_arms):
+        if not isinstance(a.get("selection_only", False), bool):
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): selection_only must be true or false, "
+                              f"got {a['selection_only']!r}")
+        qt = a.get("query_targets")
+        if qt is None:
+            continue
+        if not isinstance(qt, list) or not qt:
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): query_targets must be a non-empty list of "
+                              f"eval set names, got {qt!r}")
+        for t in qt:
+            if t not in sets or by_name[t].queries is None:
+                with_q = [s.name for s in cfg.eval_sets if s.queries is not None]
+                raise ConfigError(f"eval config: arms[{i}] ({a['name']}): query_targets entry {t!r} is not an eval "
+                                  f"set with queries {with_q}")
+        if "targets" in (a.get("params") or {}):
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): give either query_targets or params.targets")
+        m = a.get("method")
+        try:
+            ok = "targets" in get_stage(m).param_names()
+        except (KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"eval config: arms[{i}] ({a['name']}): query_targets needs a targeted method "
+                              f"(one with a `targets` parameter: rds, zipfit), got method={m!r}")
+    # nothing may tune on an out-of-target set: no arm parameter may name its file
+    oot_paths = {str(Path(by_name[o].path).resolve()): o for o in cfg.out_of_target}
+    for i, a in enumerate(cfg._declared_arms):
+        for v in _strings(a.get("params")):
+            hit = oot_paths.get(str(Path(v).resolve())) if v else None
+            if hit:
+                raise ConfigError(f"eval config: arms[{i}] ({a['name']}): params name {v!r}, the file of out-of-target "
+                                  f"set {hit!r}")
+
+
+def _strings(x):
+    if isinstance(x, str):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _strings(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _strings(v)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.eval import lengths
 from curate.eval.generate import GEN_METRICS, HIGHER_IS_BETTER
 from curate.eval.losses import METRICS, SPAN_METRIC
 from curate.eval.stats import holm, paired_delta, verdict
@@ -32,13 +33,19 @@ def _direction(m: str) -> str:
 
 
 def compare(cfg, units: list, sets: list, reference: str) -> dict:
-    """{arm: {set: {metric: paired_delta}}} against ``reference`` plus verdicts and Holm p-values."""
-    vsets = cfg.verdict_sets or [s.name for s in sets]
+    """{arm: {set: {metric: paired_delta}}} against ``reference`` plus verdicts and Holm p-values.
+
+    The headline ``verdict`` is over ``verdict_sets`` (default: every set not out of target); the
+    ``out_of_target`` sets (no arm selects toward them, nothing is tuned on them) get a verdict of
+    their own, ``verdict_out_of_target``, that the headline never includes.
+    """
+    oot = list(getattr(cfg, "out_of_target", []) or [])
+    vsets = cfg.verdict_sets or [s.name for s in sets if s.name not in oot]
     done = {u["arm"] for u in units}
     arms = [a["name"] for a in cfg.arms if a["name"] != reference and a["name"] in done]
     if reference not in done:
         arms = []
-    out = {"reference": reference, "verdict_sets": vsets, "arms": {}}
+    out = {"reference": reference, "verdict_sets": vsets, "out_of_target": oot, "arms": {}}
     p_iut = {}
     metrics = {s.name: set_metrics(units, s.name) for s in sets}
     for arm in arms:
@@ -56,6 +63,11 @@ def compare(cfg, units: list, sets: list, reference: str) -> dict:
                                higher_is_better=m in HIGHER_IS_BETTER, reference=reference)
                     for m in ALL_METRICS if any(m in v for v in per.values())}
         out["arms"][arm] = {"sets": per, "verdict": verdicts}
+        if oot:
+            out["arms"][arm]["verdict_out_of_target"] = {
+                m: verdict({k: v[m] for k, v in per.items() if m in v}, [s for s in oot if m in per[s]],
+                           higher_is_better=m in HIGHER_IS_BETTER, reference=reference)
+                for m in ALL_METRICS if any(m in per[s] for s in oot)}
     for arm, p in holm(p_iut).items():
         out["arms"][arm]["p_iut_holm"] = p
         out["arms"][arm]["p_iut"] = p_iut[arm]
@@ -68,6 +80,27 @@ def _fmt(r: dict) -> str:
     return f"{r['delta']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
 
 
+def _verdict_cell(v: str, r: dict, m: str, over: list) -> str:
+    """A verdict, with the MDE (largest over the sets ``over``) when it is "no detectable difference"."""
+    if v == "no detectable difference":
+        mdes = [r["sets"][s][m].get("mde", float("nan")) for s in over]
+        v += f" (MDE ≈ {np.nanmax(mdes):.4f})" if np.isfinite(mdes).any() else ""
+    return v
+
+
+def _split_lines(results: dict) -> list[str]:
+    """The scored / query split per eval set (sets with selection queries only)."""
+    es = results.get("eval_sets") or {}
+    if not any(e["n_queries"] for e in es.values()):
+        return []
+    lines = ["", "## Scored examples and selection queries (disjoint: checked before any unit ran)", "",
+             "| set | style | scored | queries | query source |", "|---|---|---|---|---|"]
+    for name, e in es.items():
+        src = Path(e["query_path"]).name if e["query_path"] else "-"
+        lines.append(f"| {name} | {e['style']} | {e['n_scored']} | {e['n_queries']} | {src} |")
+    return lines + ["", "Ids of both per set: `results.json` → `eval_sets`."]
+
+
 def markdown(cfg, results: dict, sets: list) -> str:
     units = results["units"]
     arms = [a["name"] for a in cfg.arms if any(u["arm"] == a["name"] for u in units)]
@@ -77,6 +110,10 @@ def markdown(cfg, results: dict, sets: list) -> str:
              f"Wall time of this invocation {results['wall_seconds']:.0f} s.", ""]
     if not results.get("complete", True):
         lines += ["**Partial report: some units have not run yet** (rerun the same command to resume).", ""]
+    oot = list(getattr(cfg, "out_of_target", []) or [])
+    if oot:
+        lines += [f"Out-of-target set(s) {', '.join(oot)}: no arm selects toward them and nothing is tuned on them; "
+                  "they have their own verdict column, never part of the headline verdict.", ""]
     lines += ["## Arms", "", "| arm | seeds | rows | steps | target tokens (mean) | rows end cut (mean) | train s (mean) | "
               "eval s (mean) | final train loss (mean) |", "|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
@@ -88,6 +125,7 @@ def markdown(cfg, results: dict, sets: list) -> str:
                      f"{np.mean([u['eval_seconds'] for u in us]):.1f} | {np.mean([u['train_losses'][-1] for u in us]):.4f} |")
     lines += ["", "`rows end cut`: training rows whose end-of-turn token `max_length` cut off, so they never "
               "teach the model to stop (long-response arms; compare the `end` losses below)."]
+    lines += _split_lines(results) + lengths.markdown(results.get("selection_lengths"))
     few = [f"{a} ({sum(u['arm'] == a for u in units)})" for a in arms if sum(u["arm"] == a for u in units) < 3]
     if few:
         lines += ["", f"Note: arms with fewer than 3 seeds: {', '.join(few)}. The protocol asks for at least 3 per "
@@ -124,14 +162,15 @@ def markdown(cfg, results: dict, sets: list) -> str:
             if not msets:
                 continue
             vs = [s for s in comp["verdict_sets"] if any(s == x.name for x in msets)]
+            oot = [s for s in comp.get("out_of_target", []) if any(s == x.name for x in msets)]
             lines += [f"**{m}** ({_direction(m)})", "", "| arm | " + " | ".join(s.name for s in msets) + " | verdict (" +
-                      (", ".join(vs) or "no verdict set has it") + ") |", "|---|" + "---|" * (len(msets) + 1)]
+                      (", ".join(vs) or "no verdict set has it") + ") |" +
+                      (f" out-of-target verdict ({', '.join(oot)}) |" if oot else ""),
+                      "|---|" + "---|" * (len(msets) + 1 + bool(oot))]
             for a, r in comp["arms"].items():
-                v = r["verdict"].get(m, "not evaluated")
-                if v == "no detectable difference":
-                    mdes = [r["sets"][s][m].get("mde", float("nan")) for s in vs]
-                    v += f" (MDE ≈ {np.nanmax(mdes):.4f})" if np.isfinite(mdes).any() else ""
-                lines.append(f"| {a} | " + " | ".join(_fmt(r["sets"][s.name].get(m, {})) for s in msets) + f" | {v} |")
+                v = _verdict_cell(r["verdict"].get(m, "not evaluated"), r, m, vs)
+                cell = f" {_verdict_cell(r.get('verdict_out_of_target', {}).get(m, 'not evaluated'), r, m, oot)} |" if oot else ""
+                lines.append(f"| {a} | " + " | ".join(_fmt(r["sets"][s.name].get(m, {})) for s in msets) + f" | {v} |" + cell)
             lines.append("")
         if comp["arms"]:
             lines.append("Holm-adjusted intersection-union p (full loss, max over verdict sets): " +
@@ -146,6 +185,9 @@ def plots(cfg, results: dict, sets: list, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
+    made = lengths.plot(results.get("selection_lengths"), out / "lengths.png")
+    if made:
+        files.append(made)
     comp = results["comparisons"][0]
     arms = list(comp["arms"])
     if not arms:

@@ -24,7 +24,8 @@ from curate.eval.arms import make_selection, selection_hash
 from curate.eval.config import EvalConfig, load_eval_config
 from curate.eval.generate import write_generations
 from curate.eval.losses import reference_losses
-from curate.eval.sets import GSM8K_CALC, answer_span, load_eval_set
+from curate.eval.queries import build_sets, query_records, split_summary, write_queries
+from curate.eval.sets import GSM8K_CALC, answer_span
 from curate.score.rows import row_fields
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,16 @@ class EvalRun:
 
     # -- eval sets
     def eval_sets(self):
+        """The scored sets (config order); built once, with the selection queries of the sets that
+        have ``queries``, checked disjoint from every scored example (raises otherwise)."""
         if not hasattr(self, "_sets"):
-            self._sets = [load_eval_set(s.path, name=s.name, style=s.style, n=s.n, seed=s.seed,
-                                        strip_calculator=s.strip_calculator, max_response_tokens=s.max_response_tokens,
-                                        stratify=s.stratify) for s in self.cfg.eval_sets]
+            self._sets, self._queries = build_sets(self.cfg.eval_sets)
         return self._sets
+
+    def queries(self) -> dict:
+        """{set name: query :class:`~curate.eval.sets.EvalSet`} of the sets with ``queries``."""
+        self.eval_sets()
+        return self._queries
 
     def _gen_cfg(self) -> dict:
         """{set name: GenerateConfig} of the sets with a ``generate`` option."""
@@ -368,8 +374,9 @@ class EvalRun:
             if arm.get("method") == "length_matched_random":
                 ref = self.cfg.arm_spec(arm["match"])  # declared even when --arms left it out
                 matched = {ref["name"]: [self._selection(ref, s) for s in (ref.get("seeds") or self.cfg.seeds)]}
+            queries = {k: query_records(q) for k, q in self.queries().items()} if arm.get("query_targets") else None
             memo[arm["name"], seed] = make_selection(arm, self._pool, self.cfg.budget, seed, matched=matched,
-                                                     cache_dir=str(self.out / "stage_cache"))
+                                                     cache_dir=str(self.out / "stage_cache"), queries=queries)
         return memo[arm["name"], seed]
 
     def _finished_unit(self, arm: dict, seed: int) -> dict | None:
@@ -397,8 +404,11 @@ class EvalRun:
         self.out.mkdir(parents=True, exist_ok=True)
         t_start = time.perf_counter()
         prompts = [p for s in self.eval_sets() for p in s.prompts()]
+        if self.queries():
+            write_queries(self.queries(), self.out / "queries")
         pool, decontam = build_pool(cfg, prompts, self.out, self.show_progress)
-        units = [(a, s) for a in cfg.arms for s in (a.get("seeds") or cfg.seeds)]
+        # a selection_only arm is only the `match` of a length-matched arm: built, never trained
+        units = [(a, s) for a in cfg.arms if not a.get("selection_only") for s in (a.get("seeds") or cfg.seeds)]
         if seeds is not None:  # a slice of the seeds now; the rest later (a partial report meanwhile)
             skipped = [u for u in units if u[1] not in seeds]
             units = [u for u in units if u[1] in seeds]
@@ -427,6 +437,10 @@ class EvalRun:
             results["units"].append(u)
         results["decontamination"] = decontam
         results["pool_rows"] = len(pool)
+        results["eval_sets"] = split_summary(self.eval_sets(), self.queries())
+        from curate.eval.lengths import selection_lengths
+
+        results["selection_lengths"] = selection_lengths(pool, self._selections)
         results["wall_seconds"] = time.perf_counter() - t_start
         results["versions"] = _versions()
         return write_report(cfg, self.out, results, self.eval_sets())

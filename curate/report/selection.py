@@ -11,7 +11,9 @@ ledger, or that takes a ``budget`` (``d4``). For each one the report gives, over
 * cluster sizes before/after and cluster coverage (clusters with >= 1 pick / clusters in the
   pool) when the ledger has ``cluster_id``;
 * score distributions, pool vs picks, of the method's ``<type>_score`` and of the quality and
-  LM scores present (``quality``, ``reward``, ``ifd``, ``ppl_response``, ...).
+  LM scores present (``quality``, ``reward``, ``ifd``, ``ppl_response``, ...);
+* the response-length histogram, pool vs picks, and the picks' share per pool length decile, when
+  the ledger has ``response_chars`` (a ``length_neutral`` step writes it: docs/selection.md).
 
 Where the embeddings come from: they are not in the provenance (a vector per row), and the
 final table holds only the selected rows. The pool's vectors are read back from the stage cache:
@@ -160,6 +162,31 @@ def pca_2d(x: np.ndarray, *, max_points: int = MAX_POINTS, seed: int = 0) -> tup
     return mean, comp * np.where(signs == 0, 1, signs)[:, None]
 
 
+def length_summary(chars: np.ndarray, pool: np.ndarray, picks: np.ndarray, bins: int = 10) -> dict | None:
+    """Response length (characters) of the pool and the picks, and the picks' share per pool decile.
+
+    Args:
+        chars: (n,) response characters per provenance row (NaN where the step did not see the row).
+        pool, picks: (n,) boolean masks.
+        bins: pool quantile bins (default 10, deciles).
+
+    Returns:
+        {"pool", "picked": summaries, "edges": interior pool quantile edges, "pool_share",
+        "picked_share": fraction of rows per bin}; None when no pool row has a length.
+    """
+    from curate.select.length_bins import assign_bins, length_edges
+
+    ok = ~np.isnan(chars)
+    a, b = chars[pool & ok], chars[picks & ok]
+    if not a.size:
+        return None
+    edges = length_edges(a, bins)
+    nb = len(edges) + 1
+    share = lambda x: (np.bincount(assign_bins(x, edges), minlength=nb) / max(len(x), 1)).round(4).tolist()
+    return {"pool": _summary(a), "picked": _summary(b), "edges": edges.tolist(),
+            "pool_share": share(a), "picked_share": share(b)}
+
+
 def summarize(steps: list[dict], provenance: pa.Table, *, store_root: str | None = None) -> list[dict]:
     """One dict per selection step for report.json's ``selection`` list (no vectors in it)."""
     cols = provenance.column_names
@@ -179,6 +206,10 @@ def summarize(steps: list[dict], provenance: pa.Table, *, store_root: str | None
             cs = cluster_stats(np.array(provenance.column("cluster_id").to_pylist(), dtype=object), pool, picks)
             if cs:
                 entry["clusters"] = cs
+        if "response_chars" in cols:
+            lengths = length_summary(_floats(provenance, "response_chars"), pool, picks)
+            if lengths:
+                entry["response_chars"] = lengths
         emb_col = (s.get("params") or {}).get("embedding_column") or "embedding"
         entry["embeddings"] = find_embeddings(steps, i, store_root, emb_col)
         out.append(entry)
@@ -199,6 +230,12 @@ def render_markdown(entries: list[dict]) -> list[str]:
         emb = e["embeddings"]
         src = emb.get("label") or f"none: {emb.get('missing')}"
         lines.append(f"| {e['label']} | {e['pool_rows']} | {e['picked_rows']} | {cov} | {sc} | {src} |")
+    for e in entries:
+        rc = e.get("response_chars")
+        if rc:
+            lines += ["", f"{e['label']}: response length (characters) median {rc['pool']['median']:.0f} in the pool, "
+                      f"{rc['picked'].get('median', float('nan')):.0f} picked; picks per pool length decile "
+                      f"{', '.join(f'{v:.3f}' for v in rc['picked_share'])} (pool {', '.join(f'{v:.3f}' for v in rc['pool_share'])})."]
     return lines
 
 
@@ -226,7 +263,33 @@ def make_plots(entries: list[dict], provenance: pa.Table, steps: list[dict], plo
             made.append(_plot_clusters(plt, e, plot_dir / f"select_{tag}_clusters.png"))
         if e["scores"]:
             made.append(_plot_scores(plt, e, provenance, pool, picks, plot_dir / f"select_{tag}_scores.png"))
+        if e.get("response_chars"):
+            made.append(_plot_lengths(plt, e, _floats(provenance, "response_chars"), pool, picks,
+                                      plot_dir / f"select_{tag}_lengths.png"))
     return [f"plots/{p.name}" for p in made]
+
+
+def _plot_lengths(plt, e: dict, chars: np.ndarray, pool: np.ndarray, picks: np.ndarray, path: Path) -> Path:
+    """Share of rows per log-spaced response-length bin, pool vs picked, the pool's decile edges dotted."""
+    ok = ~np.isnan(chars)
+    a, b = np.maximum(chars[pool & ok], 1), np.maximum(chars[picks & ok], 1)
+    bins = np.unique(np.geomspace(1, a.max() + 1, 41))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    # share of rows per log-spaced bin (a density per character would inflate the short bins)
+    ax.hist(a, bins=bins, weights=np.full(len(a), 1 / len(a)), alpha=0.5, color="#888888", label=f"pool ({len(a)})")
+    if len(b):
+        ax.hist(b, bins=bins, weights=np.full(len(b), 1 / len(b)), alpha=0.6, color="#d0342c", label=f"picked ({len(b)})")
+    for x in e["response_chars"]["edges"]:
+        ax.axvline(max(x, 1), color="#444444", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("response length (characters); dotted: pool deciles")
+    ax.set_ylabel("share of rows")
+    ax.set_title(f"{e['label']}: response length, pool vs picked", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _plot_map(plt, x: np.ndarray, picked: np.ndarray, e: dict, path: Path, max_points: int, seed: int) -> Path:

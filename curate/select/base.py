@@ -24,9 +24,32 @@ the picks of budget k: greedy and ranking methods) serve a token budget by takin
 long pick order. Methods whose picks depend on k as a whole (per-cluster allocations: CaR, kMQ)
 set ``nested = False``; the base then searches for the largest row count whose picks fit the token
 budget (bisection, about log2(n) calls of ``pick``).
+
+**Length-neutral selection** (``length_neutral: true``, ``length_bins: 10``; every subclass takes
+both without code of its own): the budget is split over response-length quantile bins of the pool
+(:mod:`curate.select.length_bins`) in the pool's proportions, and the method picks within each bin:
+
+* a nested method (``nested = True``: random, top_k, longest, cherry_ifd, car, rds, zipfit, kcenter,
+  sae_greedy) is asked once for its pick order (again with a doubled budget while some bin is
+  short), and each bin keeps the first rows of that order that fall in it: the method's own order
+  restricted to the bin. This trusts that the order a nested method returns, whatever its length,
+  is a prefix of its full order (true of every built-in one). For greedy methods (kcenter,
+  sae_greedy) the order is the global greedy order, so a row's gain counts rows of other bins
+  that their quota later leaves out.
+* a non-nested method (kmq, kmq_iterative, sae_simscale: picks depend on the budget as a whole)
+  runs on each bin's rows as its own pool with the bin's quota as budget (its clusters, quotas,
+  thresholds and feedback rounds per bin; per-bin scratch folders, so nothing is shared between
+  bins by mistake). Cluster ids in the ledger are then per bin.
+
+A length-neutral budget must be a row count or a fraction (a token budget is refused: the bins
+would need a token split). The ledger gets ``response_chars`` and ``length_bin``; a row the method
+would have taken but whose bin was full gets the reason ``length_bin_quota``. The two parameters
+join a stage's cache key only when ``length_neutral`` is true, so existing keys do not change.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -39,10 +62,22 @@ import pyarrow as pa
 from curate.core.budget import resolve_budget, validate_budget
 from curate.core.schema import TOKENS_COLUMN
 from curate.core.stage import Selection, Selector, StageContext
+from curate.select.length_bins import (
+    LENGTH_BIN_QUOTA,
+    LENGTH_BIN_QUOTA_MEANING,
+    assign_bins,
+    bin_context,
+    bin_quotas,
+    fill_bins,
+    length_edges,
+    response_chars,
+    scatter_rows,
+)
 
 log = logging.getLogger(__name__)
 
 NOT_SELECTED = "not_selected_by_budget"
+LENGTH_PARAMS = ("length_neutral", "length_bins")  # added to every subclass's constructor
 
 
 def is_token_budget(budget) -> bool:
@@ -102,11 +137,17 @@ class BudgetSelector(Selector):
 
     budgeted = True
     nested: ClassVar[bool] = True
-    reasons: ClassVar[dict[str, str]] = {NOT_SELECTED: "outside the method's budget"}
+    reasons: ClassVar[dict[str, str]] = {NOT_SELECTED: "outside the method's budget",
+                                         LENGTH_BIN_QUOTA: LENGTH_BIN_QUOTA_MEANING}
+    length_neutral: bool = False
+    length_bins: int = 10
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        cls.reasons = {**cls.reasons, NOT_SELECTED: "outside the method's budget"}
+        cls.reasons = {**cls.reasons, NOT_SELECTED: "outside the method's budget",
+                       LENGTH_BIN_QUOTA: LENGTH_BIN_QUOTA_MEANING}
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _with_length_params(cls.__dict__["__init__"])
 
     def _init_budget(self, budget, seed: int) -> None:
         validate_selection_budget(budget)
@@ -114,6 +155,27 @@ class BudgetSelector(Selector):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.budget = budget
         self.seed = seed
+
+    def _init_length(self, length_neutral: bool, length_bins: int) -> None:
+        """Validate and store the length-neutral parameters (called after the subclass's ``__init__``)."""
+        if not isinstance(length_neutral, bool):
+            raise ValueError(f"length_neutral must be true or false, got {length_neutral!r}")
+        if isinstance(length_bins, bool) or not isinstance(length_bins, Integral) or length_bins < 2:
+            raise ValueError(f"length_bins must be an int >= 2 (10 = deciles), got {length_bins!r}")
+        if length_neutral and is_token_budget(getattr(self, "budget", None)):
+            raise ValueError(f"length_neutral needs a row count or a fraction for the budget, got {self.budget!r} "
+                             "(tokens would need a token split over the length bins)")
+        self.length_neutral = length_neutral
+        self.length_bins = int(length_bins)
+
+    def cache_params(self) -> dict:
+        """The stage's parameters; ``length_neutral``/``length_bins`` only when length-neutral, so
+        the cache keys of every selector without it stay what they were."""
+        params = super().cache_params()
+        if not self.length_neutral:
+            for p in LENGTH_PARAMS:
+                params.pop(p, None)
+        return params
 
     # -- what subclasses implement -------------------------------------------------------
     def pick(self, table: pa.Table, ctx: StageContext | None, k: int) -> Picks:  # pragma: no cover - abstract
@@ -146,8 +208,77 @@ class BudgetSelector(Selector):
             if isinstance(self.budget, Integral) and self.budget > n:
                 log.warning("%s: budget %d is larger than the %d rows reaching it; keeping all of them",
                             self.name, self.budget, n)
-            picks = self.pick(table, ctx, k) if k else _empty_picks(n)
+            if not k:
+                picks = _empty_picks(n)
+            elif self.length_neutral:
+                picks = self._pick_length_neutral(table, ctx, k)
+            else:
+                picks = self.pick(table, ctx, k)
         return self._to_selection(picks, n, k)
+
+    def _pick_length_neutral(self, table: pa.Table, ctx, k: int) -> Picks:
+        """``k`` picks split over the pool's response-length bins (module docstring)."""
+        lengths = response_chars(table)
+        edges = length_edges(lengths, self.length_bins)
+        bin_of = assign_bins(lengths, edges)
+        quota = bin_quotas(np.bincount(bin_of, minlength=len(edges) + 1), k)
+        picks = self._nested_in_bins(table, ctx, k, bin_of, quota) if self.nested else \
+            self._each_bin(table, ctx, bin_of, quota)
+        picks.extras = {**picks.extras, "response_chars": lengths, "length_bin": bin_of}
+        log.info("%s: length_neutral over %d response-length bins (edges %s chars), quotas %s",
+                 self.name, len(quota), [int(e) for e in edges], quota.tolist())
+        return picks
+
+    def _nested_in_bins(self, table: pa.Table, ctx, k: int, bin_of: np.ndarray, quota: np.ndarray) -> Picks:
+        """The method's own order restricted to each bin (nested methods)."""
+        n, m = len(table), k
+        while True:
+            try:
+                p = self.pick(table, ctx, m)
+            except ValueError as e:  # e.g. cherry_ifd: fewer rows pass its filters than asked for
+                raise ValueError(f"{self.name}: length_neutral needs {quota.tolist()} rows per response-length "
+                                 f"bin; asking the method for {m} rows to fill them failed: {e}") from e
+            order = np.asarray(p.order, dtype=np.int64)
+            chosen, got = fill_bins(order, bin_of, quota)
+            if (got >= quota).all():
+                break
+            if m >= n or len(order) >= n:
+                short = {int(j): f"{int(got[j])}/{int(quota[j])}" for j in np.flatnonzero(got < quota)}
+                raise RuntimeError(f"{self.name}: length_neutral: the method ranks too few rows of response-length "
+                                   f"bins {short} (found/needed) to fill them")
+            m = min(n, 2 * max(m, len(order)))  # a longer prefix of the same (nested) order
+        reasons = np.full(n, None, dtype=object) if p.reasons is None else np.asarray(p.reasons, dtype=object).copy()
+        # rows of the method's own top k that a full bin displaced: say so, not "below the budget"
+        plain = np.zeros(n, bool)
+        plain[order[:k]] = True
+        plain[chosen] = False
+        reasons[plain] = LENGTH_BIN_QUOTA
+        return Picks(order=chosen, score=p.score, extras=dict(p.extras), reasons=reasons)
+
+    def _each_bin(self, table: pa.Table, ctx, bin_of: np.ndarray, quota: np.ndarray) -> Picks:
+        """The method run on each bin's rows as its own pool, with the bin's quota as budget (non-nested methods)."""
+        n = len(table)
+        chosen, score = [], None
+        reasons = np.full(n, LENGTH_BIN_QUOTA, dtype=object)  # rows of a bin with quota 0
+        parts: dict[str, list] = {}
+        for j, q in enumerate(quota):
+            rows = np.flatnonzero(bin_of == j)
+            if not q:
+                continue
+            p = self.pick(table.take(pa.array(rows)), bin_context(ctx, j), int(q))
+            order = np.asarray(p.order, dtype=np.int64)
+            if len(order) < q:
+                raise RuntimeError(f"{self.name}: picked {len(order)} rows for length bin {j}'s quota of {q}")
+            chosen.append(rows[order[:q]])
+            reasons[rows] = None if p.reasons is None else np.asarray(p.reasons, dtype=object)
+            if p.score is not None:
+                score = np.full(n, np.nan) if score is None else score
+                score[rows] = p.score
+            for name, v in p.extras.items():
+                parts.setdefault(name, []).append((rows, np.asarray(v)))
+        extras = {name: scatter_rows(n, got) for name, got in parts.items()}
+        return Picks(order=np.concatenate(chosen) if chosen else np.zeros(0, np.int64), score=score,
+                     extras=extras, reasons=reasons)
 
     def _pick_tokens(self, table: pa.Table, ctx, limit: int) -> tuple[Picks, int]:
         """Picks and the row count to keep under a token budget (never more than ``limit``)."""
@@ -209,6 +340,31 @@ class BudgetSelector(Selector):
 
 def _empty_picks(n: int) -> Picks:
     return Picks(order=np.zeros(0, dtype=np.int64))
+
+
+def _with_length_params(init):
+    """Wrap a subclass's ``__init__`` to also take ``length_neutral``/``length_bins`` (keyword-only).
+
+    The wrapper's signature is the original's plus the two parameters, so ``param_names()``,
+    ``get_params()``, config validation and ``curate stages`` see them for every method.
+    """
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())
+    if any(p.name in LENGTH_PARAMS for p in params):
+        return init  # already wrapped (or declared by hand)
+    extra = [inspect.Parameter("length_neutral", inspect.Parameter.KEYWORD_ONLY, default=False),
+             inspect.Parameter("length_bins", inspect.Parameter.KEYWORD_ONLY, default=10)]
+    var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    rest = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+    @functools.wraps(init)
+    def __init__(self, *args, length_neutral: bool = False, length_bins: int = 10, **kwargs):
+        init(self, *args, **kwargs)
+        # a subclass's __init__ calling a wrapped parent's sets the defaults first, then its own values
+        self._init_length(length_neutral, length_bins)
+
+    __init__.__signature__ = sig.replace(parameters=rest + extra + var_kw)
+    return __init__
 
 
 def pick_order_from_scores(score: np.ndarray, descending: bool = True) -> np.ndarray:
