@@ -60,6 +60,8 @@ def main() -> None:
     run = EvalRun(cfg, a.output, show_progress=False)
     units, missing = [], []
     for arm in cfg.arms:
+        if arm.get("selection_only"):  # built only as another arm's length match; never trained
+            continue
         for s in arm.get("seeds") or cfg.seeds:
             u = read_unit(run.out / "units" / arm["name"] / f"seed{s}")
             if u is None:
