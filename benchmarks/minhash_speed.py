@@ -82,21 +82,9 @@ def tree_rss_mb() -> float:
     """Resident memory of this process plus all its descendants (workers), in MiB."""
     import os
 
-    me = os.getpid()
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(d.name))
-    total, stack = 0, [me]
-    while stack:
-        p = stack.pop()
-        total += _rss_kb(p)
-        stack.extend(kids.get(p, []))
-    return total / 1024
+    from proc_sampler import tree_pids
+
+    return sum(_rss_kb(p) for p in tree_pids(os.getpid())) / 1024
 
 
 class TreeRssSampler:

@@ -13,7 +13,8 @@ __all__ = ["run", "plan", "select"]
 
 
 def select(data, method: str, budget=None, *, format: str | None = None, id_field: str | None = None,
-           cache_dir: str | Path | None = None, show_progress: bool = False, return_provenance: bool = False, **params):
+           cache_dir: str | Path | None = None, show_progress: bool = False, return_provenance: bool = False,
+           output: str = "dataset", **params):
     """One-off selection on in-memory or on-disk data.
 
     Args:
@@ -27,14 +28,17 @@ def select(data, method: str, budget=None, *, format: str | None = None, id_fiel
         cache_dir: stage cache folder (default: a temporary folder, i.e. no reuse).
         show_progress: draw progress bars (default False).
         return_provenance: also return the provenance table.
+        output: ``"dataset"`` (default): a ``datasets.Dataset``; ``"arrow"``: a ``pa.Table``
+            of the same rows, without importing ``datasets`` (~0.7 s on first use) or building
+            a Dataset (~0.1 s at 61k rows).
         **params: the stage's other keyword arguments.
 
     Returns:
-        ``datasets.Dataset`` of the kept rows (canonical columns, original extras, and any
-        columns the stages added), or ``(dataset, provenance)`` if ``return_provenance``.
+        the kept rows (canonical columns, original extras, and any columns the stages added)
+        as ``output`` says, or ``(rows, provenance)`` if ``return_provenance``.
     """
-    import datasets
-
+    if output not in ("dataset", "arrow"):
+        raise ValueError(f"output must be 'dataset' or 'arrow', got {output!r}")
     spec = {"type": method, **params}
     if budget is not None:
         spec["budget"] = budget
@@ -42,6 +46,10 @@ def select(data, method: str, budget=None, *, format: str | None = None, id_fiel
     got = cio.from_records(data, format=format, id_field=id_field)  # paths go through read_input
     with tempfile.TemporaryDirectory(prefix="curate-select-") as tmp:
         ex = execute_table(got, [stage], cache_dir=cache_dir or tmp, show_progress=show_progress)
-        # built while the temporary cache (the table's memory-mapped columns) still exists
-        ds = datasets.Dataset(ex.table.combine_chunks())
-        return (ds, ex.ledger.to_table()) if return_provenance else ds
+        # copied while the temporary cache (the table's memory-mapped columns) still exists
+        rows = ex.table.combine_chunks()
+        if output == "dataset":
+            import datasets
+
+            rows = datasets.Dataset(rows)
+        return (rows, ex.ledger.to_table()) if return_provenance else rows

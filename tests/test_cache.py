@@ -144,3 +144,38 @@ def test_vector_columns_left_out_by_default_and_located(tmp_path):
     assert "tag" not in names and "embedding" in names
     # provenance is the same whatever the dataset leaves out
     assert (keep_all.output_dir / "provenance.parquet").read_bytes() == (res.output_dir / "provenance.parquet").read_bytes()
+
+
+# ---------------------------------------------------------------- table fingerprint (curate.select's key)
+
+def _pool_with_lists() -> pa.Table:
+    return pa.table({"id": [f"r{i}" for i in range(40)],
+                     "text": [None if i == 3 else f"Row {i % 25} says hello to the cache." for i in range(40)],
+                     "tags": [[f"t{i % 3}", "x"] if i % 4 else None for i in range(40)],
+                     "messages": [[{"role": "user", "content": f"q{i}"}] for i in range(40)]})
+
+
+def test_fingerprint_ignores_chunking_and_list_item_names(tmp_path):
+    from curate.core.hashing import table_fingerprint
+
+    t = _pool_with_lists()
+    pq.write_table(t, tmp_path / "t.parquet")
+    back = pq.read_table(tmp_path / "t.parquet")
+    assert back.schema.field("tags").type.value_field.name == "element"  # what Parquet does to lists
+    chunked = pa.concat_tables([t.slice(0, 7), t.slice(7, 20), t.slice(27)])
+    assert table_fingerprint(t) == table_fingerprint(back) == table_fingerprint(chunked)
+    changed = t.set_column(1, "text", pa.array([f"Row {i}" for i in range(40)]))
+    assert table_fingerprint(changed) != table_fingerprint(t)
+    renamed = t.rename_columns(["id", "body", "tags", "messages"])
+    assert table_fingerprint(renamed) != table_fingerprint(t)
+
+
+def test_in_memory_and_parquet_read_tables_hit_one_cache_entry(tmp_path):
+    t = _pool_with_lists()
+    pq.write_table(t, tmp_path / "t.parquet")
+    cache = tmp_path / "c"
+    first = curate.select(t, method="exact_dedup", cache_dir=cache)
+    keys = StageStore(cache).keys()
+    second = curate.select(pq.read_table(tmp_path / "t.parquet"), method="exact_dedup", cache_dir=cache)
+    assert StageStore(cache).keys() == keys and len(keys) == 1  # the same key: no second entry
+    assert first.data.column("id").to_pylist() == second.data.column("id").to_pylist() and len(first) == 26

@@ -222,9 +222,10 @@ def test_artifact_index_of_kept_rows(tmp_path):
     c = ctx(tmp_path)
     a = words(0, 30)
     MinHashDedup(save_index=True, **EXACT).select(table([a, a, words(40, 70)]), c)
-    assert not (tmp_path / "x_art" / "minhash_index").exists()
-    MinHashDedup(**EXACT).select(table([a]), ctx(tmp_path, "x"))  # default: no artifact
-    assert not (tmp_path / "x_art" / "minhash_index").exists()
+    assert (c.artifact_dir / "minhash_index").is_dir()
+    x = ctx(tmp_path, "x")
+    MinHashDedup(**EXACT).select(table([a]), x)  # default: no artifact
+    assert x.artifact_dir != c.artifact_dir and not (x.artifact_dir / "minhash_index").exists()
     idx = MinHashIndex.load(c.artifact_dir / "minhash_index")
     assert idx.ids.tolist() == ["r0", "r2"] and idx.keys.shape == (2, 128)
 
@@ -372,9 +373,12 @@ def test_exact_check_in_small_batches_gives_the_same_selection(tmp_path, monkeyp
         a = words(k * 50, k * 50 + 24)
         texts += [a, a + " " + words(9000 + k * 10, 9002 + k * 10), a + " " + words(9500 + k * 10, 9506 + k * 10)]
     whole = MinHashDedup(threshold=0.8).select(table(texts), ctx(tmp_path / "a"))
-    verify = MinHashDedup._verify
-    monkeypatch.setattr(MinHashDedup, "_verify", lambda self, *a, **k: verify(self, *a, **{**k, "batch_rows": 3}))
+    import dataclasses
+
+    plan = MinHashDedup.plan
+    monkeypatch.setattr(MinHashDedup, "plan", lambda self, *a: dataclasses.replace(plan(self, *a), verify_rows=3))
     batched = MinHashDedup(threshold=0.8).select(table(texts), ctx(tmp_path / "b"))
+    assert len(list((tmp_path / "b" / "w" / "minhash").glob("check-*/*.npz"))) == 12  # one batch per group
     assert whole.keep.tolist() == batched.keep.tolist()
     assert whole.extras["dup_of"].tolist() == batched.extras["dup_of"].tolist()
     assert whole.n_kept == 24  # per group: the base and its J=0.769 variant stay, the 0.909 one goes

@@ -38,7 +38,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -72,6 +72,80 @@ def _curate_version() -> str | None:
         return metadata.version("curate")
     except metadata.PackageNotFoundError:  # pragma: no cover - source checkout without install
         return None
+
+
+_PAGE = 4096
+_MADV_DONTNEED = 4
+
+
+def _read_only_file_maps() -> list[tuple[int, int]]:
+    """(start, end) of this process's read-only mappings of files (``/proc/self/maps``)."""
+    out = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[4] != "0" and parts[5].startswith("/") and "w" not in parts[1]:
+                    a, b = parts[0].split("-")
+                    out.append((int(a, 16), int(b, 16)))
+    except OSError:
+        return []
+    return sorted(out)
+
+
+def release_mapped_pages(arrays) -> int:
+    """Drop this process's resident pages of the memory-mapped bytes of string arrays.
+
+    A stage reading a memory-mapped cache entry shard by shard leaves every page it touched
+    resident (and counted in its RSS) until the mapping goes, so a 10M-document table would
+    show its whole text as resident memory. After a shard, ``madvise(MADV_DONTNEED)`` on the
+    shard's bytes gives those pages back to the page cache: a later read faults them in again
+    from the file. Only bytes inside read-only mappings of files are touched (such pages hold
+    nothing that is not in the file); arrays in ordinary memory are left alone. Linux only; a
+    no-op elsewhere.
+
+    Args:
+        arrays: string/large_string arrays or chunked arrays (other types are skipped).
+
+    Returns:
+        bytes released.
+    """
+    import ctypes
+    import sys
+    from bisect import bisect_right
+
+    if not sys.platform.startswith("linux"):
+        return 0
+    ranges = []
+    for arr in arrays:
+        for c in (arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]):
+            if not (pa.types.is_string(c.type) or pa.types.is_large_string(c.type)) or len(c) == 0:
+                continue
+            bufs = c.buffers()
+            width = 8 if pa.types.is_large_string(c.type) else 4
+            offs = bufs[1]
+            first = int.from_bytes(offs[c.offset * width:(c.offset + 1) * width].to_pybytes(), "little", signed=True)
+            last = int.from_bytes(offs[(c.offset + len(c)) * width:(c.offset + len(c) + 1) * width].to_pybytes(),
+                                  "little", signed=True)
+            ranges.append((offs.address + c.offset * width, (len(c) + 1) * width))
+            if bufs[2] is not None and last > first:
+                ranges.append((bufs[2].address + first, last - first))
+    if not ranges:
+        return 0
+    maps = _read_only_file_maps()
+    starts = [a for a, _ in maps]
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    released = 0
+    for addr, size in ranges:
+        i = bisect_right(starts, addr) - 1
+        if i < 0 or addr + size > maps[i][1]:
+            continue  # not (wholly) inside a read-only file mapping
+        lo = -(-addr // _PAGE) * _PAGE  # whole pages inside the range only
+        hi = (addr + size) // _PAGE * _PAGE
+        if hi > lo and libc.madvise(lo, hi - lo, _MADV_DONTNEED) == 0:
+            released += hi - lo
+    return released
 
 
 class CacheDamaged(Exception):
@@ -276,12 +350,56 @@ class StageStore:
             self.commit(key, out, {**(meta or {}), **(meta_fn() if meta_fn else {})})
             return self._open(key), False
 
+    def get_or_compute_batches(self, key: str, schema: pa.Schema, batches: Callable[[], Iterable[pa.RecordBatch]],
+                               meta: dict | None = None) -> tuple[pa.Table, bool]:
+        """:meth:`get_or_compute` for a table written batch by batch (never whole in memory).
+
+        Args:
+            key: cache key.
+            schema: the table's schema.
+            batches: returns the record batches to write, in order (called once, under the lock).
+            meta: extra manifest fields.
+
+        Returns:
+            (table, cached): memory-mapped from the cache, and whether it was reused.
+        """
+        self.hold(key)
+        table = self.fetch(key)
+        if table is not None:
+            return table, True
+        with self.lock(key):
+            table = self.fetch(key)
+            if table is not None:
+                return table, True
+            self.commit_batches(key, schema, batches(), meta)
+            return self._open(key), False
+
     def commit(self, key: str, table: pa.Table, meta: dict | None = None) -> None:
         """Atomically store ``table`` (+ the work dir's ``artifacts/``) under ``key``.
 
         A complete entry already under ``key`` (another process committed it first) is kept and
         this one discarded; a folder without a manifest is moved aside, never deleted.
         """
+        def write(writer) -> int:
+            writer.write_table(table, max_chunksize=65536)
+            return len(table)
+
+        self._commit(key, table.schema, write, meta)
+
+    def commit_batches(self, key: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+                       meta: dict | None = None) -> None:
+        """:meth:`commit` of a table given as record batches, written one at a time (Arrow IPC,
+        uncompressed), so memory holds one batch whatever the table's size."""
+        def write(writer) -> int:
+            n = 0
+            for b in batches:
+                writer.write_batch(b)
+                n += b.num_rows
+            return n
+
+        self._commit(key, schema, write, meta)
+
+    def _commit(self, key: str, schema: pa.Schema, write: Callable, meta: dict | None) -> None:
         with self.lock(key):
             if (self.root / key / MANIFEST).is_file():  # checked under the lock, not before it
                 shutil.rmtree(self.work_dir(key), ignore_errors=True)
@@ -290,12 +408,12 @@ class StageStore:
             tmp.mkdir(parents=True)
             try:
                 with pa.OSFile(str(tmp / "table.arrow"), "wb") as sink:
-                    with pa.ipc.new_file(sink, table.schema) as writer:
-                        writer.write_table(table, max_chunksize=65536)
+                    with pa.ipc.new_file(sink, schema) as writer:
+                        n_rows = write(writer)
                 staged = self.work_dir(key) / "artifacts"
                 if staged.is_dir():
                     shutil.copytree(staged, tmp / "artifacts")
-                manifest = {"key": key, "rows": len(table), "columns": table.column_names, "created": time.time(),
+                manifest = {"key": key, "rows": n_rows, "columns": schema.names, "created": time.time(),
                             "store_format": STORE_FORMAT, "curate_version": _curate_version(),
                             **(meta or {}), "checksums": dir_files(tmp)}
                 with open(tmp / MANIFEST, "w") as f:

@@ -54,7 +54,8 @@ def plan(config: Path = typer.Argument(..., help="recipe YAML"),
          output: Optional[Path] = typer.Option(None, "--output", "-o"),
          input_path: Optional[str] = typer.Option(None, "--input", "-i", help=_INPUT_HELP),
          sets: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP)):
-    """Show each step's cache key and whether it is cached (nothing is computed)."""
+    """Show each step's cache key, whether it is cached, and the estimated peak memory and disk of each
+    dedup step that will run (nothing is computed)."""
     from curate.core.errors import ConfigError, InputError
     from curate.engine.pipeline import plan as plan_recipe
 
@@ -65,6 +66,10 @@ def plan(config: Path = typer.Argument(..., help="recipe YAML"),
     for r in rows:
         typer.echo(f"{'cached ' if r['cached'] else 'will run'}  {r['step']:<28} {r['key']}"
                    + (f"  (damaged: {r['damaged']}; will be moved aside and recomputed)" if r.get("damaged") else ""))
+        if r.get("estimate"):  # dedup stages: estimated before any compute (curate/dedup/minhash_plan.py)
+            e = r["estimate"]
+            typer.echo(f"{'':9}  est. peak memory {e['memory_gb']:.2f} GiB, disk {e['disk_gb']:.2f} GiB "
+                       f"for {r['estimate_basis']}")
     todo = sum(not r["cached"] for r in rows)
     typer.echo(f"{len(rows) - todo}/{len(rows)} steps cached; {todo} to run")
 

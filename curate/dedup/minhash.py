@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.core.registry import register
 from curate.core.schema import ID
-from curate.core.stage import Selection, Selector, StageContext
-from curate.dedup.lsh import band_edges, connected_components, representatives
-from curate.dedup.minhash_core import optimal_param, pair_jaccard, shingle_hashes
+from curate.core.shards import active_executor
+from curate.core.stage import EXECUTION_PARAMS, Selection, Selector, StageContext
+from curate.dedup.minhash_clusters import take_rows
+from curate.dedup.minhash_core import optimal_param
 from curate.dedup.minhash_index import (
     MinHashIndex,
-    compute_band_keys,
     index_for_against,
     reference_fingerprint,
     signature_params,
 )
+from curate.dedup.minhash_plan import MinHashPlan, plan_minhash
+from curate.dedup.minhash_run import band_keys_of_rows, find_clusters
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,10 @@ PRESETS: dict[str, dict] = {
     "fineweb": {"num_perm": 112, "bands": 14, "rows": 8, "ngram": 5, "threshold": 0.72,
                 "check_false_positives": False, "keep": "first"},
 }
-_ALL_PAIRS_MAX = 64  # candidate clusters up to this size get all pairs checked, larger ones their LSH edges
+# num_proc=None: both cores (all, up to 8) for the signatures from this much text on; below it a
+# worker's start-up (spawn + imports, ~0.7 s, more on a loaded machine) costs more than it saves
+# (64k instruction rows, 31 MB: 1.8x slower with 2 processes on the loaded 2-core machine).
+AUTO_PARALLEL_BYTES = 256 * 2**20
 
 
 @register
@@ -92,14 +99,28 @@ class MinHashDedup(Selector):
             (112 permutations as 14 bands x 8 rows, word 5-grams, no exact check, keep first).
             Its values replace the defaults; setting one of its parameters to another value
             than the preset's is an error. Default None.
-        batch_size: rows per shard (default 10,000; execution only).
-        num_proc: worker processes for signatures (default 1; execution only).
+        batch_size: rows per signature shard (default 10,000; execution only; lowered when a
+            shard of long documents would not fit ``memory_gb``).
+        num_proc: processes computing signatures, this one included (default None: every core,
+            up to 8, once the texts hold 256 MiB or more, else 1; execution only).
+        memory_gb: bound in GiB on the step's resident memory, all processes together (default
+            None: half of the machine's memory). The stage sizes its shards, band partitions
+            and check batches to stay under it (:mod:`curate.dedup.minhash_plan`; ``curate
+            plan`` prints the estimate) and refuses to start when the per-row part alone
+            cannot fit. Execution only: the result is the same for every value.
+
+    Work: signatures and band keys are written per shard to the stage's work folder, candidate
+    pairs come from band files partitioned by key range, clusters from a union-find over the
+    rows that have a link (:mod:`curate.dedup.minhash_run`); every phase runs through the
+    installed shard executor (a Dask cluster under ``curate_flow(dask=True)``), and a killed
+    run resumes from the last finished task.
 
     Extras in the Selection: ``dup_of`` (object, id of the kept row of the cluster, or None) and
     ``dup_cluster`` (int64 cluster id shared by every member, -1 for rows in no cluster).
     """
 
     name = "minhash_dedup"
+    execution_params = EXECUTION_PARAMS + ("memory_gb",)  # same result for every bound: not in the key
     version = "3"  # 3: NFKD folding, unspaced-script characters are words (SHINGLE_HASH_VERSION 3)
     reasons = {
         "near_duplicate": "MinHash-LSH near-duplicate of a kept row of this input (dup_of names it)",
@@ -112,7 +133,8 @@ class MinHashDedup(Selector):
                  normalize: bool = True, seed: int = 42,
                  check_false_positives: bool = True, keep: str = "first", against: str | None = None,
                  save_index: bool = False, backend: str = "rensa", text_column: str = "text",
-                 preset: str | None = None, batch_size: int = 10_000, num_proc: int = 1):
+                 preset: str | None = None, batch_size: int = 10_000, num_proc: int | None = None,
+                 memory_gb: float | None = None):
         if preset is not None:
             if preset not in PRESETS:
                 raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
@@ -153,7 +175,9 @@ class MinHashDedup(Selector):
         need(backend in ("rensa", "numpy"), "backend", backend, "'rensa' or 'numpy'")
         need(isinstance(text_column, str), "text_column", text_column, "a column name")
         need(isint(batch_size) and batch_size >= 1, "batch_size", batch_size, "a positive int")
-        need(isint(num_proc) and num_proc >= 1, "num_proc", num_proc, "a positive int")
+        need(num_proc is None or (isint(num_proc) and num_proc >= 1), "num_proc", num_proc, "None or a positive int")
+        need(memory_gb is None or (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool)
+                                   and memory_gb > 0), "memory_gb", memory_gb, "None or a number > 0")
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands = bands
@@ -174,6 +198,7 @@ class MinHashDedup(Selector):
         self.preset = preset
         self.batch_size = batch_size
         self.num_proc = num_proc
+        self.memory_gb = memory_gb
 
     # -- helpers -----------------------------------------------------------------------------
     def required_columns(self) -> list[str]:
@@ -207,143 +232,118 @@ class MinHashDedup(Selector):
                                 normalize=self.normalize, seed=int(self.seed), backend=self.backend,
                                 ngram_unspaced=None if self.ngram_unspaced is None else int(self.ngram_unspaced))
 
-    def _verify(self, src: np.ndarray, dst: np.ndarray, n_nodes: int, text_of, params: dict,
-                batch_rows: int = 50_000):
-        """Exact-Jaccard check: all pairs in small candidate clusters, LSH edges in large ones.
+    def processes(self, text_bytes: int) -> int:
+        """Processes for the signatures: ``num_proc``, or (None) every core up to 8 from
+        :data:`AUTO_PARALLEL_BYTES` of text on."""
+        if self.num_proc is not None:
+            return int(self.num_proc)
+        return min(os.cpu_count() or 1, 8) if text_bytes >= AUTO_PARALLEL_BYTES else 1
 
-        Components are checked in batches of about ``batch_rows`` rows, so only one batch's
-        texts and shingle sets are in memory at a time (all at once peaked at 7.6 GB for 1M rows).
-        """
-        lab = connected_components(n_nodes, src, dst)
-        members = np.flatnonzero(np.bincount(lab, minlength=n_nodes)[lab] > 1)
-        if len(members) == 0:
-            return src, dst
-        order = members[np.argsort(lab[members], kind="stable")]
-        comps = np.split(order, np.flatnonzero(np.diff(lab[order])) + 1)
-        kept_src, kept_dst, n_pairs = [], [], 0
-        start = 0
-        while start < len(comps):
-            stop, size = start, 0
-            while stop < len(comps) and (size == 0 or size + len(comps[stop]) <= batch_rows):
-                size += len(comps[stop])
-                stop += 1
-            batch = comps[start:stop]
-            start = stop
-            rows = np.sort(np.concatenate(batch))
-            sh, off = shingle_hashes(text_of(rows), ngram=params["ngram"], shingle=params["shingle"],
-                                     normalize=params["normalize"], ngram_unspaced=params["ngram_unspaced"])
-            pairs = []
-            for comp in batch:
-                if len(comp) <= _ALL_PAIRS_MAX:
-                    i, j = np.triu_indices(len(comp), 1)
-                    pairs.append(np.stack([comp[i], comp[j]], 1))
-                else:
-                    m = np.isin(src, comp)
-                    pairs.append(np.stack([src[m], dst[m]], 1))
-            pairs = np.concatenate(pairs)
-            # rows is sorted, so searchsorted maps node ids to rows of (sh, off)
-            sim = pair_jaccard(sh, off, np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1]))
-            ok = sim >= self.threshold
-            kept_src.append(pairs[ok, 0])
-            kept_dst.append(pairs[ok, 1])
-            n_pairs += len(pairs)
-        src, dst = np.concatenate(kept_src), np.concatenate(kept_dst)
-        log.info("minhash_dedup: exact Jaccard kept %d of %d candidate pairs", len(src), n_pairs)
-        return src, dst
+    def plan(self, n_rows: int, text_bytes: int) -> MinHashPlan:
+        """Shard, partition and batch sizes for ``memory_gb`` and the estimated peak memory and
+        disk of running this stage on ``n_rows`` rows holding ``text_bytes`` bytes of text."""
+        b, _ = self.band_shape()
+        return plan_minhash(n_rows, text_bytes, bands=b, num_perm=int(self.num_perm), batch_size=int(self.batch_size),
+                            num_proc=self.processes(text_bytes), memory_gb=self.memory_gb,
+                            check=bool(self.check_false_positives))
 
-    def _priority(self, table: pa.Table, texts: pa.Array) -> np.ndarray | None:
-        if self.keep == "first":
+    def estimate_resources(self, n_rows: int, text_bytes: int) -> dict:
+        """What ``curate plan`` prints for this step: ``{"memory_gb", "disk_gb", ...}`` (see :meth:`plan`)."""
+        return self.plan(n_rows, text_bytes).as_dict()
+
+    def _priority_column(self, table: pa.Table) -> pa.ChunkedArray | None:
+        if not self.keep.startswith("highest:"):
             return None
-        if self.keep == "longest":
-            import pyarrow.compute as pc
-
-            return np.nan_to_num(pc.utf8_length(texts).to_numpy(zero_copy_only=False).astype(np.float64))
         col = self.keep.split(":", 1)[1]
         if col not in table.column_names:
             raise ValueError(f"keep={self.keep!r}: column {col!r} not in table; have {table.column_names}")
         arr = table.column(col)
         if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)):
             raise ValueError(f"keep={self.keep!r}: column {col!r} has type {arr.type}, expected numeric")
-        return arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return arr
+
+    def _priority_of(self, table: pa.Table, texts, n_ref: int, same: np.ndarray):
+        """``priority_of(nodes)`` for :func:`find_clusters`: the keep rule's value of each node
+        (reference rows and input rows that are reference rows first: +inf)."""
+        col = self._priority_column(table)
+
+        def priority_of(nodes: np.ndarray) -> np.ndarray | None:
+            rows = nodes[nodes >= n_ref] - n_ref
+            if self.keep == "first":
+                if not n_ref:
+                    return None
+                pr = np.zeros(len(rows))
+            elif self.keep == "longest":
+                pr = np.nan_to_num(pc.utf8_length(take_rows(texts, rows)).to_numpy(zero_copy_only=False)
+                                   .astype(np.float64))
+            else:
+                pr = take_rows(col, rows).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            if n_ref:
+                pr = np.concatenate([np.full(int((nodes < n_ref).sum()), np.inf), np.where(same[rows], np.inf, pr)])
+            return pr
+
+        return priority_of
 
     # -- the stage ---------------------------------------------------------------------------
     def select(self, table: pa.Table, ctx: StageContext) -> Selection:
         if self.text_column not in table.column_names:
             raise ValueError(f"text_column={self.text_column!r} not in table; have {table.column_names}")
-        texts = table.column(self.text_column)  # chunked: > 2 GiB of text cannot be one string array
+        texts = table.column(self.text_column)  # chunked (memory-mapped from the cache): read a shard at a time
         if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
             raise ValueError(f"text_column={self.text_column!r} has type {texts.type}, expected strings")
-        ids = np.array(table.column(ID).to_pylist(), dtype=object)
-        n = len(ids)
+        self._priority_column(table)  # a bad keep column fails before any compute
+        n = len(table)
         params = self.signature_params()
         b, r = params["bands"], params["rows"]
-        log.info("minhash_dedup: %d rows, threshold %.2f, %d bands x %d rows of %d perms", n, self.threshold, b, r,
-                 self.num_perm)
-        keys, valid = compute_band_keys(texts, params, batch_size=int(self.batch_size), num_proc=int(self.num_proc),
-                                        work_dir=ctx.work_dir, show_progress=ctx.show_progress)
-        idx = None
-        m = 0
+        text_bytes = int(pc.sum(pc.binary_length(texts)).as_py() or 0) if n else 0
+        plan = self.plan(n, text_bytes)
+        log.info("minhash_dedup: %d rows, threshold %.2f, %d bands x %d rows of %d perms; plan %s", n, self.threshold,
+                 b, r, self.num_perm, plan.as_dict())
+        idx, m, same = None, 0, np.zeros(n, dtype=bool)
+        ref = {}
         if self.against is not None:
-            idx = index_for_against(self.against, params, batch_size=int(self.batch_size), num_proc=int(self.num_proc),
+            idx = index_for_against(self.against, params, batch_size=int(self.batch_size), num_proc=plan.num_proc,
                                     show_progress=ctx.show_progress)
             m = len(idx)
-        same = np.zeros(n, dtype=bool)
         if m:
-            same, in_input = _rows_in_reference(idx, ids, texts)
-        all_keys = np.concatenate([np.asarray(idx.keys), keys]) if m else keys
-        # a reference row that is itself in the input stands in through its input copy
-        all_valid = np.concatenate([idx.valid & ~in_input, valid]) if m else valid
-        src, dst = band_edges(all_keys, all_valid)
-        new_edge = (src >= m) | (dst >= m)  # curated rows are already deduplicated among themselves
-        src, dst = src[new_edge], dst[new_edge]
-        if self.check_false_positives and len(src):
-            if m and idx.texts is None:
+            same, in_input = _rows_in_reference(idx, np.array(table.column(ID).to_pylist(), dtype=object), texts)
+            if self.check_false_positives and idx.texts is None:
                 raise ValueError(f"against={str(self.against)!r}: index holds no texts, needed by "
                                  "check_false_positives=True; rebuild it with texts or set check_false_positives=false")
-
-            def text_of(nodes: np.ndarray) -> pa.Array:
-                parts = [idx.texts.take(pa.array(nodes[nodes < m]))] if m else []
-                parts.append(texts.take(pa.array(nodes[nodes >= m] - m)))
-                chunks = [c.cast(pa.large_string()) for p in parts
-                          for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])]
-                return pa.chunked_array(chunks, pa.large_string()).combine_chunks()
-
-            src, dst = self._verify(src, dst, m + n, text_of, params)
-        labels = connected_components(m + n, src, dst)
-        pr_new = self._priority(table, texts)
-        if m:
-            pr_new = np.zeros(n) if pr_new is None else pr_new
-            pr = np.concatenate([np.full(m, np.inf), np.where(same, np.inf, pr_new)])  # curated rows win
-        else:
-            pr = pr_new
-        rep = representatives(labels, pr)
-        sizes = np.bincount(labels, minlength=m + n)
-        node = np.arange(m, m + n)
-        in_cluster = sizes[labels[node]] > 1
-        rep_new = rep[node]
-        dropped = in_cluster & (rep_new != node)
-        rep_is_curated = (rep_new < m) | same[np.clip(rep_new - m, 0, max(n - 1, 0))] if n else rep_new < m
+            # a reference row that is itself in the input stands in through its input copy
+            ref = {"ref_keys": idx.keys, "ref_valid": idx.valid & ~in_input, "ref_texts": idx.texts}
+        cl = find_clusters(texts, params, Path(ctx.work_dir), plan, threshold=float(self.threshold),
+                           check=bool(self.check_false_positives), priority_of=self._priority_of(table, texts, m, same),
+                           executor=active_executor(), show_progress=ctx.show_progress, **ref)
+        # rows of the input in a cluster (every touched node is in one of >= 2 rows)
+        new = cl.nodes >= m
+        rows, lab, rep = cl.nodes[new] - m, cl.labels[new], cl.rep[new]
+        dropped = rep != rows + m
+        rep_is_curated = (rep < m) | same[np.clip(rep - m, 0, max(n - 1, 0))] if n else rep < m
         curated = dropped & rep_is_curated
+        keep = np.ones(n, dtype=bool)
+        keep[rows[dropped]] = False
         reason = np.full(n, None, dtype=object)
-        reason[dropped & ~curated] = "near_duplicate"
-        reason[curated] = "duplicate_of_curated"
+        reason[rows[dropped & ~curated]] = "near_duplicate"
+        reason[rows[curated]] = "duplicate_of_curated"
         dup_of = np.full(n, None, dtype=object)
-        in_ref = dropped & (rep_new < m)
+        in_ref = dropped & (rep < m)
         if in_ref.any():
-            dup_of[in_ref] = idx.ids[rep_new[in_ref]]
-        local = dropped & (rep_new >= m)
-        dup_of[local] = ids[rep_new[local] - m]
+            dup_of[rows[in_ref]] = idx.ids[rep[in_ref]]
+        local = dropped & (rep >= m)
+        if local.any():  # ids of the kept rows only: never every row's id as a Python string
+            dup_of[rows[local]] = np.array(take_rows(table.column(ID), rep[local] - m).to_pylist(), dtype=object)
         cluster = np.full(n, -1, dtype=np.int64)
-        if in_cluster.any():
-            _, cid = np.unique(labels[node][in_cluster], return_inverse=True)
-            cluster[in_cluster] = cid
-        keep = ~dropped
-        log.info("minhash_dedup: %d clusters, %d near-duplicates, %d duplicates of curated rows, largest cluster %d",
-                 int(cluster.max() + 1) if n else 0, int((dropped & ~curated).sum()), int(curated.sum()),
-                 int(sizes.max()) if len(sizes) else 0)
+        if len(rows):
+            cluster[rows] = np.unique(lab, return_inverse=True)[1]
+        sizes = np.unique(cl.labels, return_counts=True)[1] if len(cl.labels) else np.zeros(1, np.int64)
+        log.info("minhash_dedup: %d candidate links, %d clusters, %d near-duplicates, %d duplicates of curated rows, "
+                 "largest cluster %d", cl.candidates, int(cluster.max() + 1) if n else 0,
+                 int((dropped & ~curated).sum()), int(curated.sum()), int(sizes.max()))
         if self.save_index and ctx.artifact_dir is not None:
             kept = np.flatnonzero(keep)
-            MinHashIndex(ids[kept], keys[kept], valid[kept], params, texts.take(pa.array(kept))).save(
+            MinHashIndex(np.array(take_rows(table.column(ID), kept).to_pylist(), dtype=object),
+                         band_keys_of_rows(cl, kept, b), cl.valid[kept], params, take_rows(texts, kept)).save(
                 Path(ctx.artifact_dir) / "minhash_index")
         return Selection(keep=keep, reason=reason, extras={"dup_of": dup_of, "dup_cluster": cluster})
 

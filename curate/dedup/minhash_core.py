@@ -179,10 +179,25 @@ def _cp_replacements(cps: np.ndarray) -> list[bytes | None]:
     return [_CP_MAP[int(c)] for c in cps]
 
 
+class NeedKernels(Exception):
+    """Some rows of a shard hold a character the fused path cannot map one code point at a time.
+
+    Attributes:
+        rows: (n,) bool, the rows that must go through the whole-string Unicode kernels.
+    """
+
+    def __init__(self, rows: np.ndarray):
+        super().__init__(f"{int(rows.sum())} rows need the Unicode kernels")
+        self.rows = rows
+
+
 def _map_non_ascii(data: np.ndarray, offs: np.ndarray):
     """Replace every non-ASCII character by its normalised bytes (numpy edit of the buffer).
 
-    Returns (data, offs, nonascii_rows) or None when some character needs the Unicode kernels.
+    Returns (data, offs, nonascii_rows).
+
+    Raises:
+        NeedKernels: naming the rows holding a character that needs the Unicode kernels.
     """
     hi_pos = np.flatnonzero(data >= 0x80)
     n = len(offs) - 1
@@ -198,8 +213,11 @@ def _map_non_ascii(data: np.ndarray, offs: np.ndarray):
                   np.where(lb >= 0xE0, ((lb & 0x0F) << 12) | (c[0] << 6) | c[1], ((lb & 0x1F) << 6) | c[0]))
     uniq, inv = np.unique(cp, return_inverse=True)
     reps = _cp_replacements(uniq)
-    if any(r is None for r in reps):
-        return None
+    unsafe = np.fromiter((r is None for r in reps), dtype=bool, count=len(reps))
+    if unsafe.any():
+        bad = np.zeros(n, dtype=bool)
+        bad[np.searchsorted(offs, lead[unsafe[inv]], side="right") - 1] = True
+        raise NeedKernels(bad)
     rep_len = np.fromiter((len(r) for r in reps), dtype=np.int64, count=len(reps))
     rep_off = np.zeros(len(reps) + 1, np.int64)
     np.cumsum(rep_len, out=rep_off[1:])
@@ -270,20 +288,17 @@ def _normalized_bytes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarr
     buffer but is never part of a token).
 
     Same tokens as ``ascii_split_whitespace(normalize_texts(texts))`` (non-ASCII characters are
-    mapped one distinct code point at a time with the same Arrow kernels; a shard holding a
-    character whose per-character result could differ falls back to those kernels).
+    mapped one distinct code point at a time with the same Arrow kernels).
+
+    Args:
+        texts: (n,) null-free string or large_string array (:func:`_plain_strings`).
+
+    Raises:
+        NeedKernels: some rows hold a character whose per-character result could differ from
+            the whole-string kernels' (those rows must take :func:`_normalized_bytes_kernels`).
     """
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        texts = texts.cast(pa.string())
-    if texts.null_count:
-        texts = pc.coalesce(texts, pa.scalar("", texts.type))
     data, offs = _string_buffers(texts)
-    mapped = _map_non_ascii(data, offs)
-    if mapped is None:  # rare characters: whole-string Unicode kernels, as normalize_texts
-        return _normalized_bytes_kernels(texts)
-    data, offs, uni_rows = mapped
+    data, offs, uni_rows = _map_non_ascii(data, offs)
     data, offs = _fold_numbers(data, offs)
     N = len(data)
     out = np.empty(N + 8, np.uint8)
@@ -311,13 +326,28 @@ def _normalized_bytes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarr
         ctrl = np.flatnonzero(is_ctrl) if is_ctrl.any() else np.zeros(0, np.int64)
         if len(ctrl):
             ctrl = ctrl[uni_rows[np.searchsorted(offs, ctrl, side="right") - 1]]
-            if ((data[ctrl] >= 0x1C) & (data[ctrl] <= 0x1F)).any():
-                return _normalized_bytes_kernels(texts)  # trimmed at row edges by utf8_trim_whitespace
+            sep = ctrl[(data[ctrl] >= 0x1C) & (data[ctrl] <= 0x1F)]
+            if len(sep):  # trimmed at row edges by utf8_trim_whitespace: the kernels decide
+                bad = np.zeros(len(offs) - 1, dtype=bool)
+                bad[np.searchsorted(offs, sep, side="right") - 1] = True
+                raise NeedKernels(bad)
             tok[ctrl] = True
     return out, offs, t
 
 
+def _plain_strings(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One null-free string/large_string array (nulls become "")."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = texts.cast(pa.string())
+    if texts.null_count:
+        texts = pc.coalesce(texts, pa.scalar("", texts.type))
+    return texts
+
+
 def _normalized_bytes_kernels(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_normalized_bytes` through the whole-string Arrow/RE2 kernels (``normalize_texts``)."""
     norm = normalize_texts(texts, True, collapse_whitespace=False)
     if isinstance(norm, pa.ChunkedArray):
         norm = norm.combine_chunks()
@@ -391,11 +421,27 @@ def _split_hash(buf: np.ndarray, offs: np.ndarray, t: np.ndarray | None = None) 
 def normalized_word_token_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Token hashes of ``ascii_split_whitespace(normalize_texts(texts))`` in one numpy pass.
 
+    Rows holding a character that the per-character mapping cannot take (a digit-like or
+    upper-case result of folding, a combining class outside Mn, ...) go through the
+    whole-string kernels, the others through the fused numpy path; a row's tokens, and so its
+    hashes, are the same either way, so only those rows pay for the kernels (they used to send
+    their whole shard there: 9 of the 16 shards of the 64k-row labelled set).
+
     Returns:
         (hashes, offsets) as in :func:`word_token_hashes`.
     """
-    buf, offs, t = _normalized_bytes(texts)
-    return _split_hash(buf, offs, t)
+    texts = _plain_strings(texts)
+    try:
+        return _split_hash(*_normalized_bytes(texts))
+    except NeedKernels as e:
+        bad = e.rows
+    if bad.all():
+        return _split_hash(*_normalized_bytes_kernels(texts))
+    good_rows, bad_rows = np.flatnonzero(~bad), np.flatnonzero(bad)
+    # the fused rows may still name other rows (a separator control character): recurse on them
+    parts = [(good_rows, *normalized_word_token_hashes(texts.take(pa.array(good_rows)))),
+             (bad_rows, *_split_hash(*_normalized_bytes_kernels(texts.take(pa.array(bad_rows)))))]
+    return merge_rows(parts, len(texts))
 
 
 def _hash_strings(values: list[str]) -> np.ndarray:
@@ -507,7 +553,14 @@ def ngram_hashes(tok: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarr
                 hs *= _GOLD
                 hs += tok[np.minimum(first + j, last)]
             hs ^= _C2
-            h = np.insert(h, sh_off[short_docs] - np.arange(len(short_docs)), hs)
+            # each short text owns exactly one shingle, at sh_off: scatter both parts (np.insert
+            # with thousands of positions cost 0.2 s per 64k rows)
+            full = np.empty(total, _U64)
+            rest = np.ones(total, dtype=bool)
+            rest[sh_off[short_docs]] = False
+            full[rest] = h
+            full[sh_off[short_docs]] = hs
+            h = full
     return _mix64_inplace(h), sh_off
 
 

