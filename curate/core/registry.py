@@ -43,6 +43,13 @@ BUILTIN_MODULES = (
     "curate.select.rds",
     "curate.select.zipfit",
     "curate.select.sae",
+    "curate.select.deita",
+    "curate.select.llm_rating",
+    "curate.score.llm_rating",
+    "curate.select.learning_percentage",
+    "curate.select.less",
+    "curate.train.learning_percentage",
+    "curate.train.less",
 )
 _IMPORT_ERRORS: dict[str, str] = {}
 

@@ -33,13 +33,7 @@ from curate.core.schema import embedding_matrix
 from curate.core.stage import StageContext
 from curate.embed.stage import DEFAULT_BACKEND, Embed, build_texts
 from curate.select.base import BudgetSelector, Picks
-from curate.select.targets import (
-    describe_targets,
-    read_targets,
-    targets_fingerprint,
-    targets_sha,
-    validate_targets_spec,
-)
+from curate.select.targets import read_targets, targets_fingerprint, targets_key, validate_targets_spec
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +159,7 @@ class RDS(BudgetSelector):
                      template=self.template, max_length=self.max_length, show_progress=False)
 
     def cache_params(self) -> dict:
-        params = super().cache_params()
-        params["targets"] = describe_targets(self.targets)
-        params["targets_sha"] = targets_sha(self.targets)
-        return params
+        return {**super().cache_params(), **targets_key(self.targets)}
 
     def required_columns(self) -> list[str]:
         return [self.column_] + super().required_columns()

@@ -136,6 +136,12 @@ def targets_sha(targets, name: str = "targets") -> str:
     return targets_fingerprint(read_targets(targets, name))
 
 
+def targets_key(targets) -> dict:
+    """The cache-key entries of a target spec: ``targets`` (its description) and ``targets_sha``
+    (its content hash, so a target file changed in place reruns the stage)."""
+    return {"targets": describe_targets(targets), "targets_sha": targets_sha(targets)}
+
+
 def describe_targets(targets) -> object:
     """A short JSON-able description of a target spec for logs/ledger params (paths as given)."""
     if isinstance(targets, Mapping):

@@ -78,7 +78,8 @@ class LoRATrainer:
 
     Attributes (after :meth:`fit`):
         model_: the peft model. tokenizer_: its tokenizer. layers_: adapted block indices.
-        losses_: (steps,) mean response-token NLL per step. tokens_: dict of token counts
+        losses_: (steps,) mean response-token NLL per step. lrs_: (steps,) learning rate of each
+        step. tokens_: dict of token counts
         (``target``, ``real``, ``padded``). steps_: steps run. seconds_: wall time of the loop.
         prefix_seconds_: time spent building the prefix cache. n_rows_: training rows.
         rows_end_cut_: rows whose end-of-turn token ``max_length`` cut off (never trained to stop).
@@ -204,13 +205,29 @@ class LoRATrainer:
         fn = nll_response_only if self.response_logits_only else nll_plain
         return fn(lm, x, att, need)
 
-    def fit(self, rows, seed: int = 0, step_callback=None) -> "LoRATrainer":
+    def fit(self, rows, seed: int = 0, step_callback=None, epoch_callback=None,
+            resume: dict | None = None, states=None) -> "LoRATrainer":
         """Train a fresh adapter on ``rows`` (canonical ``pa.Table`` or :class:`Encoded`).
 
         Args:
             rows: the selection.
             seed: common-random-numbers seed (LoRA init and batch order).
             step_callback: optional ``f(step, loss)`` called after each step.
+            epoch_callback: optional ``f(info)`` called before the first step and after every epoch
+                with a :class:`curate.train.checkpoints.EpochInfo` (epochs done: 0..``epochs``; the
+                peft model; the AdamW optimizer, whose ``state`` holds Adam's moments; the schedule;
+                the prefix-cache states or None; the losses and learning rates so far). Training
+                goes on in train mode after it. Default None: nothing is called (same training).
+            resume: None (default), or a checkpoint from :func:`curate.train.checkpoints.training_state`
+                taken at the end of an epoch of a fit with the same trainer, rows and seed: the
+                adapter, optimizer and schedule are restored and training goes on from the next
+                epoch (the batch order of epoch e depends on (seed, e) only, so the result equals
+                an uninterrupted fit's).
+            states: None (default: the trainer builds the prefix cache itself when
+                ``prefix_cache``), or the rows' block inputs computed beforehand, indexable by row
+                (e.g. :class:`curate.train.prefix_store.PrefixStore`, kept on disk for pools whose
+                cache does not fit in memory); they must be what ``prefix_states`` gives for
+                these rows and this trainer's lowest adapted block.
         """
         import torch
         from tqdm.auto import tqdm
@@ -243,21 +260,39 @@ class LoRATrainer:
                 return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+            done = 0
+            if resume is not None:
+                from curate.train.checkpoints import restore_training_state
+
+                done = restore_training_state(model, opt, sched, resume)
             tok = self.base()[1]
-            states = None
             t0 = time.perf_counter()
-            if self.prefix_cache:
+            if states is None and self.prefix_cache:
                 states = prefix_states(lm, enc.ids, self.layers_[0], tok.pad_token_id or 0, self.batch_size,
                                        self.show_progress)
             self.prefix_seconds_ = time.perf_counter() - t0
             lengths = enc.lengths
             n_tgt = np.array([int(m[1:].sum()) for m in enc.target])
             losses, real, padded, target = [], 0, 0, 0
+            lrs = []
+            if resume is not None:
+                losses, lrs = list(resume.get("losses", [])), list(resume.get("lrs", []))
             model.train()
             bar = tqdm(total=total, desc="lora train", disable=not self.show_progress, unit="step", leave=False)
             t1 = time.perf_counter()
-            step = 0
-            for epoch in range(self.epochs):
+            step = len(losses)
+            bar.update(step)
+
+            def at_epoch(epochs_done: int) -> None:
+                if epoch_callback is not None:
+                    from curate.train.checkpoints import EpochInfo
+
+                    epoch_callback(EpochInfo(epochs_done, model, opt, sched, states, losses, lrs))
+                    model.train()
+
+            if done == 0:
+                at_epoch(0)
+            for epoch in range(done, self.epochs):
                 rng = np.random.default_rng([seed, epoch])
                 for b in length_grouped_batches(lengths, self.batch_size, rng, self.group_size, self.group_by_length):
                     if step >= total:
@@ -267,6 +302,7 @@ class LoRATrainer:
                     k = int(n_tgt[b].sum())
                     loss = nll.sum() / max(1, k)
                     opt.zero_grad(set_to_none=True)
+                    lrs.append(float(sched.get_last_lr()[0]))
                     if k:
                         loss.backward()
                         if self.grad_clip:
@@ -282,6 +318,7 @@ class LoRATrainer:
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
                     if step_callback is not None:
                         step_callback(step, losses[-1])
+                at_epoch(epoch + 1)
             bar.close()
             model.eval()
         finally:
@@ -289,6 +326,7 @@ class LoRATrainer:
         self.model_ = model
         self.tokenizer_ = tok
         self.losses_ = np.asarray(losses)
+        self.lrs_ = np.asarray(lrs)  # learning rate of every step (LESS weights checkpoints by epoch means)
         self.steps_ = step
         self.n_rows_ = len(enc)
         self.rows_end_cut_ = int((~enc.has_end).sum())  # Encoded.has_end is a bool ndarray
