@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
+# A real curation of sample_data (configs/quickstart.yaml: dedup, embeddings, clusters, semantic
+# dedup, the quality score, CaR), then its funnel and where to look. The bare pipe: configs/minimal.yaml.
 quickstart: setup
 	$(VENV)/bin/curate run configs/quickstart.yaml
+	@$(VENV)/bin/python -c "from curate.report.run_report import print_summary; print_summary('runs/quickstart')"
 
 test: setup
 	$(VENV)/bin/lint-imports

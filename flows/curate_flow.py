@@ -11,6 +11,9 @@ Both flows are named ``curate``, so every deployment reads ``curate/<name>``
   sharded annotator (embed, LM scores, quality model) submits one task per shard.
 * :func:`refresh_flow`: a versioned refresh (:mod:`curate.ops.refresh`): ``plan`` says which
   version it will write or that the source is unchanged (no-op), then one task writes it.
+
+Both publish Prefect artifacts under the recipe's stable key ``curate-<recipe>`` (the funnel as
+markdown, the steps as a table; a refresh adds its version and changelog): :mod:`flows.artifacts`.
 """
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ from prefect.runtime import flow_run
 
 from curate.engine.config import load_config
 from curate.engine.execute import execute
+
+try:
+    from flows.artifacts import publish_refresh, publish_run
+except ModuleNotFoundError:  # run as a script (python flows/curate_flow.py): flows/ itself is on sys.path
+    from artifacts import publish_refresh, publish_run
 
 
 def _run_name(prefix: str = "") -> str:
@@ -78,6 +86,7 @@ def _steps(config: str, output_dir: str | None, per_shard: bool) -> dict:
     result = write_task(config, output_dir, key, recipe)
     get_run_logger().info("curated %s: %s selected, output %s, hash %s", recipe, result["counts"]["n_selected"],
                           result["output_dir"], result["output_hash"])
+    result["artifacts"] = publish_run(recipe, result["output_dir"])
     return result
 
 
@@ -128,7 +137,8 @@ def refresh_task(config: str, source: str | None, versions_dir: str | None) -> d
     r = run_refresh(config, source, versions_dir, show_progress=False)
     return {"version": r.version, "path": str(Path(r.path).resolve()), "noop": r.noop, "message": r.message,
             "output_hash": r.output_hash, "counts": r.counts, "seconds": round(r.seconds, 2),
-            "added": r.changelog.get("n_added", 0), "removed": r.changelog.get("n_removed", 0)}
+            "added": r.changelog.get("n_added", 0), "removed": r.changelog.get("n_removed", 0),
+            "changelog": {k: r.changelog.get(k) for k in ("previous", "why_counts", "pool")}}
 
 
 @flow(name="curate", flow_run_name=lambda: _run_name("refresh-"))
@@ -146,9 +156,11 @@ def refresh_flow(config: str = "configs/refresh.yaml", source: str | None = None
     plan = plan_refresh_task(config, source, versions_dir, recipe)
     log.info("%s", plan["message"])
     if plan["noop"]:
-        return {"version": plan["version"], "noop": True, "message": plan["message"]}
-    out = refresh_task.with_options(task_run_name=f"refresh {recipe} {plan['version']}")(config, source, versions_dir)
-    log.info("%s", out["message"])
+        out = {"version": plan["version"], "noop": True, "message": plan["message"]}
+    else:
+        out = refresh_task.with_options(task_run_name=f"refresh {recipe} {plan['version']}")(config, source, versions_dir)
+        log.info("%s", out["message"])
+    out["artifacts"] = publish_refresh(recipe, out)
     return out
 
 

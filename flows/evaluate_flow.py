@@ -7,6 +7,9 @@ from the cached units. Units are cached and resumable in the eval's output folde
 or cancelled flow run resumes at the next unfinished unit when started again, and
 ``max_new_units`` lets a long evaluation run as short flow runs (each trains at most that many
 new units per seed task and writes a partial report).
+
+Every flow run publishes the verdict table as Prefect artifacts under ``curate-eval-<config>``
+(:func:`flows.artifacts.publish_eval`), so the UI's artifact history shows the verdicts over time.
 """
 from __future__ import annotations
 
@@ -16,6 +19,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+
+try:
+    from flows.artifacts import publish_eval, verdict_rows
+except ModuleNotFoundError:  # run as a script (python flows/evaluate_flow.py): flows/ itself is on sys.path
+    from artifacts import publish_eval, verdict_rows
 
 
 def _run_name() -> str:
@@ -27,7 +35,8 @@ def _summary(res: dict) -> dict:
     """What a task returns (and Prefect stores): counts and verdicts, not the per-example losses."""
     verdicts = {c["reference"]: {arm: r["verdict"] for arm, r in c["arms"].items()} for c in res.get("comparisons", [])}
     return {"complete": bool(res.get("complete")), "units": len(res.get("units", [])),
-            "output": str(res.get("output_dir", "")), "verdicts": verdicts}
+            "output": str(res.get("output_dir", "")), "verdicts": verdicts,
+            "table": verdict_rows(res.get("comparisons", []))}
 
 
 @task(name="eval-units", cache_policy=NO_CACHE)
@@ -56,7 +65,8 @@ def evaluate_flow(config: str = "configs/eval/smoke.yaml", output: str | None = 
         device: torch device (default cuda when present, else cpu).
 
     Returns:
-        dict: ``complete``, ``units`` (reported), ``output``, ``verdicts``.
+        dict: ``complete``, ``units`` (reported), ``output``, ``verdicts``, ``table`` (one row
+        per reference, arm and metric) and ``artifacts`` (the keys published).
     """
     from curate.eval.config import load_eval_config
 
@@ -69,4 +79,5 @@ def evaluate_flow(config: str = "configs/eval/smoke.yaml", output: str | None = 
         log.info("seed %s: %d units reported, complete=%s", s, got["units"], got["complete"])
     out = report_task.with_options(task_run_name=f"report {recipe}")(config, output, device)
     log.info("report in %s: complete=%s", out["output"], out["complete"])
+    out["artifacts"] = publish_eval(recipe, out)
     return out

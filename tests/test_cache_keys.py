@@ -28,6 +28,10 @@ DELIBERATE = {
     "quality_model": ("1", "2", (), "its heuristic features changed for CJK rows (issue 28)"),
 }
 
+# recorded recipe -> (the file that holds that recipe now, why)
+MOVED = {"configs/quickstart.yaml": ("configs/minimal.yaml",
+                                     "the quick start now curates for real; its old recipe is the bare pipe (issue 27)")}
+
 RECORDED = json.loads((Path(__file__).parent / "data" / "stage_keys_before_restructure.json").read_text())
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +52,7 @@ def as_recorded(stage, monkeypatch):
 def test_recipe_stage_keys_unchanged(recipe, monkeypatch):
     monkeypatch.chdir(ROOT)  # recipes name paths relative to the repository root
     key, got = "parent-0000", []
-    for stage in load_config(recipe).build_stages():
+    for stage in load_config(MOVED.get(recipe, (recipe,))[0]).build_stages():
         for step in stage.prerequisites([]) + [stage]:
             key = stage_key(key, as_recorded(step, monkeypatch))
             got.append([step.name, key])

@@ -60,3 +60,13 @@ def test_serve_start_status_stop(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not srv.healthy(st["api_url"])
+
+
+def test_project_root_is_the_checkout_holding_prefect_yaml():
+    # after the move to curate/ops/serve.py it looked one folder too deep (inside curate/) and
+    # `curate serve` failed with "has no prefect.yaml"
+    from curate.ops.serve import project_root
+
+    root = project_root()
+    assert (root / "prefect.yaml").is_file() and (root / "flows" / "curate_flow.py").is_file()
+    assert (root / "curate" / "ops" / "serve.py").is_file()

@@ -21,6 +21,8 @@ unknown parameter or an out-of-range value fails here with its key path
 from __future__ import annotations
 
 import difflib
+import logging
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +34,8 @@ from curate.core.registry import get_stage, known_stages
 from curate.core.stage import Stage
 
 FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text")
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -106,6 +110,12 @@ def build_stage(spec: dict[str, Any], where: str = "stage", default_seed: int | 
         where: key path used in error messages (default ``"stage"``).
         default_seed: given as ``seed`` to a stage class that has a ``seed`` parameter when the
             spec does not set it (default None: the class's own default).
+
+    A ``seed`` given to a selection method with nothing random (``longest``, ``top_k``, ``rds``,
+    ``zipfit``, ...) is checked (an int) and then ignored, as a recipe-level ``seed`` is: a loop
+    over methods with the same arguments compares them (scikit-learn's ``set_random_state``
+    sets ``random_state`` only where an estimator has one). It is logged as unused and is not
+    part of the stage's parameters or cache key.
     """
     spec = dict(spec)
     if "type" not in spec:
@@ -120,6 +130,12 @@ def build_stage(spec: dict[str, Any], where: str = "stage", default_seed: int | 
     allowed = cls.param_names()
     if default_seed is not None and "seed" in allowed and "seed" not in spec:
         spec["seed"] = default_seed
+    if "seed" in spec and "seed" not in allowed and getattr(cls, "budgeted", False):
+        seed = spec.pop("seed")
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise ConfigError(f"{where}.seed: seed must be an int, got {seed!r}")
+        log.info("%s: seed=%r unused: %s is deterministic (nothing random to seed; not in its cache key)",
+                 where, seed, type_name)
     for key in spec:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)

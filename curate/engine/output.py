@@ -1,9 +1,11 @@
 """Writers for a run's output directory (the public output contract, docs/architecture.md).
 
 ``<out>/`` holds ``dataset/`` (``datasets.load_from_disk``), ``data/part-*.parquet`` (the same
-rows), ``provenance.parquet``, ``quarantine.jsonl`` (if any row was quarantined),
-``report.md`` + ``report.json`` (+ ``plots/``), and ``manifest.json`` (resolved config, input
-and stage keys, package versions, seed, output hash), written last. The whole folder is written
+rows), ``README.md`` (the dataset card, :mod:`curate.engine.card`: ``datasets.load_dataset(out)``
+loads ``data/`` through it), ``provenance.parquet``, ``quarantine.jsonl`` (if any row was
+quarantined), ``report.md`` + ``report.json`` (+ ``plots/`` and ``datamap.html``), and
+``manifest.json`` (resolved config, input and stage keys, package versions, seed, output hash),
+written last. The whole folder is written
 under a temporary name and renamed into place (see :func:`write_run`).
 
 ``output.drop_columns`` (default None: every vector column, e.g. ``embedding``) are left out of
@@ -89,7 +91,7 @@ def _hash_files(paths: list[Path]) -> str:
 
 
 _OUR_NAMES = {"data", "dataset", "provenance.parquet", "quarantine.jsonl", "report.md", "report.json", "plots",
-              "manifest.json", "minhash_index"}
+              "manifest.json", "minhash_index", "README.md", "datamap.html"}
 
 
 def _is_vector(t: pa.DataType) -> bool:
@@ -170,6 +172,7 @@ def write_run(cfg, ing, table: pa.Table, ledger, records, final_key: str, second
 
 
 def _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show_progress, store, out) -> RunResult:
+    from curate.engine.card import write_card
     from curate.report.run_report import build_report, write_report
 
     config_dump = cfg.model_dump(mode="json")
@@ -223,7 +226,10 @@ def _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show
         report = build_report(cfg, ing, ledger, records, provenance, seconds)
         report["output_hash"] = output_hash
         report["columns_left_out"] = vectors
-        write_report(report, tmp, provenance, plots=cfg.output.plots)
+        report["card_warnings"] = write_card(tmp / "README.md", cfg, report, provenance, ing.files)
+        write_report(report, tmp, provenance, plots=cfg.output.plots,
+                     store_root=str(store.root) if store is not None else None,
+                     texts=ing.table.column("text") if "text" in ing.table.column_names else None)
         manifest = {
             "curate_version": package_versions().get("curate"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

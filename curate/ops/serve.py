@@ -48,7 +48,7 @@ def default_state_dir() -> Path:
 
 def project_root() -> Path:
     """The folder holding prefect.yaml, flows/ and configs/ (the curate checkout)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent  # curate/ops/serve.py -> the checkout
     if not (root / "prefect.yaml").is_file():
         raise ServeError(f"{root} has no prefect.yaml: `curate serve` needs a source checkout of curate "
                          "(git clone ...; pip install -e '.[flows]')")

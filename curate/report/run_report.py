@@ -143,11 +143,34 @@ def render_markdown(rep: dict, plots: list[str]) -> str:
         hist = rep.get(f"{name}_size_histogram")
         if hist:
             parts += ["", f"## {name} sizes", "", _md_table(["cluster size", "clusters"], [[k, v] for k, v in hist.items()])]
+    dm = rep.get("datamap")
+    if dm:
+        parts += ["", "## Data map", "",
+                  f"[datamap.html](datamap.html): {dm['points']:,} rows that reached {dm['embeddings']} on a PCA map of "
+                  f"their embeddings, picked vs not picked and dropped by reason, clusters named by their most "
+                  f"distinctive words (c-TF-IDF); hover a point to read it. Self-contained: opens offline."
+                  if "file" in dm else f"No data map: {dm.get('missing')}"]
     parts += _examples_markdown(rep["stages"])
     parts += report_selection.render_markdown(rep.get("selection", []))
     if plots:
         parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(parts) + "\n"
+
+
+def _datamap(rep: dict, provenance: pa.Table, out: Path, store_root: str | None, texts) -> dict:
+    from curate.report.datamap import build_datamap
+
+    if store_root is None:
+        from curate.cache.store import StageStore
+
+        store_root = next((e["cache_dir"] for e in rep.get("selection", []) if e.get("cache_dir")), None) \
+            or str(StageStore(None).root)
+    try:
+        return build_datamap(provenance, rep["stages"], store_root, out / "datamap.html", texts=texts,
+                             title=rep.get("name") or "")
+    except Exception as e:  # noqa: BLE001 - a map failure must not lose the run's results
+        log.warning("data map skipped: %s", e)
+        return {"missing": f"{type(e).__name__}: {e}"}
 
 
 def make_plots(rep: dict, provenance: pa.Table, out: Path) -> list[str]:
@@ -213,7 +236,20 @@ def make_plots(rep: dict, provenance: pa.Table, out: Path) -> list[str]:
     return made
 
 
-def write_report(rep: dict, out: Path, provenance: pa.Table, plots: bool = True) -> None:
+def write_report(rep: dict, out: Path, provenance: pa.Table, plots: bool = True, store_root: str | None = None,
+                 texts=None) -> None:
+    """Write report.json, report.md, and with ``plots`` the PNGs and ``datamap.html``.
+
+    Args:
+        rep: :func:`build_report`'s dict (gets ``plots`` and ``datamap`` added).
+        out: the (temporary) output folder.
+        provenance: the run's provenance table.
+        plots: draw the plots and the data map (default True).
+        store_root: the stage cache the data map reads the embeddings from (default None: the
+            ``cache_dir`` the selection entries name, else the default cache).
+        texts: the ingested rows' ``text`` in ingest order, for the map's hover text and cluster
+            labels (default None: neither).
+    """
     made = []
     if plots:
         try:
@@ -221,6 +257,73 @@ def write_report(rep: dict, out: Path, provenance: pa.Table, plots: bool = True)
         except Exception as e:  # a plotting failure must not lose the run's results
             log.warning("plots skipped: %s", e)
             rep["plot_error"] = str(e)
+        rep["datamap"] = _datamap(rep, provenance, out, store_root, texts)
     rep["plots"] = made
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=str))
     (out / "report.md").write_text(render_markdown(rep, made))
+
+
+def top_drop_reasons(rep: dict, n: int = 5) -> list[tuple[str, int]]:
+    """The ``n`` largest ``(step reason, rows)`` drops of a run, quarantine included."""
+    got = Counter({f"{r['label']} {k}": v for r in rep["stages"] for k, v in (r.get("dropped") or {}).items()})
+    got.update({f"ingest {k}": v for k, v in rep.get("quarantine_by_reason", {}).items()})
+    return got.most_common(n)
+
+
+def stage_rows(rep: dict) -> list[dict]:
+    """One dict per step (ingest first): rows in and out, its drops by reason, cached, seconds."""
+    c = rep["counts"]
+    rows = [{"step": "ingest", "kind": "reader", "rows_in": c["n_input"], "rows_out": rep["input"]["rows_read"],
+             "dropped": ", ".join(f"{k}: {v:,}" for k, v in rep.get("quarantine_by_reason", {}).items()) or "-",
+             "cached": rep["input"]["cached"], "seconds": round(rep["input"]["seconds"], 2)}]
+    rows += [{"step": r["label"] + (" (auto)" if r.get("auto") else ""), "kind": r["kind"], "rows_in": r["rows_in"],
+              "rows_out": r["rows_out"], "dropped": ", ".join(f"{k}: {v:,}" for k, v in r["dropped"].items()) or "-",
+              "cached": r["cached"], "seconds": round(r["seconds"], 2)} for r in rep["stages"]]
+    return rows
+
+
+def funnel_markdown(rep: dict, out_dir: str | Path, *, links: bool = True) -> str:
+    """A run's funnel in a few lines of markdown (the Prefect artifact, the quick start's summary).
+
+    Args:
+        rep: the run's report dict (report.json).
+        out_dir: its output folder (made absolute for the links).
+        links: link report.md, datamap.html and README.md as ``file://`` URIs (default True).
+    """
+    c, out = rep["counts"], Path(out_dir).resolve()
+    lines = [f"# curate: {rep.get('name') or out.name}", "",
+             f"**{c['n_input']:,}** input rows → **{c['n_selected']:,}** selected · {c['n_dropped']:,} dropped · "
+             f"{c['n_quarantined']:,} quarantined", "",
+             _md_table(["step", "rows in", "rows out", "dropped (reason: rows)"],
+                       [[r["step"], f"{r['rows_in']:,}", f"{r['rows_out']:,}", r["dropped"]] for r in stage_rows(rep)]),
+             "", "**Top drop reasons:** " + (", ".join(f"{k} ({v:,})" for k, v in top_drop_reasons(rep)) or "none"),
+             "", f"**Quarantine:** {c['n_quarantined']:,} rows"
+             + (f" ({', '.join(f'{k} {v}' for k, v in rep['quarantine_by_reason'].items())}) in "
+                f"`{out / 'quarantine.jsonl'}`" if c["n_quarantined"] else ""),
+             "", f"**Output:** `{out}` · hash `{rep.get('output_hash', '')}`"]
+    if links:
+        docs = [("report.md", "report"), ("datamap.html", "data map"), ("README.md", "dataset card")]
+        lines += ["", "**Read:** " + " · ".join(f"[{what}]({(out / f).as_uri()})" for f, what in docs
+                                                if (out / f).exists())]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(out_dir: str | Path) -> None:
+    """Print a finished run's funnel, top drop reasons and where to look (``make quickstart``)."""
+    out = Path(out_dir)
+    rep = json.loads((out / "report.json").read_text())
+    c = rep["counts"]
+    print(f"\n{rep.get('name') or out.name}: {c['n_input']:,} rows in -> {c['n_selected']:,} selected "
+          f"({c['n_dropped']:,} dropped, {c['n_quarantined']:,} quarantined)")
+    for r in stage_rows(rep):
+        print(f"  {r['step']:<20} {r['rows_in']:>7,} -> {r['rows_out']:<7,} {r['dropped'] if r['dropped'] != '-' else ''}")
+    print("top drop reasons: " + ", ".join(f"{k} {v:,}" for k, v in top_drop_reasons(rep, 3)))
+    where = [("report.md", "the funnel, drop reasons with example rows, score plots"),
+             ("datamap.html", "the pool's map in a browser: picked, dropped by reason, hover to read a row"),
+             ("README.md", "the dataset card (licences, recipe, methods and papers)"),
+             ("provenance.parquet", "every input row's fate: status, stage, reason, scores")]
+    print("where to look:")
+    for f, what in where:
+        if (out / f).exists():
+            print(f"  {out / f}  {what}")
+    print(f"  the dataset: datasets.load_dataset({str(out)!r}) or datasets.load_from_disk({str(out / 'dataset')!r})")

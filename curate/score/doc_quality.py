@@ -106,17 +106,19 @@ class DocQualityModel:
 
 
 def load_model(path: str | Path) -> DocQualityModel:
-    """:class:`DocQualityModel` of ``path``, cached per process on (path, size, mtime): the stage's
-    shards share one load, and a file retrained in place is read again."""
+    """:class:`DocQualityModel` of ``path``, cached per process by the file's content: the stage's
+    shards share one load, and a file replaced in place (even with the same size and mtime) is
+    read again."""
+    from curate.models.loading import weights_fingerprint
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"doc_quality model file not found: {p}")
-    st = p.stat()
-    return _cached_model(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    return _cached_model(str(p.resolve()), weights_fingerprint(p))
 
 
 @lru_cache(maxsize=4)
-def _cached_model(path: str, size: int, mtime_ns: int) -> DocQualityModel:
+def _cached_model(path: str, content: str) -> DocQualityModel:
     return DocQualityModel(path)
 
 

@@ -7,6 +7,7 @@ the hub or local weights); this stage lets a user who has one put its score in a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -72,6 +73,16 @@ class RewardModel(Annotator):
 
     def output_columns(self) -> list[str]:
         return [self.column]
+
+    def cache_params(self) -> dict:
+        """Parameters plus, for a model given by local path, its weights' content hash: other
+        weights put at the same path score again (a hub id is keyed by name, as before)."""
+        params = super().cache_params()
+        if Path(self.model).exists():
+            from curate.models.loading import weights_fingerprint
+
+            params["resolved"] = {"weights": weights_fingerprint(self.model)}
+        return params
 
     def _load(self):
         import torch

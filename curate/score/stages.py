@@ -298,14 +298,30 @@ class QualityModelStage(Annotator):
         return [self.column]
 
     def cache_params(self) -> dict:
-        """Parameters plus the scorer file's content hash (a refitted shipped scorer reruns the stage)."""
+        """Parameters plus content hashes: the scorer file's, and those of the embedder and proxy
+        LM it names when they are local paths (a refitted scorer, or other weights at the same
+        path, reruns the stage; shipped aliases and hub ids are keyed by name)."""
+        import json
         from pathlib import Path
 
-        from curate.models.loading import weights_fingerprint
+        from curate.models.loading import local_weights_fingerprint, weights_fingerprint
         from curate.score.quality_model import default_model_path
 
         path = Path(self.model_path or default_model_path())
-        return {**super().cache_params(), "resolved": {"scorer": weights_fingerprint(path) if path.is_file() else None}}
+        resolved = {"scorer": weights_fingerprint(path) if path.is_file() else None}
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    spec = json.loads(str(z["spec"]))
+            except Exception:  # noqa: BLE001 - not a scorer file: annotate() says so with the reason
+                spec = {}
+            features = spec.get("features") or ()
+            # only when set: keys of scorers whose models are shipped aliases stay as they were
+            if "embedding" in features and (fp := local_weights_fingerprint(spec.get("embedder"), "embedder")):
+                resolved["embedder_weights"] = fp
+            if "lm" in features and (fp := local_weights_fingerprint(spec.get("proxy_lm"), "lm")):
+                resolved["proxy_lm_weights"] = fp
+        return {**super().cache_params(), "resolved": resolved}
 
     def annotate(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         from curate.score.quality_model import QualityModel, default_model_path

@@ -18,30 +18,26 @@ length. Here the level must be 6..9 (default 6, gzip's own default).
 Speed: C(x) and C(y) are computed once each (cached), and C(x ⧺ y) reuses x's compressor state:
 x is fed once to a ``zlib`` compressor in gzip format and the state is copied for every target,
 so each pair costs only the target's bytes (the sizes equal ``gzip.compress(x + y)``'s, checked
-in the tests). Pool rows are split into chunks over ``num_proc`` worker processes started with
-``spawn`` (safe from ``python -c``/stdin and with torch threads loaded).
+in the tests). Pool rows are split into chunks over ``num_proc`` worker processes from
+:func:`curate.core.parallel.process_pool` (spawn workers that never re-run ``__main__``, so a
+script on standard input works; safe with torch threads loaded).
 """
 from __future__ import annotations
 
 import logging
 import os
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from numbers import Integral
 
 import numpy as np
 import pyarrow as pa
 
+from curate.core.parallel import process_pool
 from curate.core.registry import register
 from curate.core.stage import EXECUTION_PARAMS, StageContext
 from curate.embed.stage import build_texts, template_fields, text_columns
 from curate.select.base import BudgetSelector, Picks, pick_order_from_scores
-from curate.select.targets import (
-    describe_targets,
-    read_targets,
-    targets_sha,
-    validate_targets_spec,
-)
+from curate.select.targets import read_targets, targets_key, validate_targets_spec
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +75,7 @@ def ncd_alignment(sources: list[str], targets: list[str], level: int = 6, num_pr
         sources: n source texts.
         targets: m target texts.
         level: gzip compression level, 6..9 (default 6).
-        num_proc: worker processes (default 1 = in this process; spawn start method).
+        num_proc: worker processes (default 1 = in this process; :func:`curate.core.parallel.process_pool`).
         chunk_size: sources per task (default 512).
         show_progress: progress bar over chunks.
 
@@ -94,9 +90,7 @@ def ncd_alignment(sources: list[str], targets: list[str], level: int = 6, num_pr
     chunks = [(xs[a:a + chunk_size], ys, level) for a in range(0, len(xs), chunk_size)]
     bar = dict(total=len(chunks), desc="zipfit", unit="chunk", disable=not show_progress)
     if num_proc > 1 and len(chunks) > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=num_proc, mp_context=mp.get_context("spawn")) as ex:
+        with process_pool(num_proc) as ex:  # not a plain spawn pool: it dies under `python - < script`
             parts = list(tqdm(ex.map(_pair_sizes, chunks), **bar))
     else:
         parts = [_pair_sizes(c) for c in tqdm(chunks, **bar)]
@@ -160,10 +154,7 @@ class ZipFit(BudgetSelector):
         return text_columns(self.text_column, self.template) + super().required_columns()
 
     def cache_params(self) -> dict:
-        params = super().cache_params()
-        params["targets"] = describe_targets(self.targets)
-        params["targets_sha"] = targets_sha(self.targets)
-        return params
+        return {**super().cache_params(), **targets_key(self.targets)}
 
     def pick(self, table: pa.Table, ctx: StageContext | None, k: int) -> Picks:
         tasks = read_targets(self.targets)
