@@ -36,7 +36,13 @@ def fill_end_cut(cfg, out: Path, units: list[dict]) -> None:
     need = [u for u in units if "rows_end_cut" not in u and u["arm"] not in rewrites]
     if not need:
         return
-    pool = pq.read_table(out / "pool" / "pool.parquet")
+    pool_file = out / "pool" / "pool.parquet"
+    if not pool_file.is_file():  # only pool.json is committed with the records
+        raise SystemExit(f"--end-cut needs {pool_file} (the decontaminated pool's rows) for {len(need)} records "
+                         f"without rows_end_cut; it is not committed with the records. Rebuild it with "
+                         f"`curate eval CONFIG --output {out} --max-new-units 0` (runs decontamination once), "
+                         f"or leave out --end-cut (those records then show n/a)")
+    pool = pq.read_table(pool_file)
     trainer = LoRATrainer(**cfg.train)
     for u in need:
         ids = pq.read_table(out / "units" / u["arm"] / f"seed{u['seed']}" / "selected_ids.parquet").column("id")
@@ -70,7 +76,11 @@ def main() -> None:
                 units.append({**u, "cached": True})  # reported as a finished (cached) unit
     if a.end_cut:
         fill_end_cut(cfg, run.out, units)
-    pool = json.loads((run.out / "pool" / "pool.json").read_text())["report"] if (run.out / "pool" / "pool.json").exists() else {}
+    pool_json = run.out / "pool" / "pool.json"
+    if not pool_json.is_file():
+        raise SystemExit(f"{pool_json} is missing: copy it with the unit records (e.g. "
+                         f"`cp -r benchmarks/results/<name>/{{units,pool}} {run.out}/`)")
+    pool = json.loads(pool_json.read_text())["report"]
     res = {"base": read_unit(run.out / "units" / "base" / "base"), "units": units, "complete": not missing,
            "decontamination": pool, "pool_rows": pool.get("n_pool", 0) - pool.get("dropped", 0),
            "wall_seconds": sum(u.get("train_seconds", 0) + u.get("prefix_seconds", 0) + u.get("eval_seconds", 0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 import curate.ingest.fast as aa
+from curate.core.errors import InputError
 from curate.ingest import read as cio
 from curate.ingest.spans import object_spans
 
@@ -176,7 +176,12 @@ def test_messages_same_as_per_row(monkeypatch, tmp_path):
 ])
 def test_falls_back_where_it_cannot_match(recs):
     assert aa.records_fast(recs, format=None, id_field=None, source="memory") is None
-    cio.from_records(recs) if any(isinstance(r, dict) and "conversations" in r for r in recs) else None
+    try:  # the per-row path takes them: every record kept or quarantined
+        got = cio.from_records(recs)
+    except InputError as e:  # no record valid: one clear error, as for a file
+        assert "no valid rows; 1 quarantined" in str(e) and len(recs) == 1
+        return
+    assert got.n_records == len(recs) == got.table.num_rows + len(got.quarantine)
 
 
 def test_lone_surrogate_falls_back_to_per_row_quarantine(tmp_path):
@@ -184,7 +189,7 @@ def test_lone_surrogate_falls_back_to_per_row_quarantine(tmp_path):
     p.write_text('[{"instruction": "ok", "output": "fine"}, {"instruction": "bad \\ud800", "output": "x"}]')
     got = cio.read_input(p)
     assert got.table.num_rows == 1 and [q["reason"] for q in got.quarantine] == ["invalid_utf8"]
-    assert isinstance(got.table, pa.Table)
+    assert got.table.column("instruction").to_pylist() == ["ok"] and got.quarantine[0]["line"] == 2
 
 
 def test_object_spans_match_raw_decode_on_tricky_strings():
@@ -240,3 +245,15 @@ def test_sharegpt_has_no_column_adapter():
     recs = [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}]
     with pytest.raises(Fallback):
         record_format("sharegpt").adapt_columns(recs, {"conversations"}, np.ones(1, bool))
+
+
+@pytest.mark.parametrize("id_value", ['"\\ud800"', '"a\\udc80b"'])
+def test_lone_surrogate_in_the_id_is_quarantined_not_a_crash(tmp_path, id_value):
+    # a JSON "\ud800" id decodes to a string Arrow cannot store; it used to raise
+    # UnicodeEncodeError while building the table and end the whole run
+    p = tmp_path / "s.jsonl"
+    p.write_text(f'{{"id": {id_value}, "instruction": "hi", "output": "there"}}\n'
+                 '{"id": "fine", "instruction": "ok", "output": "yes"}\n')
+    got = cio.read_input(p)
+    assert got.table.column("id").to_pylist() == ["fine"]
+    assert [(q["reason"], q["line"], q["id"]) for q in got.quarantine] == [("invalid_utf8", 1, None)]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -91,28 +90,8 @@ def test_sae_column_is_skipped_with_a_note_when_unavailable(runs, monkeypatch):
     assert all("sae_feature_coverage" not in r for r in res["runs"])
 
 
-def _fake_sae_module():
-    """Stand-in for curate.select.sae's coverage API (the SAE method's branch provides the real one)."""
-    from curate.core.schema import embedding_matrix
-
-    mod = types.ModuleType("curate.select.sae")
-    mod.LATENTS = "sae_latents"
-
-    def feature_sets(table, act_threshold=0.0):
-        lat, act = embedding_matrix(table, "sae_latents", dtype=np.int32), embedding_matrix(table, "sae_acts")
-        return [np.sort(lat[i][act[i] > act_threshold]) for i in range(len(lat))]
-
-    def feature_coverage(feats, keep):
-        pool = np.unique(np.concatenate(feats))
-        idx = np.flatnonzero(keep)
-        return len(np.unique(np.concatenate([feats[i] for i in idx]))) / len(pool) if len(idx) else 0.0
-
-    mod.feature_sets, mod.feature_coverage = feature_sets, feature_coverage
-    return mod
-
-
-def test_sae_coverage_from_the_run_that_computed_features(runs, monkeypatch):
-    monkeypatch.setitem(sys.modules, "curate.select.sae", _fake_sae_module())
+def test_sae_coverage_from_the_run_that_computed_features(runs):
+    # the real curate.select.sae coverage API on the planted features
     res = compare([runs["rand0"], runs["long"]])
     by = {r["name"]: r for r in res["runs"]}
     # features {c, 4 + i % 3}: topic 0's rows cover {0, 4, 5, 6} of the pool's 7

@@ -134,3 +134,12 @@ def test_lm_pooling_smollm2_real(tmp_path):
     # the LM is case-sensitive (cosine 0.88 for the lower-cased copy) but each planted copy's
     # nearest neighbour is still its original
     assert s[20].argmax() == 0 and s[21].argmax() == 1
+
+
+@pytest.mark.parametrize("backend", ["onnx", "static"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_cpu_only_backends_refuse_another_device(backend, device):
+    # they used to ignore `device` and run on the CPU, so a "GPU" run was a CPU run
+    with pytest.raises(ValueError, match=f"backend='{backend}' runs on the CPU only, got device='{device}'"):
+        Embed(backend=backend, device=device)
+    Embed(backend=backend, device="cpu")  # accepted

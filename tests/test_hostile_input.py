@@ -285,7 +285,10 @@ def build_hostile_dir(d: Path) -> dict[str, int]:
                 n += bool(line.strip()) if line.endswith(b"\n") else 0
         except EOFError:
             pass
-    counts["s_trunc.jsonl.gz"] = n + 1 + 1  # whole lines + the torn last line + the unreadable rest...
+    # counted outside curate: the whole lines gzip can read, plus one truncated_file record for
+    # the torn line and everything after it
+    counts["s_trunc.jsonl.gz"] = n + 1
+    counts["s_trunc.jsonl.gz (whole lines)"] = n
     return counts
 
 
@@ -313,11 +316,14 @@ def test_hand_made_hostile_directory(tmp_path):
     assert by_file["s_trunc.jsonl.gz"][-1] == "truncated_file"
     assert "j_lookalike.jsonl" not in by_file  # look-alike ids are different ids
     assert any("k_empty.jsonl: file is empty" in w for w in res.report["input"]["warnings"])
-    n_here = sum(v for k, v in counts.items() if k != "s_trunc.jsonl.gz")
-    n_trunc = c["n_input"] - n_here
-    assert n_trunc >= 2  # some rows before the damage, plus the one record for the rest
+    whole = counts.pop("s_trunc.jsonl.gz (whole lines)")
+    assert whole > 100 and by_file["s_trunc.jsonl.gz"] == ["truncated_file"]
+    assert c["n_input"] == sum(counts.values())  # every record counted outside curate is accounted for
     assert c["n_input"] == c["n_selected"] + c["n_dropped"] + c["n_quarantined"]
     prov = pq.read_table(res.output_dir / "provenance.parquet")
+    from_trunc = [st for st, src in zip(prov.column("status").to_pylist(), prov.column("source").to_pylist())
+                  if src == "s_trunc.jsonl.gz"]
+    assert len(from_trunc) == whole + 1 and from_trunc.count("quarantined") == 1  # rows before the damage kept
     ids = prov.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == c["n_input"]
     for name in ("b_bom_crlf.jsonl", "m_sharegpt.json", "n_ok.parquet", "q_gz.jsonl.gz", "r_zstd.jsonl.zst"):

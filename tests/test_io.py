@@ -30,7 +30,10 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 def check_invariant(res) -> None:
-    assert res.n_rows_seen == res.table.num_rows + len(res.quarantine)
+    # records counted by the readers (not curate's own kept + quarantined total) must all be
+    # accounted for: kept or quarantined
+    assert res.record_counts, "a reader did not count its records"
+    assert res.n_records == res.table.num_rows + len(res.quarantine)
     assert res.table.column_names[:7] == list(schema.CANONICAL_COLUMNS)
     assert res.table.schema.field("messages").type == schema.MESSAGE_TYPE
     ids = res.table.column("id").to_pylist()

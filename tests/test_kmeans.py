@@ -97,8 +97,10 @@ def test_pca_path_and_artifacts(ctx):
 
 def test_k_larger_than_n_is_capped_and_assign_shapes():
     x, _ = _blobs(n_per=2, k=2)
-    cid, _ = KMeans(k=10, niter=5).fit_predict(x)
-    assert len(set(cid.tolist())) <= 4
+    km = KMeans(k=10, niter=5)
+    cid, _ = km.fit_predict(x)
+    assert km.k_ == 4 and km.centroids_.shape[0] == 4  # k capped at n = 4 rows
+    assert cid.shape == (4,) and set(cid.tolist()) <= set(range(4))
     c, _ = train_kmeans(x, 2, niter=5)
     with pytest.raises(ValueError, match="centroids"):
         assign(x, c[:, :3])

@@ -352,16 +352,12 @@ def test_annotator_output_is_cached_by_the_pipeline(tmp_path):
     assert rec3.key != rec1.key and not rec3.cached
 
 
-@pytest.mark.slow
 def test_real_smollm2_prefers_fluent_text_over_shuffled_words(tmp_path):
-    pytest.importorskip("gguf")
-    from curate.models.loading import resolve_proxy_lm
+    """The default proxy LM (the shipped SmolLM2-135M GGUF, `make setup` installs it) loads and
+    scores: in the default suite so the default model path runs in CI. No skip: a missing
+    package is a failed install, not a reason to pass."""
     from curate.score.stages import Perplexity
 
-    try:
-        resolve_proxy_lm()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
     fluent = "The cat sat on the mat and looked out of the window at the birds in the garden."
     words = fluent.rstrip(".").split()
     shuffled = " ".join(words[i] for i in np.random.default_rng(0).permutation(len(words))) + "."

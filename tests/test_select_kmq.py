@@ -223,9 +223,11 @@ def test_kmq_iterative_string_feedback_spec_with_params():
                       "feedback": "select_toys:make_feedback", "feedback_params": {"favour": 3}})
     sel = st.select(t, None)
     assert np.bincount(lab[sel.keep], minlength=4).argmax() == 3
-    bad = build_stage({"type": "kmq_iterative", "budget": 12, "feedback": "select_toys:no_such_factory"})
-    with pytest.raises(AttributeError, match="no_such_factory"):
-        bad.select(t, None)
+    # a bad spec fails when the recipe is built, before any upstream stage runs
+    with pytest.raises(ConfigError, match="no_such_factory"):
+        build_stage({"type": "kmq_iterative", "budget": 12, "feedback": "select_toys:no_such_factory"})
+    with pytest.raises(ConfigError, match="no_such_module"):
+        build_stage({"type": "kmq_iterative", "budget": 12, "feedback": "no_such_module:make"})
 
 
 @pytest.mark.parametrize("method", ["kmq", "kmq_iterative"])

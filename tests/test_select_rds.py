@@ -109,13 +109,11 @@ def test_token_budget_never_exceeds(fake_embed, tmp_path):
     t = t.append_column("n_tokens", pa.array(tokens, pa.int64()))
     stage = RDS(budget={"tokens": 300}, targets=TARGET_ROWS)
     sel = stage.select(t, None)
-    order = np.argsort(-sel.extras["target_sim"], kind="stable")
     assert 0 < tokens[sel.keep].sum() <= 300
     # the prefix of the pick order that fits, no more: one more pick would overflow
     full = stage.pick(t, None, 100).order
     k = sel.n_kept
     assert set(np.flatnonzero(sel.keep)) == set(full[:k]) and tokens[full[:k + 1]].sum() > 300
-    assert len(order) == 100
 
 
 def test_deterministic_and_nested(fake_embed, tmp_path):

@@ -138,6 +138,10 @@ def test_exact_budgets_determinism_and_reasons(method, tmp_path):
         t = t.append_column(c, ann.column(c))
     sel = stage.select(t, None)
     assert 0 < tokens[sel.keep].sum() <= 400
+    # as many picks as fit: the method's own k picks, and its k + 1 picks would overflow
+    k = sel.n_kept
+    assert set(np.flatnonzero(sel.keep)) == set(stage.pick(t, None, k).order[:k])
+    assert tokens[stage.pick(t, None, k + 1).order[:k + 1]].sum() > 400
 
 
 def test_simscale_drops_planted_near_duplicates_first(tmp_path):

@@ -128,7 +128,8 @@ class Embed(Annotator):
         batch_size: texts per forward pass (default None = 1 for onnx, 64 for
             sentence-transformers, 8 for ``lm_pooling``; execution-only, except for onnx int8,
             whose vectors depend on the batch: there it is part of the cache key).
-        device: torch device (default None = cuda when present; execution-only).
+        device: torch device (default None = cuda when present; execution-only). ``onnx`` and
+            ``static`` run on the CPU whatever the machine has: they refuse any other device.
         num_workers: onnx only: batches run at once, each on one core (default None = one per
             core; execution-only: every row's vector is the same, measured bit-identical).
         runtime: ``lm_pooling`` only: where the LM's decoder body runs, None (default:
@@ -166,6 +167,11 @@ class Embed(Annotator):
         if backend in ("onnx", "static") and precision in ("float16", "bfloat16"):
             raise ValueError(f"precision={precision!r} is not available for backend={backend!r} "
                              f"(onnx: null, float32 or int8; static: null or float32)")
+        if backend in ("onnx", "static") and isinstance(device, str) and not device.startswith("cpu"):
+            # onnxruntime here has the CPU provider only: running on the CPU while asked for a
+            # GPU would be a silent fallback
+            raise ValueError(f"backend={backend!r} runs on the CPU only, got device={device!r}; use "
+                             f"backend='sentence_transformers' (or 'lm_pooling') for a GPU")
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize must be true or false, got {normalize!r}")
         for pname, val in (("max_length", max_length), ("embedding_dim", embedding_dim), ("batch_size", batch_size),

@@ -95,15 +95,35 @@ class Ledger:
 
     def check(self) -> None:
         """Raise :class:`LedgerError` unless every counted input row has exactly one final status."""
-        c = self.counts
-        if c["n_input"] != c["n_selected"] + c["n_dropped"] + c["n_quarantined"]:
-            raise LedgerError(f"provenance invariant broken: {c} (n_input was counted where the rows were read)")
+        # an unknown status also breaks the count below: checked first, so the message names it
         bad = ~np.isin(self.status.astype(str), [SELECTED, DROPPED]) if len(self.status) else np.zeros(0, bool)
         if bad.any():
             raise LedgerError(f"provenance: {int(bad.sum())} rows have an unknown status")
+        c = self.counts
+        if c["n_input"] != c["n_selected"] + c["n_dropped"] + c["n_quarantined"]:
+            raise LedgerError(f"provenance invariant broken: {c} (n_input was counted where the rows were read)")
         missing = (self.status == DROPPED) & np.array([r is None for r in self.reason], dtype=bool)
         if missing.any():
             raise LedgerError(f"{int(missing.sum())} dropped rows have no reason")
+
+    def check_output(self, ids) -> None:
+        """Raise :class:`LedgerError` unless ``ids`` are exactly the selected rows' ids, in ingest order.
+
+        Called on the final table before anything is written or returned, so a stage that loses,
+        duplicates or reorders rows behind the ledger's back cannot produce a dataset that its
+        provenance does not describe.
+
+        Args:
+            ids: (m,) the output rows' ids, in output order.
+        """
+        got = np.asarray(ids, dtype=object)
+        want = self.ids[self.status == SELECTED]
+        if len(got) != len(want):
+            raise LedgerError(f"provenance: the output has {len(got)} rows, the ledger selected {len(want)}")
+        bad = np.flatnonzero(got != want)
+        if len(bad):
+            raise LedgerError(f"provenance: output row {int(bad[0])} is {got[bad[0]]!r}, the ledger's selected row "
+                              f"there is {want[bad[0]]!r} ({len(bad)} rows differ)")
 
     def _quarantine_ids(self) -> list[str]:
         """Unique provenance ids for quarantined rows (see module docstring)."""

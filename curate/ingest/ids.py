@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.ingest.formats import RowError
+from curate.ingest.formats import RowError, check_utf8
 from curate.ingest.kernels import Fallback, as_numpy, column_array
 
 
@@ -35,7 +35,8 @@ def row_id(rec: dict, id_field: str | None, name: str, line: int) -> tuple[str, 
         line (int): the row's 1-based line or row number.
 
     Raises:
-        RowError: the id field is missing (``missing_field``) or holds a list/dict (``wrong_type``).
+        RowError: the id field is missing (``missing_field``), holds a list/dict (``wrong_type``)
+            or an unpaired surrogate that Arrow cannot store (``invalid_utf8``).
     """
     key = id_field or ("id" if rec.get("id") is not None else None)
     if key is None:
@@ -45,7 +46,12 @@ def row_id(rec: dict, id_field: str | None, name: str, line: int) -> tuple[str, 
         raise missing_id_error(key)
     if isinstance(val, (dict, list)):
         raise RowError("wrong_type", f"id field {key!r} must be a scalar, got {type(val).__name__}")
-    return str(val), key
+    rid = str(val)
+    try:
+        check_utf8(rid)
+    except RowError as e:
+        raise RowError("invalid_utf8", f"id field {key!r}: {e.message}") from None
+    return rid, key
 
 
 def id_column(records: list[dict], keys: set[str], id_field: str | None, name: str,

@@ -62,10 +62,14 @@ def feedback_key(feedback) -> str:
     return f"{mod}:{qual}"
 
 
-def resolve_feedback(feedback, params: dict | None):
-    """The feedback callable: ``feedback`` itself, or ``factory(**params)`` for a string spec."""
-    if callable(feedback):
-        return feedback
+def feedback_factory(feedback: str):
+    """The factory a ``"package.module:factory"`` spec names, imported but not called.
+
+    Raises:
+        ImportError: the module cannot be imported.
+        AttributeError: the module has no such attribute.
+        TypeError: the attribute is not callable.
+    """
     module, _, attr = feedback.partition(":")
     try:
         obj = importlib.import_module(module)
@@ -75,7 +79,16 @@ def resolve_feedback(feedback, params: dict | None):
         if not hasattr(obj, part):
             raise AttributeError(f"feedback={feedback!r}: {module!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    fn = obj(**(params or {}))
+    if not callable(obj):
+        raise TypeError(f"feedback={feedback!r}: {attr!r} is a {type(obj).__name__}, not a factory")
+    return obj
+
+
+def resolve_feedback(feedback, params: dict | None):
+    """The feedback callable: ``feedback`` itself, or ``factory(**params)`` for a string spec."""
+    if callable(feedback):
+        return feedback
+    fn = feedback_factory(feedback)(**(params or {}))
     if not callable(fn):
         raise TypeError(f"feedback={feedback!r}: the factory returned {type(fn).__name__}, not a callable")
     return fn
@@ -152,6 +165,10 @@ class KMQIterative(ClusterSampler):
         if isinstance(feedback, str):
             if not _SPEC.match(feedback):
                 raise ValueError(f"feedback must look like 'package.module:factory', got {feedback!r}")
+            try:  # at build time, so a typo fails before the upstream stages run (the factory is called later)
+                feedback_factory(feedback)
+            except (ImportError, AttributeError, TypeError) as e:
+                raise ValueError(str(e)) from None
         elif not callable(feedback):
             raise ValueError(f"feedback must be a callable or a 'package.module:factory' string, got {feedback!r}")
         if feedback_params is not None:
