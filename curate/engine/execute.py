@@ -185,7 +185,7 @@ def _run(runner: Runner, cfg: RunConfig | None, ing: Ingest, stages: list[Stage]
     ledger.check()  # ingest itself lost nothing
     with use_executor(executor) if executor is not None else nullcontext():
         table, key, records = runner.run_stages(stages, table, ing.key, ledger)
-    ledger.check_output(table.column("id").to_numpy(zero_copy_only=False))
+    ledger.check_output(table.column("id"))
     return Execution(cfg, ing, table, ledger, records, key, runner)
 
 

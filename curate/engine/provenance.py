@@ -114,16 +114,22 @@ class Ledger:
         provenance does not describe.
 
         Args:
-            ids: (m,) the output rows' ids, in output order.
+            ids: (m,) the output rows' ids in output order: an Arrow (chunked) array, compared a
+                block of 65,536 at a time so a large output is not copied to Python at once,
+                or any sequence.
         """
-        got = np.asarray(ids, dtype=object)
         want = self.ids[self.status == SELECTED]
-        if len(got) != len(want):
-            raise LedgerError(f"provenance: the output has {len(got)} rows, the ledger selected {len(want)}")
-        bad = np.flatnonzero(got != want)
-        if len(bad):
-            raise LedgerError(f"provenance: output row {int(bad[0])} is {got[bad[0]]!r}, the ledger's selected row "
-                              f"there is {want[bad[0]]!r} ({len(bad)} rows differ)")
+        if len(ids) != len(want):
+            raise LedgerError(f"provenance: the output has {len(ids)} rows, the ledger selected {len(want)}")
+        block = 65_536
+        for lo in range(0, len(want), block):
+            part = ids[lo:lo + block]
+            got = np.asarray(part.to_pylist() if hasattr(part, "to_pylist") else list(part), dtype=object)
+            bad = np.flatnonzero(got != want[lo:lo + block])
+            if len(bad):
+                i = int(bad[0])
+                raise LedgerError(f"provenance: output row {lo + i} is {got[i]!r}, the ledger's selected row there "
+                                  f"is {want[lo + i]!r}")
 
     def _quarantine_ids(self) -> list[str]:
         """Unique provenance ids for quarantined rows (see module docstring)."""
