@@ -206,7 +206,9 @@ class QualityModel:
             return False, f"the column has {got.shape[1]}-d vectors, the scorer's embedder gives {ref.shape[1]}-d"
         cos = (got * ref).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
         if cos.min() < min_cos:
-            return False, f"re-embedding {len(idx)} rows gives cosine {cos.min():.4f} < {min_cos} (another embedder)"
+            return False, (f"re-embedding {len(idx)} rows as the scorer does (its embedder and text layout "
+                           f"{self.embedding_text!r}) gives cosine {cos.min():.4f} < {min_cos}: the column was "
+                           f"embedded from another text layout (e.g. a template) or with another model")
         return True, f"{len(idx)} re-embedded rows agree (min cosine {cos.min():.6f})"
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None, *, X_neg: np.ndarray | None = None,
