@@ -5,7 +5,7 @@ Both caches start empty: the stage cache (a fresh folder) and the model cache
 
     python benchmarks/alpaca_full.py [POOL] [--work DIR]
 
-Writes benchmarks/results/alpaca_full.{md,json}.
+Writes runs/bench/alpaca_full/alpaca_full.{md,json} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
 
 def cpu_info() -> str:
@@ -41,7 +43,9 @@ def main() -> None:
     ap.add_argument("pool", nargs="?", default="/work/shared/data/instruct/alpaca_44k.json")
     ap.add_argument("--work", type=Path, default=Path("/tmp/curate-alpaca-full"))
     ap.add_argument("--no-progress", action="store_true")
+    add_record_flag(ap)
     a = ap.parse_args()
+    out_dir = output_dir(a)
     shutil.rmtree(a.work, ignore_errors=True)
     os.environ["CURATE_MODEL_CACHE"] = str(a.work / "models")  # before curate is imported
     import logging
@@ -70,9 +74,8 @@ def main() -> None:
           "| step | rows in | rows out | seconds |", "|---|---|---|---|"]
     for s in steps:
         md.append(f"| {s['step']} | {s['rows_in'] if s['rows_in'] is not None else ''} | {s['rows_out']} | {s['seconds']:.1f} |")
-    res_dir = REPO / "benchmarks" / "results"
-    (res_dir / "alpaca_full.json").write_text(json.dumps(out, indent=2, default=str))
-    (res_dir / "alpaca_full.md").write_text("\n".join(md) + "\n")
+    (out_dir / "alpaca_full.json").write_text(json.dumps(out, indent=2, default=str))
+    (out_dir / "alpaca_full.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

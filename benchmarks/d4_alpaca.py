@@ -8,7 +8,8 @@ of each kept row to its nearest other kept row (lower = fewer near-duplicates ke
 
     python benchmarks/d4_alpaca.py [DATA_DIR] [--cache-dir DIR]
 
-Writes benchmarks/results/d4_alpaca.{md,json} and d4_cluster_sizes_{50,25}.png.
+Writes d4_alpaca.{md,json} and d4_cluster_sizes_{50,25}.png under runs/bench/d4_alpaca/
+(``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_CACHE, DEFAULT_DATA, RESULTS, alpaca_texts, embed_cached  # noqa: E402
+from embed_cache import DEFAULT_CACHE, DEFAULT_DATA, alpaca_texts, embed_cached  # noqa: E402
+from results_io import add_record_flag, output_dir
 
 
 def nn_similarity(x: np.ndarray) -> float:
@@ -52,7 +54,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    add_record_flag(ap)
     a = ap.parse_args()
+    out_dir = output_dir(a)
     ids, texts = alpaca_texts(Path(a.data))
     x = embed_cached(texts, Path(a.cache_dir))
     n = len(x)
@@ -90,8 +94,7 @@ def main() -> None:
                "cv_d4": cv(cid0[sel.keep], k), "cv_random": cv(cid0[rnd], k),
                "nn_d4": nn_similarity(x[sel.keep]), "nn_random": nn_similarity(x[rnd])}
         res["runs"].append(row)
-        png = RESULTS / f"d4_cluster_sizes_{int(budget * 100)}.png"
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        png = out_dir / f"d4_cluster_sizes_{int(budget * 100)}.png"
         plot_cluster_sizes(cid0, cid0[sel.keep], png, title=f"D4 keep {budget:.0%}: rows per first-pass cluster",
                            labels=("before D4", f"after D4 ({budget:.0%})"))
         md.append(f"| {budget:.0%} | {secs:.2f} | {sel.n_kept} | {row['semantic_duplicate']} | {row['prototypical']} | "
@@ -99,8 +102,8 @@ def main() -> None:
                   f"{row['nn_d4']:.3f} | {row['nn_random']:.3f} |")
     md += ["", "Histograms: `d4_cluster_sizes_50.png`, `d4_cluster_sizes_25.png` (rows per first-pass cluster, "
            "before and after)."]
-    (RESULTS / "d4_alpaca.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / "d4_alpaca.md").write_text("\n".join(md) + "\n")
+    (out_dir / "d4_alpaca.json").write_text(json.dumps(res, indent=2))
+    (out_dir / "d4_alpaca.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -18,18 +18,24 @@ agreement pages: a loaded 2-core CPU scores a few pages a minute), the ppl bucke
 heuristic, and random scores. AUC with a 95% percentile-bootstrap interval (2,000 resamples).
 
 Usage:
-  nice -n 10 .venv/bin/python benchmarks/doc_quality.py [DATA] [--write-asset] > /tmp/dq.log 2>&1 &
-Expensive features are cached under ``--cache-dir`` (resumable).
+  nice -n 10 .venv/bin/python benchmarks/doc_quality.py [DATA] [--write-asset --record] > /tmp/dq.log 2>&1 &
+Expensive features are cached under ``--cache-dir`` (resumable). Writes
+runs/bench/doc_quality/doc_quality.json (``--record``: benchmarks/results/); ``--write-asset``
+overwrites the shipped model in curate/assets/ and needs ``--record`` (or ``--force``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
 from curate.score.doc_quality import (
     default_model_path,
@@ -48,7 +54,6 @@ from curate.score.perplexity_bucket import (
 
 log = logging.getLogger("benchmarks.doc_quality")
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-RESULTS = Path(__file__).resolve().parent / "results"
 N_BOOT = 2000
 
 
@@ -208,9 +213,15 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/curate_doc_quality"))
     ap.add_argument("--recipe", default="wiki_plus_labels")
     ap.add_argument("--ppl-rows", type=int, default=128, help="agreement pages scored by SmolLM2 (seeded sample)")
-    ap.add_argument("--write-asset", action="store_true", help="write the model to curate/assets/ (else the cache)")
+    ap.add_argument("--write-asset", action="store_true",
+                    help="overwrite the shipped model in curate/assets/ (else the cache); needs --record or --force")
+    ap.add_argument("--force", action="store_true", help="with --write-asset: overwrite it without --record")
+    add_record_flag(ap)
     ap.add_argument("--no-quality", action="store_true", help="skip the quality_model baseline (MiniLM)")
     args = ap.parse_args()
+    if args.write_asset and not (args.record or args.force):
+        ap.error(f"--write-asset would overwrite the shipped model {default_model_path()}; "
+                 "add --record (or --force) to do that on purpose")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
     cache = args.cache_dir
@@ -269,8 +280,7 @@ def main() -> None:
               "seconds": round(time.time() - t0, 1)}
     if args.ppl_rows:
         report["ppl_sample"] = ppl_section(ta, ya, scores_t, args.ppl_rows, cache)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "doc_quality.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    (output_dir(args) / "doc_quality.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps({k: report[k] for k in ("results", "ablation_test", "ppl_sample", "reproduction")}, indent=1))
 
 

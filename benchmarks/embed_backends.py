@@ -24,7 +24,8 @@ c. k-means (k = floor(sqrt(n/2)), spherical, seed 1234) on N alpaca rows: ARI be
 
 Embeddings are computed in resumable units (``--units qqp:torch,ape:onnx,...``) cached under
 ``--cache-dir`` with their wall time, so each unit fits one locked command on a shared machine;
-``--units report`` computes the metrics and writes benchmarks/results/embed_backends.{md,json}.
+``--units report`` computes the metrics and writes runs/bench/embed_backends/embed_backends.{md,json}
+(``--record``: benchmarks/results/).
 
     python benchmarks/embed_backends.py [DATA_DIR] --units speed,qqp,ape,alpaca,report
 """
@@ -44,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embed_cache import DEFAULT_DATA, qqp_subset  # noqa: E402
-from results_io import write_results  # noqa: E402
+from results_io import add_record_flag, write_results
 
 log = logging.getLogger("embed_backends")
 BACKENDS = {"torch": {"backend": "sentence_transformers"}, "onnx": {"backend": "onnx"},
@@ -268,6 +269,7 @@ def main() -> None:
     ap.add_argument("--n-speed", type=int, default=400)
     ap.add_argument("--n-alpaca", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=2)
+    add_record_flag(ap)
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for unit in a.units.split(","):

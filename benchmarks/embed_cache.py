@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_io import RESULTS  # noqa: F401 (re-exported for the benchmarks that import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

@@ -21,7 +21,7 @@ equals torch's), for two k-means seeds; plus the cosine of each variant's alpaca
 
     python benchmarks/embed_onnx_variants.py [DATA_DIR] [--rows 400] [--out embed_onnx_variants]
 
-Writes benchmarks/results/<out>.{json,md}.
+Writes runs/bench/embed_onnx_variants/<out>.{json,md} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alpaca_full import cpu_info  # noqa: E402
 from embed_backends import EPS, TOL_F1, semdedup_groups  # noqa: E402
 from embed_cache import DEFAULT_DATA, qqp_subset  # noqa: E402
-from results_io import write_results  # noqa: E402
+from results_io import add_record_flag, write_results
 
 GROUPS = ("all", "ffn", "ffn1", "no_ffn2", "middle")
 
@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/curate-onnx-variants"))
     ap.add_argument("--out", default="embed_onnx_variants")
+    add_record_flag(ap)
     a = ap.parse_args()
     from curate.ingest.formats import render_text
 

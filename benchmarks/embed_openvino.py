@@ -20,7 +20,7 @@ agreement = cosine of each row's vector to ort's.
     pip install -c constraints.txt openvino   # not a curate dependency
     python benchmarks/embed_openvino.py [DATA_DIR] [--rows 400]
 
-Writes benchmarks/results/embed_openvino.{json,md}.
+Writes runs/bench/embed_openvino/embed_openvino.{json,md} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alpaca_full import cpu_info  # noqa: E402
 from embed_cache import DEFAULT_DATA  # noqa: E402
-from results_io import write_results  # noqa: E402
+from results_io import add_record_flag, write_results
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
 VARIANTS = {"ov_latency": ({**F32, "PERFORMANCE_HINT": "LATENCY"}, 1, 1),
@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--rows", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=2)
+    add_record_flag(ap)
     a = ap.parse_args()
     import openvino as ov
 

@@ -7,7 +7,8 @@ sharded resumable writes to its work dir and building the Arrow output column.
 
     python benchmarks/embed_throughput.py [DATA_DIR] [--n 1000] [--repeats 2]
 
-Writes benchmarks/results/embed_throughput.{md,json}. GPU: not measured here (no GPU was lent
+Writes runs/bench/embed_throughput/embed_throughput.{md,json}
+(``--record``: benchmarks/results/). GPU: not measured here (no GPU was lent
 to the session that wrote this); on a GPU machine run the same command.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_DATA, MAX_LENGTH, RESULTS, alpaca_texts  # noqa: E402
+from embed_cache import DEFAULT_DATA, MAX_LENGTH, alpaca_texts  # noqa: E402
+from results_io import add_record_flag, output_dir
 
 
 def main() -> None:
@@ -33,7 +35,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
+    add_record_flag(ap)
     a = ap.parse_args()
+    out_dir = output_dir(a)
     import torch
 
     from curate.core.schema import embedding_matrix
@@ -79,8 +83,7 @@ def main() -> None:
            "stage_own_work_s": own, "stage_own_work_fraction_of_bare": own / bare,
            "max_abs_diff_vs_bare": max_diff, "all_bare_s": bare_t, "all_stage_s": stage_t,
            "gpu": "not measured: no GPU lent this session" if device == "cpu" else device}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embed_throughput.json").write_text(json.dumps(res, indent=2))
+    (out_dir / "embed_throughput.json").write_text(json.dumps(res, indent=2))
     md = ["# embed stage vs bare SentenceTransformer.encode", "",
           f"{len(texts)} alpaca_44k texts, all-MiniLM-L6-v2, batch {a.batch_size}, max_length {MAX_LENGTH}, "
           f"device {device} ({torch.get_num_threads()} torch threads), best of {a.repeats} alternating runs.", "",
@@ -95,7 +98,7 @@ def main() -> None:
           f"{own:.3f} s = {own / bare:.1%} of the bare encode time.", "",
           f"Largest |difference| between the two embeddings: {max_diff:.2e}.", "",
           f"GPU: {res['gpu']}."]
-    (RESULTS / "embed_throughput.md").write_text("\n".join(md) + "\n")
+    (out_dir / "embed_throughput.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

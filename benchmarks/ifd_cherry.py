@@ -18,7 +18,7 @@ own process (meant for ``flock /work/heavy.lock``)::
     python benchmarks/ifd_cherry.py OUT_DIR --unit 0      # rows 0-99 of the sample
     python benchmarks/ifd_cherry.py OUT_DIR --report      # joins the finished units
 
-Writes benchmarks/results/ifd_cherry.{md,json}.
+Writes runs/bench/ifd_cherry/ifd_cherry.{md,json} (``--record``: benchmarks/results/).
 
 **Whole pool** (``--full RUN_DIR``): the same statistics on every row of an eval's decontaminated
 pool (``RUN_DIR/pool/pool.parquet``), with IFD read from the eval's stage cache
@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results_io import write_results  # noqa: E402
+from results_io import add_record_flag, write_results
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -230,6 +230,7 @@ def main() -> None:
     g.add_argument("--report", action="store_true")
     g.add_argument("--full", metavar="RUN_DIR", help="an eval output folder: every row of its pool")
     ap.add_argument("--budget", type=int, default=1000, help="cherry_ifd rows in --full (default 1000)")
+    add_record_flag(ap)
     a = ap.parse_args()
     if a.full:
         r = full_pool(Path(a.data), Path(a.full), a.top, a.budget)

@@ -7,7 +7,7 @@ vectorised, ...); best round kept; both outputs (table, quarantine, record count
 
     python benchmarks/ingest_speed.py [FILE ...] [--repeats 3] [--quick]
 
-Writes benchmarks/results/ingest_speed.{md,json}; ``--quick`` (one round per mode, alpaca_44k and
+Writes runs/bench/ingest_speed/ingest_speed.{md,json} (``--record``: benchmarks/results/); ``--quick`` (one round per mode, alpaca_44k and
 dolly_15k by default) only prints, for a before/after check of a change to ``curate/ingest``.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
 import curate.ingest.fast as aa
 from curate.ingest import read as cio
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one round per mode; print only, write no results")
+    add_record_flag(ap)
     a = ap.parse_args()
     if a.quick:
         a.repeats = 1
@@ -75,7 +78,7 @@ def main() -> None:
     print("\n".join(md))
     if a.quick:
         return
-    res = REPO / "benchmarks" / "results"
+    res = output_dir(a)
     (res / "ingest_speed.json").write_text(json.dumps(rows, indent=2))
     (res / "ingest_speed.md").write_text("\n".join(md) + "\n")
 

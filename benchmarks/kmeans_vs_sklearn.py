@@ -8,7 +8,8 @@ to match scikit-learn's objective, plus the spherical variant the stage uses by 
 
     python benchmarks/kmeans_vs_sklearn.py [DATA_DIR] [--cache-dir DIR] [--niter 25]
 
-Writes benchmarks/results/kmeans_vs_sklearn.{md,json}.
+Writes runs/bench/kmeans_vs_sklearn/kmeans_vs_sklearn.{md,json}
+(``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_CACHE, DEFAULT_DATA, RESULTS, alpaca_texts, embed_cached  # noqa: E402
+from embed_cache import DEFAULT_CACHE, DEFAULT_DATA, alpaca_texts, embed_cached  # noqa: E402
+from results_io import add_record_flag, output_dir
 
 
 def main() -> None:
@@ -35,7 +37,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     ap.add_argument("--niter", type=int, default=25)
     ap.add_argument("--seed", type=int, default=1234)
+    add_record_flag(ap)
     a = ap.parse_args()
+    out_dir = output_dir(a)
     _, texts = alpaca_texts(Path(a.data))
     x = embed_cached(texts, Path(a.cache_dir))
     n, d = x.shape
@@ -70,8 +74,7 @@ def main() -> None:
         r["inertia_ratio_vs_faiss"] = r["inertia"] / base["inertia"]
         r["partition_inertia_ratio_vs_faiss"] = r["partition_inertia"] / base["partition_inertia"]
     res = {"rows": n, "dim": d, "k": k, "niter": a.niter, "results": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "kmeans_vs_sklearn.json").write_text(json.dumps(res, indent=2))
+    (out_dir / "kmeans_vs_sklearn.json").write_text(json.dumps(res, indent=2))
     md = ["# FAISS k-means vs scikit-learn", "",
           f"{n} alpaca_44k rows (seeded subset), all-MiniLM-L6-v2 {d}-d, k = {k}, {a.niter} iterations, "
           "one initialisation each, CPU (2 shared cores).", "",
@@ -83,7 +86,7 @@ def main() -> None:
     md += ["", "Inertia: squared Euclidean distance of every row to its method's own centroids (the spherical "
            "variant's centroids are unit-norm, which inflates it by construction). Partition inertia: to the "
            "mean of the rows each method groups together, comparable across all four."]
-    (RESULTS / "kmeans_vs_sklearn.md").write_text("\n".join(md) + "\n")
+    (out_dir / "kmeans_vs_sklearn.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

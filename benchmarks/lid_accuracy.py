@@ -24,7 +24,10 @@ Measured on that sample, in one run:
 Usage:
     python benchmarks/lid_accuracy.py --manpages /tmp/lid-debs/x/manpages-* \\
         [--data /work/shared/data] [--per-lang 200] [--datatrove-python /tmp/dt-lid-venv/bin/python] \\
-        [--out runs/lid_accuracy] [--write-test-slice tests/data/lid]
+        [--out runs/lid_accuracy] [--write-test-slice tests/data/lid] [--record]
+
+Writes ``<out>/results.{md,json}`` and ``<out>/sample.jsonl``; ``--record`` also writes
+``benchmarks/results/lid_accuracy.{md,json}``.
 """
 from __future__ import annotations
 
@@ -191,6 +194,7 @@ def main() -> None:
     ap.add_argument("--datatrove-python", default=None, help="python of a virtualenv with datatrove 0.10.1")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "lid_accuracy")
     ap.add_argument("--write-test-slice", type=Path, default=None, help="also write the small test slice here")
+    ap.add_argument("--record", action="store_true", help="also write benchmarks/results/lid_accuracy.{md,json}")
     ap.add_argument("--datatrove-worker", nargs=4, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.datatrove_worker:
@@ -254,7 +258,12 @@ def main() -> None:
     text = "\n".join(md) + "\n"
     (a.out / "results.json").write_text(json.dumps(result, indent=2, default=float))
     (a.out / "results.md").write_text(text)
-    print(text)
+    if a.record:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from results_io import RESULTS, write_results
+        write_results("lid_accuracy", result, text, out=RESULTS, indent=2, default=float)
+    else:
+        print(text)
     if a.write_test_slice:
         write_test_slice(docs, a.write_test_slice)
 

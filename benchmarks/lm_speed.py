@@ -16,7 +16,7 @@ Thread setting: torch's default (one per core) and, for the fastest candidate, 1
 
     python benchmarks/lm_speed.py [DATA_DIR] [--rows 48] [--batch-size 8]
 
-Writes benchmarks/results/lm_speed.{md,json}.
+Writes runs/bench/lm_speed/<--out>.{md,json} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
+
 from curate.score import lm as lmlib  # noqa: E402
 
 log = logging.getLogger("lm_speed")
@@ -127,7 +130,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--out", default="lm_speed")
     ap.add_argument("--variants", default=None, help="comma-separated subset of the candidates (default all)")
+    add_record_flag(ap)
     args = ap.parse_args()
+    out_dir = output_dir(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rows = json.loads((args.data / "instruct" / "alpaca_44k.json").read_text())
     idx = np.sort(np.random.default_rng(0).choice(len(rows), size=args.rows, replace=False))
@@ -188,8 +193,7 @@ def main() -> None:
                  "min_cos_pooling": float((ref["pool"] * r["pool"]).sum(1).min())}
         ratio = {k: min(secs["bare_fp32"][k], secs["bare_fp32_again"][k]) / v for k, v in secs[name].items()}
         out["variants"][name] = {"seconds": secs[name], "speedup_vs_bare": ratio, **agree}
-    res_dir = REPO / "benchmarks" / "results"
-    (res_dir / f"{args.out}.json").write_text(json.dumps(out, indent=2))
+    (out_dir / f"{args.out}.json").write_text(json.dumps(out, indent=2))
     md = ["# Proxy-LM scoring on CPU vs a bare transformers fp32 loop (same run)", "",
           f"SmolLM2-135M-Instruct (GGUF dequantised), {args.rows} alpaca_44k rows ({n_tok} tokens, Alpaca template), "
           f"batch {args.batch_size} unless noted, max_length {args.max_length}, {threads} torch threads unless noted. Speed-up = "
@@ -202,7 +206,7 @@ def main() -> None:
                   f"{s['lm_pooling']:.1f} ({x['lm_pooling']:.2f}x) | {v['spearman_ppl_response']:.4f} / "
                   f"{v['spearman_ppl_text']:.4f} / {v['spearman_ifd']:.4f} | {v['min_cos_pooling']:.4f} |")
     md += ["", f"Model load {load_s:.1f} s (not in the timings)."]
-    (res_dir / f"{args.out}.md").write_text("\n".join(md) + "\n")
+    (out_dir / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -11,7 +11,6 @@ import resource
 from pathlib import Path
 
 import numpy as np
-from results_io import RESULTS  # noqa: F401 (re-exported)
 
 from curate.ingest.formats import render_text
 

@@ -21,7 +21,9 @@ Configurations compared in the same run: curate's default (FP/FN weights 0.1/0.9
 on), the same without the exact check, and the equal-weights band choice datasketch makes by
 default (0.5/0.5, no check), which is what loses recall.
 
-Usage: python benchmarks/minhash_quality.py [DATA] [--per-type 500]
+Usage: python benchmarks/minhash_quality.py [DATA] [--per-type 500] [--record]
+
+Writes runs/bench/minhash_quality/minhash_quality.{md,json} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minhash_common import DEFAULT_DATA, PERTURBATIONS, build_labelled, load_real_texts  # noqa: E402
-from results_io import write_results  # noqa: E402
+from results_io import add_record_flag, write_results
 
 from curate.core.stage import StageContext  # noqa: E402
 from curate.dedup.minhash import MinHashDedup  # noqa: E402
@@ -92,6 +94,7 @@ def main() -> None:
     ap.add_argument("--per-type", type=int, default=500)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.7, 0.8, 0.9])
     ap.add_argument("--num-perm", type=int, default=128)
+    add_record_flag(ap)
     args = ap.parse_args()
     texts = load_real_texts(Path(args.data))
     corpus, pairs = build_labelled(texts, args.per_type)

@@ -14,8 +14,10 @@ Jobs (``JOBS``): ``curate`` (this checkout), ``curate_prev`` (the previous curat
 older checkout's ``curate/`` given by ``--prev``, e.g. ``git archive <commit> curate | tar -x -C
 /tmp/curate_prev``), ``curate_dask`` (this checkout inside ``flows.dask_dedup.dask_executor`` with
 a 2-worker LocalCluster), ``datatrove`` (``benchmarks/minhash_datatrove.py`` in datatrove's own
-virtualenv, ``--dt-python``). Results are appended to ``benchmarks/results/minhash_scale.jsonl``
-as each job ends, so a killed run resumes with the jobs not done; ``--render`` writes the tables.
+virtualenv, ``--dt-python``). Results are appended to ``runs/bench/minhash_scale/minhash_scale.jsonl``
+(``--record``: ``benchmarks/results/``) as each job ends, so a killed run resumes with the jobs not
+done; the tables go to ``minhash_scale.{md,json}`` beside it. ``--render`` alone re-renders the
+committed log into the run folder.
 
 Quality (``evaluate``): recall = planted (copy, source) pairs whose exact word-5-gram Jaccard
 (curate's normalisation) is >= t that end in one cluster; precision = dropped documents (a
@@ -25,8 +27,8 @@ stage's threshold.
 
 Usage (from the repository root, ~hours for all; on the 2-core machine, nice'd)::
 
-    python benchmarks/minhash_scale.py --jobs short-1M-curate-fineweb short-1M-datatrove ...
-    python benchmarks/minhash_scale.py --render
+    python benchmarks/minhash_scale.py --jobs short-1M-curate-fineweb short-1M-datatrove ... [--record]
+    python benchmarks/minhash_scale.py --render [--record]
 """
 from __future__ import annotations
 
@@ -45,9 +47,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from proc_sampler import TreeSampler  # noqa: E402
+from results_io import RESULTS, add_record_flag, output_dir
 
-RESULTS = HERE / "results"
-LOG = RESULTS / "minhash_scale.jsonl"
+LOG = RESULTS / "minhash_scale.jsonl"  # set_log picks the run folder's unless --log / --record
 CORPUS_DIR = Path("/tmp/mhscale/corpus")
 WORK_DIR = Path("/tmp/mhscale/work")
 FINEWEB = {"preset": "fineweb"}
@@ -330,12 +332,17 @@ def main() -> None:
     ap.add_argument("--dt-python", default="/tmp/dt-venv/bin/python")
     ap.add_argument("--keep-work", action="store_true")
     ap.add_argument("--render", action="store_true")
-    ap.add_argument("--log", default=None, help="results file (default benchmarks/results/minhash_scale.jsonl)")
+    ap.add_argument("--log", default=None, help="results file (default runs/bench/minhash_scale/minhash_scale.jsonl, "
+                                                "--record: benchmarks/results/minhash_scale.jsonl)")
+    add_record_flag(ap)
     args = ap.parse_args()
-    set_log(args.log)
     if args.child:
         print(json.dumps(child(args.child, Path(args.work), Path(args.corpus))), flush=True)
         return
+    out_dir = output_dir(args)
+    # --render alone reads the committed log (read only) and writes its tables to the run folder
+    committed = args.render and not args.jobs and not args.record
+    set_log(args.log or (RESULTS if committed else out_dir) / "minhash_scale.jsonl")
     done = done_jobs()
     for name in args.jobs:
         if name in done:
@@ -345,9 +352,9 @@ def main() -> None:
         r = run_job(name, args)
         print(json.dumps(r), flush=True)
     md = render()
-    if LOG.parent == RESULTS:
-        (RESULTS / "minhash_scale.md").write_text(md + "\n")
-        (RESULTS / "minhash_scale.json").write_text(json.dumps(list(done_jobs().values()), indent=1))
+    if args.log is None:
+        (out_dir / "minhash_scale.md").write_text(md + "\n")
+        (out_dir / "minhash_scale.json").write_text(json.dumps(list(done_jobs().values()), indent=1))
     print(md)
 
 

@@ -1,23 +1,29 @@
 """S-curves of the LSH band choices for minhash_dedup (no data needed).
 
-Writes benchmarks/results/minhash_scurve.md (P(candidate) at chosen Jaccard values) and
-minhash_scurve.png (the curves) for the default recall-leaning weights (0.1/0.9) and the
+Writes runs/bench/minhash_scurve/minhash_scurve.md (P(candidate) at chosen Jaccard values) and
+minhash_scurve.png (the curves; ``--record``: both in benchmarks/results/) for the default recall-leaning weights (0.1/0.9) and the
 equal weights datasketch uses by default (0.5/0.5), at num_perm 128 and 256.
 
-Usage: python benchmarks/minhash_scurve.py
+Usage: python benchmarks/minhash_scurve.py [--record]
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from curate.dedup.minhash_core import candidate_probability, optimal_param
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from curate.dedup.minhash_core import candidate_probability, optimal_param
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_record_flag(ap)
+    out_dir = output_dir(ap.parse_args())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,9 +49,8 @@ def main() -> None:
         ax.legend(fontsize=7, loc="upper left")
     axes[0].set_ylabel("P(candidate) = 1-(1-s^r)^b")
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / "minhash_scurve.png", dpi=110)
-    (RESULTS / "minhash_scurve.md").write_text("\n".join(lines) + "\n")
+    fig.savefig(out_dir / "minhash_scurve.png", dpi=110)
+    (out_dir / "minhash_scurve.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

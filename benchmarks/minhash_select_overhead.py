@@ -28,6 +28,9 @@ Usage (repository root)::
     python benchmarks/minhash_select_overhead.py --jobs curate curate_arrow datasketch --rounds 2
     git worktree add /tmp/wt25 HEAD      # the "before": an older commit, no stash needed
     python benchmarks/minhash_select_overhead.py --before /tmp/wt25 --rounds 2
+
+Appends one JSON line per job and round to runs/bench/minhash_select_overhead/minhash_select_overhead.jsonl
+(``--record``: benchmarks/results/; ``--out`` any file).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from minhash_common import DEFAULT_DATA, build_labelled, load_real_texts, word_shingles  # noqa: E402
+from results_io import add_record_flag, output_dir
 
 PER_TYPE = 200
 
@@ -126,7 +130,9 @@ def main() -> None:
                     help="an older checkout (git worktree add /tmp/wt25 HEAD): adds the job curate_before, "
                          "curate.select of that checkout (PYTHONPATH), run in turn with the others")
     ap.add_argument("--child", default=None)
-    ap.add_argument("--out", default=str(HERE / "results" / "minhash_select_overhead.jsonl"))
+    ap.add_argument("--out", default=None, help="JSONL to append to (default minhash_select_overhead.jsonl in the "
+                                                "run folder, or in benchmarks/results/ with --record)")
+    add_record_flag(ap)
     args = ap.parse_args()
     if args.child:
         texts, pairs = corpus(Path(args.data))
@@ -136,6 +142,7 @@ def main() -> None:
             res = child_curate(texts, pairs, args.threshold, "arrow" if args.child == "curate_arrow" else None)
         print(json.dumps(res))
         return
+    out = Path(args.out) if args.out else output_dir(args) / "minhash_select_overhead.jsonl"
     jobs = args.jobs + (["curate_before"] if args.before else [])
     for rnd in range(args.rounds):
         for job in jobs:
@@ -151,7 +158,7 @@ def main() -> None:
             res = {"job": job, "round": rnd, "rows": 61_446, "threshold": args.threshold,
                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **json.loads(p.stdout.splitlines()[-1])}
             print(json.dumps(res), flush=True)
-            with open(args.out, "a") as f:
+            with open(out, "a") as f:
                 f.write(json.dumps(res) + "\n")
 
 

@@ -14,7 +14,10 @@ resident memory of the process and its workers summed, sampled every 0.2 s from 
 bytes + per-row dedup bytes), never measured.
 
 Usage:
-    python benchmarks/minhash_speed.py [DATA] [--sizes 100000 1000000] [--peer-n 20000]
+    python benchmarks/minhash_speed.py [DATA] [--sizes 100000 1000000] [--peer-n 20000] [--record]
+
+Writes runs/bench/minhash_speed/minhash_speed.{md,json} (``--record``: benchmarks/results/);
+``--render`` re-renders the committed benchmarks/results/minhash_speed.json.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minhash_common import DEFAULT_DATA, RESULTS, _typos, load_real_texts, peak_rss_mb  # noqa: E402
+from minhash_common import DEFAULT_DATA, _typos, load_real_texts, peak_rss_mb  # noqa: E402
+from results_io import RESULTS, add_record_flag, output_dir
 
 WORDS = 200
 
@@ -216,7 +220,9 @@ def main() -> None:
     ap.add_argument("--bands", type=int)
     ap.add_argument("--rows", type=int)
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--render", action="store_true", help="re-render the tables from results/minhash_speed.json")
+    ap.add_argument("--render", action="store_true",
+                    help="re-render the tables from the committed benchmarks/results/minhash_speed.json")
+    add_record_flag(ap)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(measure(args)))
@@ -254,9 +260,9 @@ def main() -> None:
     lines += ["", extrapolate(runs)]
     text = "\n".join(lines)
     print("\n" + text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "minhash_speed.md").write_text(text + "\n")
-    (RESULTS / "minhash_speed.json").write_text(json.dumps(runs, indent=1))
+    out_dir = output_dir(args)
+    (out_dir / "minhash_speed.md").write_text(text + "\n")
+    (out_dir / "minhash_speed.json").write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,29 +3,36 @@
 Steps:
   1. ``--build-reference DATA``: rebuild the reference corpus from DATA/instruct/dolly_15k.json
      (the ``input`` contexts: stripped, exact duplicates dropped, >= 200 characters, 1,000 drawn
-     with numpy's default_rng(0)) into curate/assets/ppl_reference_dolly_wiki.jsonl.gz. Without
-     it the shipped corpus is read (and its hash checked against the cut-offs file).
+     with numpy's default_rng(0)) into the run folder (``--record``: over the shipped
+     curate/assets/ppl_reference_dolly_wiki.jsonl.gz; ``--reference`` any file). Without it the
+     shipped corpus is read (and its hash checked against the cut-offs file).
   2. SmolLM2 ``ppl_text`` of every reference text through the ``perplexity`` stage itself
      (float32, 512 tokens), saved shard by shard under ``--work-dir``: a killed run resumes.
   3. The 30th / 60th percentiles, the per-text perplexities, the corpus hash and the model
-     fingerprint written to ``--out`` (default the shipped asset).
+     fingerprint written to ``--out`` (default runs/bench/ppl_reference/ppl_cutoffs_smollm2.json;
+     ``--record``: over the shipped asset).
 
 ``--compare-dtype bfloat16 --compare-rows 64`` instead scores a seeded sample of the reference
 texts with another dtype and reports how far those perplexities and buckets are from the
-asset's (a ``ppl_text`` computed earlier with bf16 weights is bucketed as it is).
+asset's (a ``ppl_text`` computed earlier with bf16 weights is bucketed as it is), written to
+``ppl_buckets_<dtype>.json`` in the run folder (``--record``: benchmarks/results/).
 
 Run in the background on a shared CPU:
-  nice -n 10 .venv/bin/python benchmarks/ppl_reference.py > /tmp/ppl_reference.log 2>&1 &
+  nice -n 10 .venv/bin/python benchmarks/ppl_reference.py --record > /tmp/ppl_reference.log 2>&1 &
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
 from curate.score.perplexity_bucket import (
     assets_dir,
@@ -64,8 +71,8 @@ def compare_dtype(args) -> None:
     """Perplexities of ``--compare-rows`` seeded reference texts under ``--compare-dtype`` vs the asset."""
     from curate.score.perplexity_bucket import assign_buckets, load_cutoffs
 
-    spec = load_cutoffs(args.out)
-    texts = [r["text"] for r in read_reference(args.reference)]
+    spec = load_cutoffs(args.out or default_cutoffs_path())  # the shipped cut-offs unless --out
+    texts = [r["text"] for r in read_reference(args.reference or assets_dir() / REFERENCE_FILE)]
     idx = np.sort(np.random.default_rng(SEED).choice(len(texts), args.compare_rows, replace=False))
     sub = [texts[i] for i in idx]
     work = args.work_dir / f"compare-{corpus_hash(sub)[:16]}-L{args.max_length}-{args.compare_dtype}"
@@ -79,7 +86,7 @@ def compare_dtype(args) -> None:
            "rel_diff_median": float(np.median(rel)), "rel_diff_max": float(rel.max()),
            "ratio_median": float(np.median(got / ref)), "bucket_changes": flips,
            "spearman": float(np.corrcoef(np.argsort(np.argsort(got)), np.argsort(np.argsort(ref)))[0, 1])}
-    path = Path(__file__).resolve().parent / "results" / f"ppl_buckets_{args.compare_dtype}.json"
+    path = output_dir(args) / f"ppl_buckets_{args.compare_dtype}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     log.info("%s", out)
 
@@ -88,8 +95,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-reference", type=Path, default=None, metavar="DATA",
                     help="rebuild the reference corpus from DATA/instruct/dolly_15k.json")
-    ap.add_argument("--reference", type=Path, default=assets_dir() / REFERENCE_FILE)
-    ap.add_argument("--out", type=Path, default=default_cutoffs_path())
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="reference corpus (default the shipped one; --build-reference writes it to the run folder, "
+                         "or over the shipped one with --record)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="cut-offs file (default the run folder's; --record: the shipped asset)")
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/curate_ppl_reference"))
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--dtype", default="float32")
@@ -97,11 +107,19 @@ def main() -> None:
     ap.add_argument("--licence", default="CC BY-SA 3.0", help="the --reference corpus's licence")
     ap.add_argument("--compare-dtype", default=None, help="only compare the asset with this dtype's perplexities")
     ap.add_argument("--compare-rows", type=int, default=64)
+    add_record_flag(ap)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.compare_dtype:
         compare_dtype(args)
         return
+    # the shipped assets are read by every user's ppl_bucket stage: overwrite them only under --record
+    shipped_ref = assets_dir() / REFERENCE_FILE
+    if args.reference is None:
+        fresh = args.build_reference is not None and not args.record
+        args.reference = output_dir(args) / REFERENCE_FILE if fresh else shipped_ref
+    if args.out is None:
+        args.out = default_cutoffs_path() if args.record else output_dir(args) / default_cutoffs_path().name
     t0 = time.time()
     if args.build_reference is not None:
         rows = build_reference(args.build_reference)

@@ -11,9 +11,11 @@ Check: pairwise accuracy on the 254 APE test pairs through the public API,
 ``curate.select(records, method="quality_model", model_path=...)``, for the previous asset (from
 git, or ``--old``) and the new one, in the same run.
 
-    python benchmarks/refit_quality_asset.py [DATA_DIR] [--save] [--old OLD.npz]
+    python benchmarks/refit_quality_asset.py [DATA_DIR] [--save] [--old OLD.npz] [--record]
 
-Writes benchmarks/results/quality_asset.{md,json}; ``--save`` writes curate/assets/quality_car_ape.npz.
+Writes runs/bench/refit_quality_asset/quality_asset.{md,json} (``--record``: benchmarks/results/).
+``--save --record`` (or ``--save --force``) overwrites the shipped curate/assets/quality_car_ape.npz;
+``--save`` alone is refused before any work.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 from score_common import load_pairs, load_scores, pairwise_accuracy  # noqa: E402
 
 from curate.score.quality_model import QualityModel, default_model_path  # noqa: E402
@@ -60,9 +63,18 @@ def select_accuracy(pos, neg, model_path: str) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", nargs="?", type=Path, default=Path("/work/shared/data"))
-    ap.add_argument("--save", action="store_true")
+    ap.add_argument("--save", action="store_true", help="overwrite the shipped scorer (needs --record or --force)")
+    ap.add_argument("--force", action="store_true", help="with --save: overwrite the shipped asset without --record")
     ap.add_argument("--old", type=Path, default=None, help="previous asset (default: the committed one, from git)")
+    add_record_flag(ap)
     args = ap.parse_args()
+    if args.force and not args.save:
+        ap.error("--force only applies to --save")
+    if args.save and not (args.record or args.force):
+        # the shipped scorer sets every user's quality_model scores: refuse before minutes of fitting
+        ap.error(f"--save would overwrite the shipped scorer {default_model_path().relative_to(REPO)}; "
+                 "add --record (or --force) to do that on purpose")
+    out = output_dir(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     tmp = Path(tempfile.mkdtemp(prefix="refit-"))
     old = args.old
@@ -96,7 +108,6 @@ def main() -> None:
     if args.save:
         new.save(default_model_path())
         res["saved"] = str(default_model_path().relative_to(REPO))
-    out = REPO / "benchmarks" / "results"
     (out / "quality_asset.json").write_text(json.dumps(res, indent=2))
     md = ["# Shipped quality scorer: refit on the canonical text (reuses the pool's embedding column)", "",
           f"Features embedding + heuristics; embedder: MiniLM via the `embed` stage defaults "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every unit of benchmarks/select_methods.py (one pool x method each) under the shared heavy lock,
-# then car at CaR's published size and the report. Finished units are skipped on a rerun.
-#   benchmarks/run_select_methods.sh ANNOTATIONS_ROOT [extra select_methods.py args]
+# then car at CaR's published size and the report. Finished units are skipped on a rerun. The
+# report goes to runs/bench/select_methods/; an extra --record writes benchmarks/results/ instead.
+#   benchmarks/run_select_methods.sh ANNOTATIONS_ROOT [extra select_methods.py args, e.g. --record]
 set -euo pipefail
 PY=${PYTHON:-python}
 LOCK=${HEAVY_LOCK:-${TMPDIR:-/tmp}/curate-heavy.lock}
@@ -18,4 +19,5 @@ for u in $($B --list); do
 done
 [ -e "$work/units/alpaca_44k__car_published.npz" ] || flock "$LOCK" $B --car-published || echo "car_published failed"
 flock "$LOCK" $B --report > /dev/null
-echo "report: benchmarks/results/select_methods.md"
+case " $* " in *" --record "*) report=benchmarks/results ;; *) report=runs/bench/select_methods ;; esac
+echo "report: $report/select_methods.md"

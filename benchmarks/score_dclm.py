@@ -7,7 +7,9 @@ score's direction is fixed beforehand (lower perplexity = better; heuristics are
 as raw AUC, where < 0.5 means lower values go with good text); AUC ``max(a, 1-a)`` would
 select the direction on the test data itself, so it is not reported.
 
-Usage: python benchmarks/score_dclm.py [DATA_DIR]
+Usage: python benchmarks/score_dclm.py [DATA_DIR] [--record]
+
+Writes runs/bench/score_dclm/score_dclm.{md,json} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score_common import DEFAULT_DATA, RESULTS, auc, lm_losses, load_dclm, pair_sample, subset  # noqa: E402
+from results_io import add_record_flag, output_dir
+from score_common import DEFAULT_DATA, auc, lm_losses, load_dclm, pair_sample, subset  # noqa: E402
 
 from curate.score.heuristics import HEURISTIC_COLUMNS, heuristics_matrix  # noqa: E402
 from curate.score.quality_model import QualityModel, default_model_path  # noqa: E402
@@ -33,7 +36,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/curate_score_bench"))
     ap.add_argument("--lm-rows", type=int, default=60, help="agreement rows scored by SmolLM2 (seeded sample)")
     ap.add_argument("--no-quality", action="store_true", help="skip the learned scorer (MiniLM embeddings)")
+    add_record_flag(ap)
     args = ap.parse_args()
+    out_dir = output_dir(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
     results = {}
@@ -62,8 +67,7 @@ def main() -> None:
             if "quality" in res:
                 res["quality (LM sample)"] = auc(q[idx], y[idx])
         results[name] = res
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "score_dclm.json").write_text(json.dumps({"results": results, "seconds": time.time() - t0}, indent=2))
+    (out_dir / "score_dclm.json").write_text(json.dumps({"results": results, "seconds": time.time() - t0}, indent=2))
     a, m = results["agreement"], results["majority"]
     lines = [f"AUC against DCLM human quality labels (agreement: {a['_n']} rows, {a['_pos']} good; majority: "
              f"{m['_n']} rows, {m['_pos']} good). 0.5 = chance; < 0.5 = lower values go with good text.", "",
@@ -74,7 +78,7 @@ def main() -> None:
     for k in sorted(keys, key=lambda k: -abs(a[k] - 0.5)):
         lm = a.get(f"{k} (LM sample)")
         lines.append(f"| {k} | {a[k]:.3f} | {m[k]:.3f} | {'-' if lm is None else f'{lm:.3f}'} |")
-    (RESULTS / "score_dclm.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "score_dclm.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -5,12 +5,14 @@ the original Alpaca response (``neg``). CaR's 550M IQS scorer reaches 84.25% on 
 
 For each score the direction (higher or lower is better) is chosen on the valid split; the test
 split is scored once with that direction. The learned scorer (``quality_model``) is fitted on
-car_ape_score_train.csv, its C tuned on valid pairs; the fitted default is written to
-curate/assets/ with ``--save-asset``. SmolLM2 scores (perplexity, IFD) run on a seeded random
+car_ape_score_train.csv, its C tuned on valid pairs; ``--save-asset --record`` (or ``--force``)
+overwrites the shipped default in curate/assets/. SmolLM2 scores (perplexity, IFD) run on a seeded random
 subsample of pairs (``--lm-test-pairs``/``--lm-valid-pairs``) because a 2-core CPU scores only
 ~0.3 rows/s; every score is also reported on that same subsample for a like-for-like column.
 
-Usage: python benchmarks/score_pairs.py [DATA_DIR] [--save-asset]
+Usage: python benchmarks/score_pairs.py [DATA_DIR] [--save-asset] [--record]
+
+Writes runs/bench/score_pairs/score_pairs.{md,json} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score_common import (CAR_ACC, DEFAULT_DATA, RESULTS, lm_pairs, load_pairs,  # noqa: E402
+from results_io import add_record_flag, output_dir
+from score_common import (CAR_ACC, DEFAULT_DATA, lm_pairs, load_pairs,  # noqa: E402
                           load_scores, pairwise_accuracy)
 
 from curate.score.heuristics import HEURISTIC_COLUMNS  # noqa: E402
@@ -58,8 +61,15 @@ def main() -> None:
     ap.add_argument("--lm-test-pairs", type=int, default=64)
     ap.add_argument("--lm-valid-pairs", type=int, default=40)
     ap.add_argument("--no-lm", action="store_true", help="skip the SmolLM2 scores")
-    ap.add_argument("--save-asset", action="store_true", help="write the tuned scorer to curate/assets/")
+    ap.add_argument("--save-asset", action="store_true",
+                    help="overwrite the shipped scorer in curate/assets/ (needs --record or --force)")
+    ap.add_argument("--force", action="store_true", help="with --save-asset: overwrite it without --record")
+    add_record_flag(ap)
     args = ap.parse_args()
+    if args.save_asset and not (args.record or args.force):
+        ap.error(f"--save-asset would overwrite the shipped scorer {default_model_path()}; "
+                 "add --record (or --force) to do that on purpose")
+    out_dir = output_dir(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
 
@@ -135,12 +145,10 @@ def main() -> None:
         best = row["test_acc"] if row["test_acc"] is not None else row["test_acc_subsample"]
         row["vs_car_pts"] = 100 * (best - CAR_ACC)
         rows.append(row)
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"car_reference_acc": CAR_ACC, "lm_valid_pairs": None if lm_sub is None else len(lm_sub[0]),
             "lm_test_pairs": None if lm_sub is None else len(lm_sub[1]), "learned": learned,
             "seconds": time.time() - t0}
-    (RESULTS / "score_pairs.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (out_dir / "score_pairs.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     n_sub = "-" if lm_sub is None else len(lm_sub[1])
     lines = [f"Pairwise accuracy, CaR APE pairs (pick expert-revised over original). CaR IQS (550M): "
              f"{100 * CAR_ACC:.2f}% on test. Direction chosen on valid. LM scores on a seeded sample of "
@@ -152,7 +160,7 @@ def main() -> None:
         lines.append(f"| {r['score']} | {r['better']} | {fmt(r['valid_acc'])} ({r['n_valid_pairs']}) | "
                      f"{fmt(r['test_acc'])} | {fmt(r.get('test_acc_subsample'))} | {r['vs_car_pts']:+.1f} |")
     lines += ["", "Learned scorer C (tuned on valid): " + ", ".join(f"{k}: C={v['C']}" for k, v in learned.items())]
-    (RESULTS / "score_pairs.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "score_pairs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -7,7 +7,9 @@ Both use the same loaded model, batch size, max length and texts (CaR APE valid 
 with the Alpaca template), so the ratio is like for like; the agreement of their ``ppl_text``
 is printed as a check. GPU: runs on CUDA when present (not measured in this session).
 
-Usage: python benchmarks/score_throughput.py [DATA_DIR] [--rows 48] [--batch-size 8]
+Usage: python benchmarks/score_throughput.py [DATA_DIR] [--rows 48] [--batch-size 8] [--record]
+
+Writes runs/bench/score_throughput/score_throughput.{md,json} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score_common import DEFAULT_DATA, RESULTS, load_scores  # noqa: E402
+from results_io import add_record_flag, output_dir
+from score_common import DEFAULT_DATA, load_scores  # noqa: E402
 
 from curate.core.stage import StageContext  # noqa: E402
 from curate.score import lm as lmlib  # noqa: E402
@@ -51,7 +54,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default=None)
+    add_record_flag(ap)
     args = ap.parse_args()
+    out_dir = output_dir(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
@@ -85,8 +90,7 @@ def main() -> None:
     row = {"device": device, "torch_threads": torch.get_num_threads(), "rows": n, "batch_size": args.batch_size,
            "model_load_s": t_load, "curate_rows_per_s": n / c, "bare_rows_per_s": n / b, "ratio": b / c,
            "max_rel_diff_ppl_text": rel, "tokens": int(sum(len(tok(x).input_ids) for x in texts))}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "score_throughput.json").write_text(json.dumps(row, indent=2))
+    (out_dir / "score_throughput.json").write_text(json.dumps(row, indent=2))
     lines = [f"Perplexity scoring throughput, SmolLM2-135M-Instruct (GGUF -> fp32), {n} CaR valid rows "
              f"({row['tokens']} tokens), batch {args.batch_size}, device {device}, {row['torch_threads']} torch threads; "
              "best of 2 runs each.", "",
@@ -95,7 +99,7 @@ def main() -> None:
              f"| bare transformers loop (ppl_text only) | {row['bare_rows_per_s']:.2f} | 1.00x |", "",
              f"Max relative difference of ppl_text between the two: {rel:.2e}. Model load: {t_load:.1f} s.",
              "GPU: not measured (no GPU lent this session)."]
-    (RESULTS / "score_throughput.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "score_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -16,7 +16,10 @@ coverage columns describe duplicated rows: use them for timing only.
 
     flock /work/heavy.lock python benchmarks/select_cluster_timing.py \\
         --annotations DIR --pool ../shared/data/instruct/alpaca_44k.json --budgets 1000 5000 \\
-        [--scale 44657] [--out benchmarks/results/select_cluster_timing]
+        [--scale 44657] [--record]
+
+Writes select_cluster_timing.{json,md} under runs/bench/select_cluster_timing/ (``--record``:
+benchmarks/results/; ``--out OUT`` writes OUT.json and OUT.md).
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's curate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
 
 def load_annotations(folder: Path) -> dict[str, np.ndarray]:
@@ -157,7 +162,8 @@ def main() -> None:
     ap.add_argument("--pool", required=True)
     ap.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--scale", type=int, default=None, help="also time a planted pool of this many rows")
-    ap.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
+    ap.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md (default: see --record)")
+    add_record_flag(ap)
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     ann = load_annotations(a.annotations)
@@ -165,11 +171,11 @@ def main() -> None:
     rows = time_pool(f"real ({Path(a.pool).name}, first {len(table)} rows)", table, a.budgets)
     if a.scale:
         rows += time_pool(f"planted ({a.scale} rows from the real ones)", planted(table, a.scale), a.budgets)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        a.out.with_suffix(".md").write_text(to_markdown(rows, a.pool))
-        print(f"wrote {a.out.with_suffix('.md')}")
+    out = a.out or output_dir(a) / "select_cluster_timing"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    out.with_suffix(".md").write_text(to_markdown(rows, a.pool))
+    print(f"wrote {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ Units (one pool x method, both budgets) are resumable: each writes ``units/<pool
     python benchmarks/select_methods.py --annotations DIR --report
     benchmarks/run_select_methods.sh DIR       # every unit under flock, then the report
 
-Writes benchmarks/results/select_methods.{md,json} and select_methods_*.png.
+Writes select_methods.{md,json} and select_methods_*.png under runs/bench/select_methods/
+(``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ import numpy as np
 # this checkout's curate (or CURATE_ROOT's, to measure another branch's methods)
 sys.path.insert(0, os.environ.get("CURATE_ROOT", str(Path(__file__).resolve().parent.parent)))
 
-from results_io import RESULTS, write_results  # noqa: E402
+from results_io import add_record_flag, output_dir, write_results
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 POOLS = {"alpaca_44k": "instruct/alpaca_44k.json", "dolly_15k": "instruct/dolly_15k.json"}
@@ -297,7 +298,7 @@ def report(data: Path, ann: Path, work: Path) -> dict:
             jac = [[len(a & c) / len(a | c) if a | c else float("nan") for c in sets] for a in sets]
             P["overlap"][b] = {"methods": names, "intersection": inter, "jaccard": jac}
             fake = {"runs": [{"name": x} for x in names], "overlap": {"jaccard": jac, "intersection": inter}}
-            png = RESULTS / f"select_methods_overlap_{pool}_{b}.png"
+            png = output_dir() / f"select_methods_overlap_{pool}_{b}.png"
             plot_overlap(fake, png)
             P["overlap"][b]["plot"] = png.name
         if pool == "alpaca_44k":
@@ -430,6 +431,7 @@ def main() -> None:
     g.add_argument("--prepare", help="POOL: compute the cached cluster_id / n_tokens columns only")
     g.add_argument("--prepare-sae", help="POOL: train the SAE once and cache its features (needs curate.select.sae)")
     g.add_argument("--report", action="store_true")
+    add_record_flag(ap)
     a = ap.parse_args()
     data, ann = Path(a.data), Path(a.annotations)
     work = Path(a.work) if a.work else ann / "select_methods"

@@ -27,7 +27,8 @@ MiniLM embedding would have taken about 28 minutes on the loaded CPU).
     python benchmarks/select_new_methods.py --unit pool44k [--pool-rows 10000] [--data ../shared/data] [--out runs/bench_new_methods]
     python benchmarks/select_new_methods.py --report
 
-Writes benchmarks/results/select_new_methods.{md,json} (+ select_new_methods_overlap.{md,png}).
+Writes select_new_methods.{md,json} (+ select_new_methods_overlap.{md,png}) under
+runs/bench/select_new_methods/ (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ import numpy as np
 sys.path.insert(0, os.environ.get("CURATE_ROOT", str(Path(__file__).resolve().parent.parent)))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results_io import RESULTS, write_results
+from results_io import add_record_flag, output_dir, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -111,10 +112,10 @@ def unit_pool44k(data: Path, budget: int = 1000) -> dict:
         print(label, runs[label]["steps"], flush=True)
     res = compare(dirs, OUT / "alpaca_44k" / "compare", plots=True)
     md = render_markdown(res)
-    (RESULTS / "select_new_methods_overlap.md").write_text(md)
+    (output_dir() / "select_new_methods_overlap.md").write_text(md)
     png = OUT / "alpaca_44k" / "compare" / "overlap.png"
     if png.exists():
-        shutil.copy(png, RESULTS / "select_new_methods_overlap.png")
+        shutil.copy(png, output_dir() / "select_new_methods_overlap.png")
     return {"budget": budget, "pool": str(pool), "pool_rows": n_pool, "runs": runs, "compare": res}
 
 
@@ -290,7 +291,7 @@ def steps_table(runs: dict, n_rows: int) -> list[str]:
 
 
 def render(units: dict) -> str:
-    """benchmarks/results/select_new_methods.md from the finished units."""
+    """select_new_methods.md (benchmarks/results/ under ``--record``) from the finished units."""
     out = ["# The seed papers' last methods on real pools (benchmarks/select_new_methods.py)", "",
            ("CPU only (2 cores shared with other jobs: the load average at each unit's end is given); "
            "seconds are wall time of each recipe step from the run report."), ""]
@@ -367,6 +368,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--pool-rows", type=int, default=0, help="pool44k on a seeded sample of this many rows (0: all)")
+    add_record_flag(ap)
     args = ap.parse_args()
     OUT, POOL_ROWS = args.out, args.pool_rows
     (OUT / "units").mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ budget (5% of the pool) is a little larger than the number of GSM8K rows, the be
 fraction is n_gsm8k / budget (~0.95).
 
 Each ``--step`` is one resumable unit (embedding shards and stage outputs are cached under
-``--cache``); results go to ``--out/<step>.json`` and ``summary`` merges them. Run each step under
-the shared lock, e.g.::
+``--cache``); results go to ``--out/<step>.json`` (default
+runs/bench/select_targeted/select_targeted/; ``--record``: benchmarks/results/select_targeted/) and
+``summary`` merges them. Run each step under the shared lock, e.g.::
 
     flock /work/heavy.lock python benchmarks/select_targeted.py --step cost --data ../shared/data
 
@@ -42,6 +43,8 @@ import pyarrow as pa
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
 from curate.cache.store import StageStore
 from curate.core.hashing import table_fingerprint
@@ -227,8 +230,13 @@ def main(argv=None) -> None:
                                                       "sub_zipfit", "small", "sae", "sae_curve", "summary"])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=None, help="stage cache (default $CURATE_CACHE)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "select_targeted")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="step results folder (default select_targeted/ in the run folder or, with --record, "
+                         "in benchmarks/results/)")
+    add_record_flag(ap)
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = output_dir(a, "select_targeted") / "select_targeted"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from curate.cache.store import default_cache_dir
 

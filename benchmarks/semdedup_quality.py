@@ -13,7 +13,7 @@
     python benchmarks/semdedup_quality.py [DATA_DIR] [--cache-dir DIR]
 
 Embeddings: all-MiniLM-L6-v2, max_length 128 (cached by benchmarks/embed_cache.py).
-Writes benchmarks/results/semdedup_quality.{md,json}.
+Writes runs/bench/semdedup_quality/semdedup_quality.{md,json} (``--record``: benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -25,9 +25,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import (DEFAULT_CACHE, DEFAULT_DATA, embed_cached, mrpc_pairs, qqp_subset,  # noqa: E402
-                         row_text, toolformer)
-from results_io import write_results  # noqa: E402
+from embed_cache import (  # noqa: E402
+    DEFAULT_CACHE,
+    DEFAULT_DATA,
+    embed_cached,
+    mrpc_pairs,
+    qqp_subset,
+    row_text,
+    toolformer,
+)
+from results_io import add_record_flag, write_results
 
 EPS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 
@@ -76,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    add_record_flag(ap)
     a = ap.parse_args()
     data, cache = Path(a.data), Path(a.cache_dir)
     res: dict = {}

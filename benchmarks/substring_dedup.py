@@ -23,7 +23,10 @@ with psutil; "pass peak" is the growth of RSS during the suffix-array phase alon
 model of curate.dedup.suffix_array.pass_bytes and the ``memory_gb`` bound.
 
 Usage:
-    python benchmarks/substring_dedup.py [--data DIR] [--out DIR] [--per-length 25] [--scale-mb 5 20 40]
+    python benchmarks/substring_dedup.py [--data DIR] [--out DIR] [--per-length 25] [--scale-mb 5 20 40] [--record]
+
+Writes ``<out>/substring_dedup.{md,json}`` (default ``runs/benchmarks``); ``--record`` also writes
+``benchmarks/results/substring_dedup.{md,json}``.
 """
 from __future__ import annotations
 
@@ -400,6 +403,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4456])
     ap.add_argument("--scale-mb", type=float, nargs="+", default=[5, 10, 20, 40])
     ap.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--record", action="store_true", help="also write benchmarks/results/substring_dedup.{md,json}")
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(json.loads(a.worker)), default=float))
@@ -428,7 +432,12 @@ def main() -> None:
     (a.out / "substring_dedup.json").write_text(json.dumps(rs, indent=2, default=float))
     md = markdown(rs)
     (a.out / "substring_dedup.md").write_text(md)
-    print(md)
+    if a.record:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from results_io import RESULTS, write_results
+        write_results("substring_dedup", rs, md, out=RESULTS, indent=2, default=float)
+    else:
+        print(md)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ other in one process, so the ratios are like for like. Configurations (EVALUATIO
   included in the "incl. cache" rate.
 
 Eval: reference losses on held-out rows with and without the prefix cache. Token rates count real
-(non-pad) tokens. Results: benchmarks/results/train_speed.{json,md}.
+(non-pad) tokens. Results: runs/bench/train_speed/train_speed.{json,md}
+(``--record``: benchmarks/results/).
 
 Usage: python benchmarks/train_speed.py [--pool PATH] [--steps 6] [--batch-size 8]
 """
@@ -28,7 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import add_record_flag, output_dir
 
 CONFIGS = [
     ("pilot", dict(layers=None, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), group_by_length=False,
@@ -47,7 +49,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--only", default=None, help="comma-separated config names")
+    add_record_flag(ap)
     args = ap.parse_args()
+    out_dir = output_dir(args)
 
     import torch
 
@@ -104,8 +108,7 @@ def main() -> None:
           f"arms), cached {t_fast:.1f} s; max |diff| {out['eval']['max_abs_diff_full']:.2e}", flush=True)
     ref = out["train"].get("top8", {}).get("s_per_step")
     pilot = out["train"].get("pilot", {}).get("s_per_step")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_speed.json").write_text(json.dumps(out, indent=1))
+    (out_dir / "train_speed.json").write_text(json.dumps(out, indent=1))
     lines = [f"# LoRA trainer speed (SmolLM2-135M-Instruct fp32, {out['threads']} threads, {args.steps} steps x "
              f"{args.batch_size} rows of alpaca_44k, same rows for every config)", "",
              "| config | s/step | real tok/s | real tok/s incl. prefix cache | speed-up vs top8 plain | vs pilot |",
@@ -117,7 +120,7 @@ def main() -> None:
     lines += ["", f"Eval ({e['rows']} self-instruct rows, {e['tokens']} tokens): plain {e['plain_s']:.1f} s, with prefix cache "
               f"{e['cached_s']:.1f} s ({e['plain_s'] / e['cached_s']:.2f}x; cache build {e['prefix_build_s']:.1f} s once per eval "
               f"set, shared by all arms); max |Δ loss| {e['max_abs_diff_full']:.1e}. Model load {load_s:.1f} s."]
-    (RESULTS / "train_speed.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "train_speed.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

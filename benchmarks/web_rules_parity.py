@@ -21,7 +21,10 @@ private/public IPs, and the URL filter on URLs drawn from the block lists themse
 Wikipedia-style URLs (the DCLM/Dolly documents have no URL).
 
 Usage: python benchmarks/web_rules_parity.py [--docs sample_web/jsonl/manpages_l10n.jsonl.gz ...]
-       [--dt-python /tmp/dt-venv/bin/python] [--out DIR]
+       [--dt-python /tmp/dt-venv/bin/python] [--out DIR] [--record]
+
+Writes ``<out>/web_rules_parity.{md,json}``; ``--record`` also writes
+``benchmarks/results/web_rules_parity.{md,json}``.
 """
 from __future__ import annotations
 
@@ -516,7 +519,7 @@ def main() -> None:
     ap.add_argument("--docs", action="append", help="extra JSONL of documents (text, optional url); repeatable")
     ap.add_argument("--dt-python", default="/tmp/dt-venv/bin/python", help="python of a venv with datatrove==0.10.1")
     ap.add_argument("--out", type=Path, default=Path("runs/web_rules_parity"))
-    ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/web_rules_parity.*")
+    ap.add_argument("--record", action="store_true", help="also write benchmarks/results/web_rules_parity.{md,json}")
     args = ap.parse_args()
     if args.datatrove_side:
         datatrove_side(Path(args.datatrove_side[0]), Path(args.datatrove_side[1]))
@@ -548,11 +551,11 @@ def main() -> None:
     data = {"meta": meta, "results": res}
     (args.out / "web_rules_parity.json").write_text(json.dumps(data, indent=1, default=str))
     (args.out / "web_rules_parity.md").write_text(md)
-    if args.no_results:
-        print(md)
+    if args.record:
+        from results_io import RESULTS, write_results
+        write_results("web_rules_parity", data, md, out=RESULTS, indent=1, default=str)
     else:
-        from results_io import write_results
-        write_results("web_rules_parity", data, md, indent=1, default=str)
+        print(md)
 
 
 if __name__ == "__main__":

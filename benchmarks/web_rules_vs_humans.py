@@ -13,7 +13,10 @@ agreement pages kept, 75.3% of them good (pool 54.1%), 84.2% of good pages kept;
 file 300 of 499, 70.7% good, 77.9% of good kept. With ``--dt-python`` datatrove's chain is rerun
 (through ``web_rules_parity.py --datatrove-side``) and its figures reported beside curate's.
 
-Usage: python benchmarks/web_rules_vs_humans.py [--data /work/shared/data] [--dt-python PY] [--out DIR]
+Usage: python benchmarks/web_rules_vs_humans.py [--data /work/shared/data] [--dt-python PY] [--out DIR] [--record]
+
+Writes ``<out>/web_rules_vs_humans.{md,json}``; ``--record`` also writes
+``benchmarks/results/web_rules_vs_humans.{md,json}``.
 """
 from __future__ import annotations
 
@@ -145,7 +148,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--dt-python", default=None, help="python of a venv with datatrove==0.10.1 (optional)")
     ap.add_argument("--out", type=Path, default=Path("runs/web_rules_vs_humans"))
-    ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/web_rules_vs_humans.*")
+    ap.add_argument("--record", action="store_true", help="also write benchmarks/results/web_rules_vs_humans.{md,json}")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     res = {}
@@ -165,12 +168,12 @@ def main() -> None:
     md = markdown(res)
     (args.out / "web_rules_vs_humans.json").write_text(json.dumps(res, indent=1))
     (args.out / "web_rules_vs_humans.md").write_text(md)
-    if args.no_results:
-        print(md)
-    else:
+    if args.record:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from results_io import write_results
-        write_results("web_rules_vs_humans", res, md, indent=1)
+        from results_io import RESULTS, write_results
+        write_results("web_rules_vs_humans", res, md, out=RESULTS, indent=1)
+    else:
+        print(md)
 
 
 if __name__ == "__main__":
