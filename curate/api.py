@@ -12,8 +12,16 @@ from curate.ingest import read as cio
 __all__ = ["run", "plan", "select"]
 
 
+def interactive() -> bool:
+    """True when progress bars have someone to watch them: standard error is a terminal, or the
+    code runs in a Jupyter kernel (tqdm.auto draws notebook bars there)."""
+    import sys
+
+    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+
+
 def select(data, method: str, budget=None, *, format: str | None = None, id_field: str | None = None,
-           cache_dir: str | Path | None = None, show_progress: bool = False, return_provenance: bool = False,
+           cache_dir: str | Path | None = None, show_progress: bool | None = None, return_provenance: bool = False,
            output: str = "dataset", **params):
     """One-off selection on in-memory or on-disk data.
 
@@ -26,7 +34,8 @@ def select(data, method: str, budget=None, *, format: str | None = None, id_fiel
         format: input format for raw records (default auto-detect).
         id_field: field holding row ids (default ``id`` if present, else ``memory:<row>``).
         cache_dir: stage cache folder (default: a temporary folder, i.e. no reuse).
-        show_progress: draw progress bars (default False).
+        show_progress: draw progress bars (default None: when standard error is a terminal or
+            the caller is a Jupyter kernel, as tqdm users expect; False silences them).
         return_provenance: also return the provenance table.
         output: ``"dataset"`` (default): a ``datasets.Dataset``; ``"arrow"``: a ``pa.Table``
             of the same rows, without importing ``datasets`` (~0.7 s on first use) or building
@@ -45,6 +54,8 @@ def select(data, method: str, budget=None, *, format: str | None = None, id_fiel
     stage = build_stage(spec, where=f"select(method={method!r})")
     got = cio.from_records(data, format=format, id_field=id_field)  # paths go through read_input
     with tempfile.TemporaryDirectory(prefix="curate-select-") as tmp:
+        if show_progress is None:
+            show_progress = interactive()
         ex = execute_table(got, [stage], cache_dir=cache_dir or tmp, show_progress=show_progress)
         # copied while the temporary cache (the table's memory-mapped columns) still exists
         rows = ex.table.combine_chunks()

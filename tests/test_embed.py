@@ -143,3 +143,44 @@ def test_cpu_only_backends_refuse_another_device(backend, device):
     with pytest.raises(ValueError, match=f"backend='{backend}' runs on the CPU only, got device='{device}'"):
         Embed(backend=backend, device=device)
     Embed(backend=backend, device="cpu")  # accepted
+
+
+def test_embed_bar_moves_per_batch_inside_a_shard(tmp_path, monkeypatch):
+    # one shard of 10 rows in batches of 4: an inner bar counts rows (4, 8, 10); the shard bar
+    # alone would sit at 0/1 for the whole shard
+    import tqdm.auto
+
+    bars = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.steps, self.shown = [], not self.disable  # (close() sets disable)
+            bars.append(self)
+
+        def update(self, n=1):
+            self.steps.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    texts = [f"row number {i} about tides" for i in range(10)]
+    t = pa.table({"id": [str(i) for i in range(10)], "text": texts})
+    Embed(batch_size=4, num_workers=1).annotate(t, StageContext(work_dir=tmp_path, show_progress=True))
+    inner = [b for b in bars if b.desc == "onnx embed"]
+    assert len(inner) == 1 and inner[0].shown
+    assert inner[0].total == 10 and inner[0].steps == [4, 4, 2]
+
+
+def test_select_draws_bars_only_where_someone_watches(monkeypatch):
+    import io
+    import sys
+
+    from curate.api import interactive
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a log file: no bars
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert not interactive()
+    tty = io.StringIO()
+    tty.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert interactive()

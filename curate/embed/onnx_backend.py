@@ -199,15 +199,15 @@ def encode_onnx(texts: list[str], model: str | None = None, *, revision: str | N
         out[idx] = e  # batches write disjoint rows
 
     starts = range(0, len(order), batch_size)
-    bar = tqdm(total=len(starts), desc="onnx embed", disable=not show_progress, unit="batch")
+    bar = tqdm(total=len(order), desc="onnx embed", disable=not show_progress, unit="row", leave=False)
     if workers == 1:
         for start in starts:
             run_batch(start)
-            bar.update()
+            bar.update(min(batch_size, len(order) - start))
     else:
         with ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(run_batch, starts):  # map re-raises a batch's error here
-                bar.update()
+            for start, _ in zip(starts, pool.map(run_batch, starts)):  # map re-raises a batch's error here
+                bar.update(min(batch_size, len(order) - start))
     bar.close()
     if normalize or meta["normalize"]:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

@@ -297,7 +297,9 @@ class Embed(Annotator):
         out_dtype = np.float16 if self.dtype == "float16" else np.float32
 
         def fn(start: int, stop: int) -> dict[str, np.ndarray]:
-            return {"embedding": self.encode(texts[start:stop]).astype(out_dtype)}
+            # the backend's own bar moves per batch inside a shard (a shard is minutes of work
+            # on a CPU; the shard bar alone would sit at 0/1)
+            return {"embedding": self.encode(texts[start:stop], show_progress=ctx.show_progress).astype(out_dtype)}
 
         if texts:
             emb = ctx.map_shards(len(texts), fn, shard_size=self.shard_size, desc=f"embed[{self.backend}]")["embedding"]
