@@ -59,6 +59,13 @@ def test_overlap_matrices_match_set_arithmetic(runs, tmp_path):
             assert res["overlap"]["jaccard"][a][b] == pytest.approx(inter / len(sets[a] | sets[b]))
             assert res["overlap"]["shared_of_row"][a][b] == pytest.approx(inter / 40)
     assert [r["selected"] for r in res["runs"]] == [40] * 4
+    # "pool" is what the selection chose from: the rows exact_dedup kept, not everything ingested
+    prov = pq.read_table(runs["rand0"] / "provenance.parquet").to_pylist()
+    ingested = sum(p["status"] != "quarantined" for p in prov)
+    deduped = sum(p["status"] != "quarantined" and p["stage"] != "0:exact_dedup" for p in prov)
+    assert deduped < ingested  # the planted pool has exact duplicates
+    assert (res["runs"][0]["ingested_rows"], res["runs"][0]["pool_rows"]) == (ingested, deduped)
+    assert "| rand0 | %d | %d | 40 |" % (ingested, deduped) in (tmp_path / "cmp" / "compare.md").read_text()
     assert len(sets[0] & sets[1]) < 40  # two seeds really differ, so the matrix is not trivially 1
     for f in ("compare.md", "compare.json", "overlap.png"):
         assert (tmp_path / "cmp" / f).stat().st_size > 100

@@ -44,6 +44,8 @@ class RunSelection:
         provenance: its provenance table.
         selected: ids of the selected rows, in ledger order.
         pool: ids of all readable rows (selected or dropped).
+        reached: ids of the rows that reached the run's last selection step (the pool it selected
+            from, after dedup and filters); ``pool`` when the run has no report or no selector.
     """
 
     name: str
@@ -51,6 +53,7 @@ class RunSelection:
     provenance: pa.Table
     selected: list[str]
     pool: list[str]
+    reached: list[str] | None = None
 
     def data(self, columns: list[str] | None = None) -> pa.Table:
         """The selected rows as written in ``data/`` (only ``columns`` that exist, when given)."""
@@ -75,8 +78,24 @@ def load_run(path: str | Path) -> RunSelection:
         name = json.loads(man.read_text()).get("config", {}).get("name") or name
     status = prov.column("status").to_pylist()
     ids = prov.column("id").to_pylist()
-    return RunSelection(name, path, prov, [i for i, s in zip(ids, status) if s == "selected"],
-                        [i for i, s in zip(ids, status) if s != "quarantined"])
+    pool = [i for i, s in zip(ids, status) if s != "quarantined"]
+    return RunSelection(name, path, prov, [i for i, s in zip(ids, status) if s == "selected"], pool,
+                        _reached_last_selector(path, prov) or pool)
+
+
+def _reached_last_selector(path: Path, prov: pa.Table) -> list[str] | None:
+    """Ids of the rows that entered the run's last Selector step (from report.json), or None."""
+    from curate.report.selection import step_masks
+
+    rep_path = path / "report.json"
+    if not rep_path.is_file():
+        return None
+    stages = json.loads(rep_path.read_text()).get("stages", [])
+    last = next((j for j in range(len(stages) - 1, -1, -1) if stages[j].get("kind") == "selector"), None)
+    if last is None:
+        return None
+    reached, _ = step_masks(prov, last, stages[last]["label"])
+    return np.array(prov.column("id").to_pylist(), dtype=object)[reached].tolist()
 
 
 def overlap(runs: list[RunSelection]) -> dict[str, list[list[float]]]:
@@ -203,7 +222,8 @@ def compare(paths: list[str | Path], out: str | Path | None = None, plots: bool 
         seen[r.name] = seen.get(r.name, 0) + 1
         if seen[r.name] > 1:
             r.name = f"{r.name}#{seen[r.name]}"
-    res = {"runs": [{"name": r.name, "path": str(r.path), "pool_rows": len(r.pool), "selected": len(r.selected)}
+    res = {"runs": [{"name": r.name, "path": str(r.path), "ingested_rows": len(r.pool),
+                     "pool_rows": len(r.reached if r.reached is not None else r.pool), "selected": len(r.selected)}
                     for r in runs],
            "overlap": overlap(runs), "notes": []}
     clusters, cl_src = _lookup(runs, "cluster_id")
@@ -251,9 +271,10 @@ def render_markdown(res: dict) -> str:
     """compare.md: overlap matrices and per-run statistics."""
     names = [r["name"] for r in res["runs"]]
     lines = ["# curate compare", "", "## Runs", "",
-             "| run | pool | selected | cluster coverage | " + " | ".join(f"mean {c}" for c in res["score_sources"])
+             "| run | ingested | pool (reached selection) | selected | cluster coverage | "
+             + " | ".join(f"mean {c}" for c in res["score_sources"])
              + " | words/row (mean) | tokens (total) | SAE feature coverage |",
-             "|---" * (7 + len(res["score_sources"])) + "|"]
+             "|---" * (8 + len(res["score_sources"])) + "|"]
     for r in res["runs"]:
         cc = r.get("cluster_coverage")
         cov = f"{cc['covered']}/{cc['clusters']} ({cc['coverage']:.1%})" if cc else "-"
@@ -261,7 +282,7 @@ def render_markdown(res: dict) -> str:
             o = r["own_cluster_coverage"]
             cov += f"; own clusters {o['covered']}/{o['clusters']}"
         scores = " | ".join(_fmt(r.get(f"{c}_mean"), ".4g") for c in res["score_sources"])
-        lines.append(f"| {r['name']} | {r['pool_rows']} | {r['selected']} | {cov} | {scores}{' | ' if scores else ''}"
+        lines.append(f"| {r['name']} | {r.get('ingested_rows', '-')} | {r['pool_rows']} | {r['selected']} | {cov} | {scores}{' | ' if scores else ''}"
                      f"{_fmt(r.get('words_mean'), '.1f')} | {r.get('tokens_total', '-')} | "
                      f"{_fmt(r.get('sae_feature_coverage'), '.3f')} |")
     for title, key, spec in (("Shared rows |A∩B|", "intersection", "d"), ("Jaccard |A∩B| / |A∪B|", "jaccard", ".3f"),
