@@ -39,7 +39,9 @@ class LoRAFeedback:
         seed: LoRA init / batch order / row sampling seed (default 0).
         gen_batch_size: prompts per generate call (default 8).
         **train_params: :class:`curate.train.lora.LoRATrainer` parameters (``model``, ``layers``,
-            ``epochs``, ``lr``, ...); defaults here: epochs=1, max_length=512, show_progress=False.
+            ``epochs``, ``lr``, ...); defaults here: epochs=1, max_length=512, and
+            ``show_progress=True``: the fit's step bar and the scoring bar show under
+            kmq_iterative's round bar (a round's fit and generation take minutes on a CPU).
 
     Attributes:
         history_: one dict per call (rows, steps, seconds, scores).
@@ -58,7 +60,7 @@ class LoRAFeedback:
         self.seed = seed
         self.gen_batch_size = gen_batch_size
         self.train_params = train_params
-        self.trainer_ = LoRATrainer(**{"epochs": 1, "show_progress": False, **train_params})
+        self.trainer_ = LoRATrainer(**{"epochs": 1, "show_progress": True, **train_params})
         self.history_ = []
 
     def _generate(self, lm, tok, prompts: list[str]) -> list[str]:
@@ -93,8 +95,11 @@ class LoRAFeedback:
         prompts = [render_prompt(tok, a, x, tr.template, tr.system_prompt) for a, x in zip(f.instruction, f.input)]
         gen = self._generate(lm, tok, prompts)
         kw = dict(template=tr.template, max_length=tr.max_length)
-        gold = reference_losses(lm, tok, encode_texts(tok, prompts, f.output, **kw))["full"]
-        mine = reference_losses(lm, tok, encode_texts(tok, prompts, gen, **kw))["full"]
+        show = tr.show_progress
+        gold = reference_losses(lm, tok, encode_texts(tok, prompts, f.output, **kw), show_progress=show,
+                                desc="feedback: gold NLL")["full"]
+        mine = reference_losses(lm, tok, encode_texts(tok, prompts, gen, **kw), show_progress=show,
+                                desc="feedback: generated NLL")["full"]
         S = gold - mine
         scores = {}
         for c in np.unique(cluster_ids):
