@@ -3,9 +3,11 @@
 Convention: an HTML comment on the line before a fenced ``python`` or ``bash`` block in README.md
 or docs/**/*.md marks it: ``<!-- doc-test -->`` runs it (python blocks with this interpreter, bash
 blocks with ``bash -e`` and the venv's scripts first on PATH), each in a fresh process with a
-time limit of :data:`TIME_LIMIT` seconds and its own cache folder; ``<!-- doc-test: skip REASON
--->`` lists it as skipped with the reason (big data, a server, a step that takes minutes).
-Unmarked blocks are not run: marking is how a block promises to work as written.
+time limit of :data:`TIME_LIMIT` seconds and its own cache folder; ``<!-- doc-test: slow -->``
+runs it only under ``pytest -m slow`` (a block that embeds the 2,000-row sample, ~30-60 s each);
+``<!-- doc-test: skip REASON -->`` lists it as skipped with the reason (big data, a server, a
+step that needs another block's output). Unmarked blocks are not run: marking is how a block
+promises to work as written.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TIME_LIMIT = 240
-MARK = re.compile(r"^<!--\s*doc-test(?::\s*skip\s+(?P<why>.*?))?\s*-->\s*$")
+MARK = re.compile(r"^<!--\s*doc-test(?::\s*(?:(?P<slow>slow)|skip\s+(?P<why>.*?)))?\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<lang>\w+)?\s*$")
 
 
-def marked_blocks() -> list[tuple[str, int, str, str, str | None]]:
-    """(file, line of the block, language, code, skip reason or None) of every marked block."""
+def marked_blocks() -> list:
+    """A ``pytest.param(file, line of the block, language, code, skip reason or None)`` per marked block."""
     out = []
     for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -37,7 +39,9 @@ def marked_blocks() -> list[tuple[str, int, str, str, str | None]]:
             if not fence or fence.group("lang") not in ("python", "bash"):
                 raise AssertionError(f"{rel}:{i + 1}: a doc-test mark must sit right before a ```python or ```bash block")
             end = next(j for j in range(i + 2, len(lines)) if lines[j].strip() == "```")
-            out.append((rel, i + 2, fence.group("lang"), "\n".join(lines[i + 2:end]) + "\n", m.group("why")))
+            code = "\n".join(lines[i + 2:end]) + "\n"
+            out.append(pytest.param(rel, i + 2, fence.group("lang"), code, m.group("why"), id=f"{rel}:{i + 2}",
+                                    marks=[pytest.mark.slow] if m.group("slow") else []))
     return out
 
 
@@ -45,10 +49,10 @@ BLOCKS = marked_blocks()
 
 
 def test_there_are_marked_blocks():
-    assert len([b for b in BLOCKS if b[4] is None]) >= 2
+    assert len([b for b in BLOCKS if b.values[4] is None and not b.marks]) >= 2
 
 
-@pytest.mark.parametrize("where, line, lang, code, skip", BLOCKS, ids=[f"{b[0]}:{b[1]}" for b in BLOCKS])
+@pytest.mark.parametrize("where, line, lang, code, skip", BLOCKS)
 def test_doc_block_runs_as_written(where, line, lang, code, skip, tmp_path):
     if skip:
         pytest.skip(f"{where}:{line}: {skip}")
