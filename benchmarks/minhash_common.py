@@ -148,9 +148,12 @@ def word_shingles(text: str, n: int = 5) -> set[bytes]:
     return {" ".join(w[i:i + n]).encode() for i in range(len(w) - n + 1)}
 
 
-def datasketch_dedup(texts: list[str], *, num_perm: int, bands: int, rows: int, seed: int = 42, n: int = 5):
-    """End to end with datasketch: shingle -> MinHash.update_batch -> MinHashLSH insert+query ->
-    union-find (keep first). Returns (n,) bool keep."""
+def datasketch_dedup(texts: list[str], *, num_perm: int, bands: int, rows: int, seed: int = 42, n: int = 5,
+                     bulk: bool = True):
+    """End to end with datasketch: shingle -> MinHash -> MinHashLSH insert+query -> union-find
+    (keep first). ``bulk`` (default): ``MinHash.bulk``, datasketch's fastest documented path
+    (shared permutations, batch update); False: one ``MinHash`` + ``update_batch`` per row, the
+    usage its README shows. Returns (n,) bool keep."""
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(num_perm=num_perm, params=(bands, rows))
@@ -162,10 +165,19 @@ def datasketch_dedup(texts: list[str], *, num_perm: int, bands: int, rows: int, 
             x = parent[x]
         return x
 
+    def per_row(chunk):
+        for sh in chunk:
+            if not sh:  # skipped below: no hashing for it
+                yield None
+                continue
+            m = MinHash(num_perm=num_perm, seed=seed)
+            m.update_batch(sh)
+            yield m
+
     for lo in range(0, len(texts), 1000):
         chunk = [list(word_shingles(t, n)) for t in texts[lo:lo + 1000]]
-        # MinHash.bulk: datasketch's fastest documented path (shared permutations, batch update)
-        for k, m in enumerate(MinHash.bulk(chunk, num_perm=num_perm, seed=seed)):
+        hashes = MinHash.bulk(chunk, num_perm=num_perm, seed=seed) if bulk else per_row(chunk)
+        for k, m in enumerate(hashes):
             i = lo + k
             if not chunk[k]:
                 continue

@@ -46,7 +46,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from minhash_common import DEFAULT_DATA, build_labelled, load_real_texts, word_shingles  # noqa: E402
+from minhash_common import DEFAULT_DATA, build_labelled, datasketch_dedup, load_real_texts  # noqa: E402
 from results_io import add_record_flag, output_dir
 
 PER_TYPE = 200
@@ -89,33 +89,11 @@ def child_curate(texts: list[str], pairs, t: float, output: str | None) -> dict:
 
 
 def child_datasketch(texts: list[str], t: float) -> dict:
-    from datasketch import MinHash, MinHashLSH
-
     from curate.dedup.minhash import MinHashDedup
 
     b, r = MinHashDedup(threshold=t).band_shape()
     t0, c0 = time.perf_counter(), time.process_time()
-    lsh = MinHashLSH(num_perm=128, params=(b, r))
-    parent = list(range(len(texts)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, text in enumerate(texts):
-        sh = list(word_shingles(text, 5))
-        if not sh:
-            continue
-        m = MinHash(num_perm=128, seed=42)
-        m.update_batch(sh)
-        for j in lsh.query(m):
-            a, c = find(i), find(j)
-            if a != c:
-                parent[max(a, c)] = min(a, c)
-        lsh.insert(i, m)
-    kept = sum(find(i) == i for i in range(len(texts)))
+    kept = int(datasketch_dedup(texts, num_perm=128, bands=b, rows=r, seed=42, n=5, bulk=False).sum())
     return {"cold_s": round(time.perf_counter() - t0, 3), "cold_cpu_s": round(time.process_time() - c0, 3),
             "kept": kept, "bands": [b, r]}
 

@@ -293,6 +293,11 @@ def _plot_lengths(plt, e: dict, chars: np.ndarray, pool: np.ndarray, picks: np.n
     ax.set_ylabel("share of rows")
     ax.set_title(f"{e['label']}: response length, pool vs picked", fontsize=9)
     ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write (100 dpi) and close ``fig``; returns ``path``."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -318,9 +323,7 @@ def _plot_map(plt, x: np.ndarray, picked: np.ndarray, e: dict, path: Path, max_p
     ax.set_ylabel("PC 2")
     ax.set_title(f"{e['label']}: pool embeddings (PCA, {e['embeddings']['label']})", fontsize=9)
     ax.legend(fontsize=7, markerscale=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
     e["map"] = {"method": "pca", "points_pool": int(len(idx_pool)), "points_picked": int(len(idx_sel)), "seed": seed}
     return path
 
@@ -339,10 +342,7 @@ def _plot_clusters(plt, e: dict, path: Path) -> Path:
     c = e["clusters"]
     ax.set_title(f"{e['label']}: cluster sizes; {c['n_covered']}/{c['n_clusters']} clusters covered", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _plot_scores(plt, e: dict, provenance: pa.Table, pool: np.ndarray, picks: np.ndarray, path: Path) -> Path:
@@ -358,7 +358,4 @@ def _plot_scores(plt, e: dict, provenance: pa.Table, pool: np.ndarray, picks: np
         ax.set_title(col, fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(f"{e['label']}: score density, pool vs picked", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
