@@ -166,7 +166,7 @@ def full_pool(data: Path, run_dir: Path, frac: float, budget: int, n_boot: int =
 
     pool = pq.read_table(run_dir / "pool" / "pool.parquet")
     t0 = time.perf_counter()
-    ds = curate.select(pool, method="ifd", cache_dir=str(run_dir / "stage_cache"), show_progress=True)
+    ds = curate.select(pool, method="ifd", cache_dir=str(run_dir / "stage_cache"), show_progress=True, schema="canonical")
     t = ds.data.table
     ifd = t.column("ifd").to_numpy(zero_copy_only=False).astype(np.float64)
     cut = np.array(t.column("ifd_truncated").to_pylist(), dtype=object)
@@ -176,7 +176,7 @@ def full_pool(data: Path, run_dir: Path, frac: float, budget: int, n_boot: int =
            "unscored": int(np.isnan(ifd).sum()), "truncated": int(sum(c is True for c in cut)),
            **agreement(ifd, y, frac, 0, n_boot)}
     res["cherry_in_pool"] = res.pop("cherry_in_sample")  # here the "sample" is the whole pool
-    sel = curate.select(t, method="cherry_ifd", budget=budget)
+    sel = curate.select(t, method="cherry_ifd", budget=budget, schema="canonical")
     picked = np.isin(np.asarray(t.column("id").to_pylist(), dtype=object), sel["id"])
     res["cherry_ifd"] = {"budget": budget, "in_cherry": int(y[picked].sum()),
                          "precision": float(y[picked].mean()), "lift": float(y[picked].mean() / y.mean())}

@@ -52,7 +52,7 @@ def select_accuracy(pos, neg, model_path: str) -> tuple[float, float]:
 
     recs = records(pos) + records(neg)
     t0 = time.perf_counter()
-    ds = curate.select(recs, method="quality_model", model_path=model_path)
+    ds = curate.select(recs, method="quality_model", model_path=model_path, schema="canonical")
     secs = time.perf_counter() - t0
     q = np.asarray(ds["quality"], dtype=np.float64)
     assert len(q) == len(recs)

@@ -4,7 +4,7 @@ Public API::
 
     curate.run("configs/quickstart.yaml")            # whole recipe -> RunResult (output dir)
     curate.plan("configs/quickstart.yaml")           # what is cached, what would run
-    curate.select(data, method="random", budget=100) # one-off selection -> datasets.Dataset
+    curate.select(data, method="random", budget=100) # one-off selection -> the input's rows, fewer
 
 The package is layered (docs/architecture.md): ``core`` < ``cache`` < ``ingest`` < ``models`` <
 the stage packages < ``report`` < ``engine`` < ``api`` < ``ops`` / ``eval`` < ``cli``. This file

@@ -126,5 +126,5 @@ def test_select_top_k_by_heuristic_on_raw_rows():
     import curate
 
     rows = [{"text": " ".join(["word"] * n)} for n in (3, 9, 5, 7)]
-    ds = curate.select(rows, method="top_k", budget=2, score="h_words")
+    ds = curate.select(rows, schema="canonical", method="top_k", budget=2, score="h_words")
     assert sorted(ds["h_words"]) == [7.0, 9.0]

@@ -174,8 +174,8 @@ def test_in_memory_and_parquet_read_tables_hit_one_cache_entry(tmp_path):
     t = _pool_with_lists()
     pq.write_table(t, tmp_path / "t.parquet")
     cache = tmp_path / "c"
-    first = curate.select(t, method="exact_dedup", cache_dir=cache)
+    first = curate.select(t, schema="canonical", method="exact_dedup", cache_dir=cache)
     keys = StageStore(cache).keys()
-    second = curate.select(pq.read_table(tmp_path / "t.parquet"), method="exact_dedup", cache_dir=cache)
+    second = curate.select(pq.read_table(tmp_path / "t.parquet"), schema="canonical", method="exact_dedup", cache_dir=cache)
     assert StageStore(cache).keys() == keys and len(keys) == 1  # the same key: no second entry
     assert first.data.column("id").to_pylist() == second.data.column("id").to_pylist() and len(first) == 26

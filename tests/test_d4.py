@@ -100,7 +100,7 @@ def test_via_curate_select_with_precomputed_embeddings():
     x, cid = _with_copies(x, cid, [0])
     t = pa.table({"id": [f"r{i}" for i in range(len(x))], "text": [f"t{i}" for i in range(len(x))],
                   "embedding": embedding_column(x)})
-    ds, prov = curate.select(t, method="d4", budget=12, dedup_ratio=24 / 25, k=3, niter=20, nredo=10,
+    ds, prov = curate.select(t, schema="canonical", method="d4", budget=12, dedup_ratio=24 / 25, k=3, niter=20, nredo=10,
                              return_provenance=True)
     assert len(ds) == 12 and sorted(ds["id"]) == sorted(f"r{i}" for i in range(24) if theta[i] >= 15)
     p = {r["id"]: r for r in prov.to_pylist()}

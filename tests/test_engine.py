@@ -156,7 +156,7 @@ def test_select_matches_run_on_the_same_rows(tmp_path):
                       "output": {"dir": str(tmp_path / "run"), "plots": False, "save_dataset": False},
                       "cache_dir": str(tmp_path / "cache")}, show_progress=False)
     run_ids = [i for p in sorted((run.output_dir / "data").glob("*.parquet")) for i in pq.read_table(p)["id"].to_pylist()]
-    ds, prov = curate.select(str(SAMPLE), "random", 300, seed=0, return_provenance=True)
+    ds, prov = curate.select(str(SAMPLE), "random", 300, seed=0, return_provenance=True, schema="canonical")
     assert ds["id"] == run_ids and len(run_ids) == 300
     run_prov = run.provenance()
     assert prov.select(run_prov.column_names).equals(run_prov)  # same decisions, same reasons

@@ -349,7 +349,7 @@ def test_from_records_variants():
     import pandas as pd
 
     res = from_records([{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}])
-    assert res.table.column("id").to_pylist() == ["memory:1", "memory:2"] and res.files == ["memory"]
+    assert res.table.column("id").to_pylist() == ["0", "1"] and res.files == ["memory"]  # 0-based row positions
     t = pa.Table.from_pylist(ROWS)
     for data in (t, pd.DataFrame(ROWS), datasets.Dataset.from_list(ROWS).select([0, 1])):
         r = from_records(data, source="mem")

@@ -260,7 +260,7 @@ def test_registered_and_through_select():
 
     assert get_stage("minhash_dedup") is MinHashDedup
     a = words(0, 30)
-    ds, prov = curate.select([{"id": "a", "text": a}, {"id": "b", "text": a + " !"}, {"id": "c", "text": words(40, 80)}],
+    ds, prov = curate.select([{"id": "a", "text": a}, {"id": "b", "text": a + " !"}, {"id": "c", "text": words(40, 80)}], schema="canonical",
                              method="minhash_dedup", return_provenance=True)
     assert sorted(ds["id"]) == ["a", "c"]
     row = {r["id"]: r for r in prov.to_pylist()}

@@ -142,8 +142,8 @@ def test_map_shards_resumes_after_a_failure(ctx):
 
 def test_select_api_on_list_of_dicts_and_table():
     rows = [{"text": f"document number {i}", "q": float(i)} for i in range(10)]
-    ds = curate.select(rows, method="top_k", budget=3, score="q")
+    ds = curate.select(rows, schema="canonical", method="top_k", budget=3, score="q")
     assert sorted(ds["q"]) == [7.0, 8.0, 9.0]
-    ds, prov = curate.select(rows + rows[:2], method="exact_dedup", return_provenance=True)
+    ds, prov = curate.select(rows + rows[:2], schema="canonical", method="exact_dedup", return_provenance=True)
     assert len(ds) == 10 and prov.num_rows == 12
-    assert len(curate.select(rows, method="random", budget=0.5, seed=3)) == 5
+    assert len(curate.select(rows, schema="canonical", method="random", budget=0.5, seed=3)) == 5

@@ -90,7 +90,7 @@ def test_token_budget_for_a_non_nested_method_never_exceeds_and_is_maximal():
 
 def test_method_reasons_default_to_not_selected_by_budget_and_score_reaches_the_ledger():
     rows = [{"id": f"r{i}", "text": f"text number {i}"} for i in range(20)]
-    ds, prov = curate.select(rows, method="_test_every_other", budget=4, return_provenance=True)
+    ds, prov = curate.select(rows, schema="canonical", method="_test_every_other", budget=4, return_provenance=True)
     assert len(ds) == 4
     p = prov.to_pandas().set_index("id")
     dropped = p[p.status == "dropped"]
@@ -122,7 +122,7 @@ def test_token_count_matches_the_proxy_tokenizer_and_is_added_automatically(tmp_
     from curate.models.tokenizers import load_tokenizer
 
     rows = [{"id": f"r{i}", "instruction": f"Write {i} words about cats.", "output": "cat " * (i + 1)} for i in range(30)]
-    ds, prov = curate.select(rows, method="random", budget={"tokens": 400}, seed=0, return_provenance=True)
+    ds, prov = curate.select(rows, schema="canonical", method="random", budget={"tokens": 400}, seed=0, return_provenance=True)
     tok = load_tokenizer("SmolLM2-135M-Instruct")
     truth = {r: len(tok(t, add_special_tokens=False)["input_ids"]) for r, t in zip(ds["id"], ds["text"])}
     assert dict(zip(ds["id"], ds["n_tokens"])) == truth
@@ -146,7 +146,7 @@ class _TextLength(Annotator):
 
 def test_a_new_score_annotator_is_added_for_a_selector_on_its_column():
     rows = [{"id": f"r{i}", "text": "x" * (i + 1)} for i in range(12)]
-    ds, prov = curate.select(rows, method="top_k", score="_test_chars", budget=3, return_provenance=True)
+    ds, prov = curate.select(rows, schema="canonical", method="top_k", score="_test_chars", budget=3, return_provenance=True)
     assert sorted(ds["id"]) == ["r10", "r11", "r9"]
     assert prov.column("_test_chars").to_pylist()[:3] == [1.0, 2.0, 3.0]
     assert score_producer("_test_chars", ["id", "_test_chars"]) == []  # present: nothing to add

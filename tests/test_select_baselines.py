@@ -138,7 +138,7 @@ def test_kcenter_handles_duplicates_tiny_pools_and_k_equal_n():
 @pytest.mark.parametrize("method", ["longest", "kcenter"])
 def test_baselines_on_raw_rows_through_curate_select(method, tmp_path):
     rows = dolly_rows()
-    ds, prov = curate.select(rows, method=method, budget=7, cache_dir=SESSION_CACHE, return_provenance=True)
+    ds, prov = curate.select(rows, schema="canonical", method=method, budget=7, cache_dir=SESSION_CACHE, return_provenance=True)
     assert len(ds) == 7
     p = prov.to_pandas()
     assert (p.status == "selected").sum() == 7

@@ -194,7 +194,7 @@ def test_rater_parameters_are_checked_at_construction():
 def test_raw_rows_through_curate_select(tiny_path, tmp_path):
     rows = [{k: r[k] for k in ("instruction", "input", "output")} for r in toy_rows(12).to_pylist()]
     rater = {"model": tiny_path, "scoring": "expected", "device": "cpu", "dtype": "float32"}
-    ds, prov = curate.select(rows, method="llm_rating", budget=4, rater=rater, cache_dir=str(tmp_path),
+    ds, prov = curate.select(rows, schema="canonical", method="llm_rating", budget=4, rater=rater, cache_dir=str(tmp_path),
                              return_provenance=True)
     assert len(ds) == 4
     p = prov.to_pylist()

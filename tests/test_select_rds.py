@@ -76,7 +76,7 @@ def test_round_robin_takes_each_lists_next_row_and_skips_duplicates():
 def test_planted_off_target_rows_are_never_taken(fake_embed, tmp_path):
     pool = planted_pool()
     for budget in (5, 10, 30, 0.3):
-        ds, prov = curate.select(pool, method="rds", budget=budget, targets=TARGET_ROWS, cache_dir=tmp_path,
+        ds, prov = curate.select(pool, schema="canonical", method="rds", budget=budget, targets=TARGET_ROWS, cache_dir=tmp_path,
                                  return_provenance=True)
         assert all(i.startswith("on") for i in ds["id"]), budget
     assert len(ds) == 30
@@ -89,7 +89,7 @@ def test_planted_off_target_rows_are_never_taken(fake_embed, tmp_path):
 def test_budget_is_exact_and_reasons_cover_every_unselected_row(fake_embed, tmp_path):
     pool = planted_pool()
     for budget, k in ((1, 1), (17, 17), (100, 100), (0.5, 50)):
-        ds, prov = curate.select(pool, method="rds", budget=budget, targets=TARGET_ROWS, cache_dir=tmp_path,
+        ds, prov = curate.select(pool, schema="canonical", method="rds", budget=budget, targets=TARGET_ROWS, cache_dir=tmp_path,
                                  return_provenance=True)
         assert len(ds) == k
         st = prov.column("status").to_pylist()
@@ -118,14 +118,14 @@ def test_token_budget_never_exceeds(fake_embed, tmp_path):
 
 def test_deterministic_and_nested(fake_embed, tmp_path):
     pool = planted_pool(seed=3)
-    a = curate.select(pool, method="rds", budget=12, targets=TARGET_ROWS, cache_dir=tmp_path / "a")["id"]
-    b = curate.select(pool, method="rds", budget=12, targets=TARGET_ROWS, cache_dir=tmp_path / "b")["id"]
-    c = curate.select(pool, method="rds", budget=20, targets=TARGET_ROWS, cache_dir=tmp_path / "a")["id"]
+    a = curate.select(pool, schema="canonical", method="rds", budget=12, targets=TARGET_ROWS, cache_dir=tmp_path / "a")["id"]
+    b = curate.select(pool, schema="canonical", method="rds", budget=12, targets=TARGET_ROWS, cache_dir=tmp_path / "b")["id"]
+    c = curate.select(pool, schema="canonical", method="rds", budget=20, targets=TARGET_ROWS, cache_dir=tmp_path / "a")["id"]
     assert a == b and set(a) <= set(c)
 
 
 def test_extras_land_in_the_ledger(fake_embed, tmp_path):
-    ds, prov = curate.select(planted_pool(), method="rds", budget=10, targets=TARGET_ROWS, cache_dir=tmp_path,
+    ds, prov = curate.select(planted_pool(), schema="canonical", method="rds", budget=10, targets=TARGET_ROWS, cache_dir=tmp_path,
                              return_provenance=True)
     cols = prov.column_names
     assert {"target_sim", "task", "rds_score"} <= set(cols)
@@ -138,7 +138,7 @@ def test_extras_land_in_the_ledger(fake_embed, tmp_path):
 def test_several_tasks_share_the_budget_round_robin(fake_embed, tmp_path):
     # task A targets math words, task B targets the "off" vocabulary: rrmax alternates tasks
     task_b = [{"instruction": " ".join(OFF[i:i + 5]), "output": " ".join(OFF[i + 5:i + 8])} for i in range(0, 10, 3)]
-    ds, prov = curate.select(planted_pool(), method="rds", budget=20, targets={"math": TARGET_ROWS, "arts": task_b},
+    ds, prov = curate.select(planted_pool(), schema="canonical", method="rds", budget=20, targets={"math": TARGET_ROWS, "arts": task_b},
                              cache_dir=tmp_path, return_provenance=True)
     ids = ds["id"]
     assert sum(i.startswith("on") for i in ids) == 10 and sum(i.startswith("off") for i in ids) == 10
@@ -155,7 +155,7 @@ def test_length_neutral_rds_keeps_its_round_robin_order_within_each_length_bin(f
     rows = [{**r, "output": r["output"] + " pad" * int(rng.integers(0, 40))} for r in planted_pool()]
     task_b = [{"instruction": " ".join(OFF[i:i + 5]), "output": " ".join(OFF[i + 5:i + 8])} for i in range(0, 10, 3)]
     targets = {"math": TARGET_ROWS, "arts": task_b}
-    ds = curate.select(rows, method="rds", budget=20, targets=targets, length_neutral=True, length_bins=4,
+    ds = curate.select(rows, schema="canonical", method="rds", budget=20, targets=targets, length_neutral=True, length_bins=4,
                        cache_dir=tmp_path)
     table = pa.Table.from_pylist([{"id": r["id"], "instruction": r["instruction"], "output": r["output"]} for r in rows])
     chars = response_chars(table)
@@ -186,7 +186,7 @@ def test_targets_from_a_path_and_the_cache_key_follows_its_contents(fake_embed, 
     assert read_targets(str(path))["t"].num_rows == len(TARGET_ROWS)
     path.write_text(json.dumps(TARGET_ROWS[0]) + "\n")
     assert RDS(budget=5, targets=str(path)).cache_params()["targets_sha"] != k1
-    ds = curate.select(planted_pool(), method="rds", budget=5, targets=str(path), cache_dir=tmp_path)
+    ds = curate.select(planted_pool(), schema="canonical", method="rds", budget=5, targets=str(path), cache_dir=tmp_path)
     assert all(i.startswith("on") for i in ds["id"])
 
 
@@ -229,7 +229,7 @@ def test_tiny_pools(fake_embed):
     from curate.ingest import read as cio
 
     t = cio.from_records(planted_pool(1, 0)).table
-    ds = curate.select(t, method="rds", budget=1, targets=TARGET_ROWS)
+    ds = curate.select(t, schema="canonical", method="rds", budget=1, targets=TARGET_ROWS)
     assert len(ds) == 1
 
 
@@ -240,7 +240,7 @@ def test_real_minilm_on_sample_data_prefers_gsm8k(tmp_path):
     dolly = cio.read_input(SAMPLE / "dolly_2k.jsonl").table.slice(0, 150)
     gsm = cio.read_input(SAMPLE / "gsm8k_500.jsonl").table.slice(0, 30)
     pool = pa.concat_tables([dolly, gsm])
-    ds = curate.select(pool, method="rds", budget=30, targets=str(SAMPLE.parent / "sample_targets" / "gsm8k_test_8.jsonl"),
+    ds = curate.select(pool, schema="canonical", method="rds", budget=30, targets=str(SAMPLE.parent / "sample_targets" / "gsm8k_test_8.jsonl"),
                        cache_dir=tmp_path)
     frac = np.mean([i.startswith("gsm8k") for i in ds["id"]])
     assert frac >= 0.9, frac

@@ -96,7 +96,7 @@ def test_sae_trains_saves_loads_and_is_seeded(tmp_path):
 
 def test_greedy_covers_more_than_random_and_reaches_every_planted_cluster(tmp_path):
     x, lab = clustered()
-    ds, prov = curate.select(table(x), method="sae_greedy", budget=20, cache_dir=tmp_path, return_provenance=True,
+    ds, prov = curate.select(table(x), schema="canonical", method="sae_greedy", budget=20, cache_dir=tmp_path, return_provenance=True,
                              **FAST)
     picked = np.array([int(i[1:]) for i in ds["id"]])
     # one big cluster of 300 and nine of 10: random subsets of 20 reach ~4-5 clusters
@@ -106,7 +106,7 @@ def test_greedy_covers_more_than_random_and_reaches_every_planted_cluster(tmp_pa
     st = StageStore(tmp_path)
     feats_key = [k for k in st.root.iterdir() if (k / "artifacts" / "sae.npz").exists()]
     assert len(feats_key) == 1  # the SAE is a stage artifact
-    full = curate.select(table(x), method="sae_features", cache_dir=tmp_path, **{k: v for k, v in FAST.items()})
+    full = curate.select(table(x), schema="canonical", with_scores=["sae_latents", "sae_acts"], method="sae_features", cache_dir=tmp_path, **{k: v for k, v in FAST.items()})
     t = pa.table({"sae_latents": full.data.table.column("sae_latents"), "sae_acts": full.data.table.column("sae_acts")})
     keep = np.isin(np.arange(len(x)), picked)
     cov = feature_coverage_vs_random(t, keep, n_random=20, seed=0)
@@ -121,14 +121,14 @@ def test_greedy_covers_more_than_random_and_reaches_every_planted_cluster(tmp_pa
 def test_exact_budgets_determinism_and_reasons(method, tmp_path):
     x, _ = clustered(sizes=(60, 40, 20, 10), seed=2)
     for budget, k in ((1, 1), (7, 7), (130, 130), (0.25, 32)):
-        ds, prov = curate.select(table(x), method=method, budget=budget, cache_dir=tmp_path, return_provenance=True,
+        ds, prov = curate.select(table(x), schema="canonical", method=method, budget=budget, cache_dir=tmp_path, return_provenance=True,
                                  **FAST)
         assert len(ds) == k
         st = prov.column("status").to_pylist()
         assert st.count("dropped") == 130 - k
         assert all(r for r, s in zip(prov.column("reason").to_pylist(), st) if s == "dropped")
-    a = curate.select(table(x), method=method, budget=15, seed=3, cache_dir=tmp_path / "a", **FAST)["id"]
-    b = curate.select(table(x), method=method, budget=15, seed=3, cache_dir=tmp_path / "b", **FAST)["id"]
+    a = curate.select(table(x), schema="canonical", method=method, budget=15, seed=3, cache_dir=tmp_path / "a", **FAST)["id"]
+    b = curate.select(table(x), schema="canonical", method=method, budget=15, seed=3, cache_dir=tmp_path / "b", **FAST)["id"]
     assert a == b
     tokens = np.arange(1, 131)
     stage = build_stage({"type": method, "budget": {"tokens": 400}, **FAST})
@@ -147,14 +147,14 @@ def test_exact_budgets_determinism_and_reasons(method, tmp_path):
 def test_simscale_drops_planted_near_duplicates_first(tmp_path):
     # 20 distinct directions, each copied 5 times (tiny noise): at budget 20 one copy of each is kept
     x, lab = clustered(sizes=(5,) * 20, d=48, noise=0.001, seed=4)
-    ds, prov = curate.select(table(x), method="sae_simscale", budget=20, cache_dir=tmp_path, return_provenance=True,
+    ds, prov = curate.select(table(x), schema="canonical", method="sae_simscale", budget=20, cache_dir=tmp_path, return_provenance=True,
                              **FAST)
     picked = np.array([int(i[1:]) for i in ds["id"]])
     assert sorted(lab[picked].tolist()) == list(range(20))
     p = prov.to_pylist()
     assert {r["reason"] for r in p if r["status"] == "dropped"} <= {"similar_features", "not_selected_by_budget"}
     assert any(r["reason"] == "similar_features" for r in p)
-    cos = curate.select(table(x), method="sae_simscale", budget=20, similarity="cosine", cache_dir=tmp_path, **FAST)
+    cos = curate.select(table(x), schema="canonical", method="sae_simscale", budget=20, similarity="cosine", cache_dir=tmp_path, **FAST)
     assert sorted(lab[[int(i[1:]) for i in cos["id"]]].tolist()) == list(range(20))
 
 
@@ -164,7 +164,7 @@ def test_raw_rows_get_minilm_and_the_sae_automatically(tmp_path):
     from curate.ingest import read as cio
 
     t = cio.read_input(SAMPLE / "gsm8k_500.jsonl").table.slice(0, 60)
-    ds, prov = curate.select(t, method="sae_greedy", budget=10, cache_dir=tmp_path, return_provenance=True, **FAST)
+    ds, prov = curate.select(t, schema="canonical", with_scores=["sae_latents"], method="sae_greedy", budget=10, cache_dir=tmp_path, return_provenance=True, **FAST)
     assert len(ds) == 10 and "sae_latents" in ds.column_names
     assert sorted({r["stage"] for r in prov.to_pylist() if r["stage"]}) == ["2:sae_greedy"]
 
@@ -173,7 +173,7 @@ def test_raw_rows_get_minilm_and_the_sae_automatically(tmp_path):
 def test_tiny_pools(n):
     x, _ = clustered(sizes=(n,), d=16)
     for method in ("sae_greedy", "sae_simscale"):
-        assert len(curate.select(table(x), method=method, budget=n, epochs=2, k=4, expansion=2)) == n
+        assert len(curate.select(table(x), schema="canonical", method=method, budget=n, epochs=2, k=4, expansion=2)) == n
 
 
 def test_errors_name_the_parameter():

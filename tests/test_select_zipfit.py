@@ -66,7 +66,7 @@ def test_planted_off_target_rows_are_never_taken(tmp_path):
                for i in range(20)]
     pool = pa.concat_tables([pool_table(), cio.from_records(planted).table])
     for budget in (5, 20, 40, 100):
-        ds, prov = curate.select(pool, method="zipfit", budget=budget, targets=TARGETS, cache_dir=tmp_path,
+        ds, prov = curate.select(pool, schema="canonical", method="zipfit", budget=budget, targets=TARGETS, cache_dir=tmp_path,
                                  return_provenance=True, num_proc=1)
         assert not any(i.startswith("planted") for i in ds["id"]), budget
         if budget <= 20:
@@ -86,7 +86,7 @@ def test_real_off_topic_rows_rank_below_gsm8k_mostly():
 def test_exact_budgets_reasons_extras_and_determinism(tmp_path):
     pool = pool_table(20, 30)
     for budget, k in ((1, 1), (13, 13), (50, 50), (0.1, 5)):
-        ds, prov = curate.select(pool, method="zipfit", budget=budget, targets=TARGETS, cache_dir=tmp_path / str(k),
+        ds, prov = curate.select(pool, schema="canonical", method="zipfit", budget=budget, targets=TARGETS, cache_dir=tmp_path / str(k),
                                  return_provenance=True, num_proc=1)
         assert len(ds) == k
         st = prov.column("status").to_pylist()
@@ -94,9 +94,9 @@ def test_exact_budgets_reasons_extras_and_determinism(tmp_path):
         assert all(r == "off_target" for r, s in zip(prov.column("reason").to_pylist(), st) if s == "dropped")
     p = prov.to_pylist()
     assert all(r["target_sim"] == r["zipfit_score"] and r["task"] == "gsm8k_test_8" for r in p)
-    again = curate.select(pool, method="zipfit", budget=13, targets=TARGETS, num_proc=1)["id"]
-    bigger = curate.select(pool, method="zipfit", budget=20, targets=TARGETS, num_proc=1)["id"]
-    assert again == curate.select(pool, method="zipfit", budget=13, targets=TARGETS, cache_dir=tmp_path / "13",
+    again = curate.select(pool, schema="canonical", method="zipfit", budget=13, targets=TARGETS, num_proc=1)["id"]
+    bigger = curate.select(pool, schema="canonical", method="zipfit", budget=20, targets=TARGETS, num_proc=1)["id"]
+    assert again == curate.select(pool, schema="canonical", method="zipfit", budget=13, targets=TARGETS, cache_dir=tmp_path / "13",
                                   num_proc=1)["id"]
     assert set(again) <= set(bigger)
 
@@ -113,7 +113,7 @@ def test_several_tasks_are_pooled_and_named(tmp_path):
     pool = pool_table(20, 30)
     role = [{k: r[k] for k in ("instruction", "input", "output")}
             for r in cio.read_input(SAMPLE / "gpteacher_roleplay_500.json").table.slice(400, 5).to_pylist()]
-    ds, prov = curate.select(pool, method="zipfit", budget=10, targets={"math": TARGETS, "roleplay": role},
+    ds, prov = curate.select(pool, schema="canonical", method="zipfit", budget=10, targets={"math": TARGETS, "roleplay": role},
                              return_provenance=True, num_proc=1)
     task = {r["id"]: r["task"] for r in prov.to_pylist()}
     assert {task[i] for i in task if i.startswith("gsm8k")} == {"math"}
@@ -152,7 +152,7 @@ def test_raw_rows_and_the_shipped_recipe(tmp_path, monkeypatch):
 
     rows = [{"instruction": r["instruction"], "output": r["output"]} for r in pool_table(10, 20).to_pylist()]
     targets = [{"question": "A farmer has 12 cows and buys 5 more. How many cows?", "answer": "12 + 5 = 17\n#### 17"}]
-    assert len(curate.select(rows, method="zipfit", budget=10, targets=targets, num_proc=1)) == 10
+    assert len(curate.select(rows, schema="canonical", method="zipfit", budget=10, targets=targets, num_proc=1)) == 10
     monkeypatch.chdir(REPO)  # the recipe's targets path is relative to the repository root
     res = curate.run(recipe_from("zipfit", write_sample_pool(tmp_path), tmp_path / "out", 10), show_progress=False)
     assert res.counts["n_selected"] == 10 and res.counts["n_dropped"] == 80

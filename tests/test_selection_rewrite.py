@@ -35,7 +35,7 @@ ROWS = [{"id": "a", "text": "first line\nsecond line"}, {"id": "b", "text": "no\
 
 
 def test_rewritten_text_reaches_the_output_and_the_ledger_keeps_decisions(tmp_path):
-    ds, prov = curate.select(ROWS, method="test_trim_first_line", cache_dir=tmp_path, return_provenance=True)
+    ds, prov = curate.select(ROWS, schema="canonical", method="test_trim_first_line", cache_dir=tmp_path, return_provenance=True)
     assert ds["id"] == ["a", "c"]
     assert ds["text"] == ["first line", "single"]
     p = {r["id"]: r for r in prov.to_pylist()}
@@ -45,8 +45,8 @@ def test_rewritten_text_reaches_the_output_and_the_ledger_keeps_decisions(tmp_pa
 
 
 def test_rewrite_survives_the_cache(tmp_path):
-    first = curate.select(ROWS, method="test_trim_first_line", cache_dir=tmp_path)
-    again = curate.select(ROWS, method="test_trim_first_line", cache_dir=tmp_path)  # loaded from the stage cache
+    first = curate.select(ROWS, schema="canonical", method="test_trim_first_line", cache_dir=tmp_path)
+    again = curate.select(ROWS, schema="canonical", method="test_trim_first_line", cache_dir=tmp_path)  # loaded from the stage cache
     assert again["text"] == first["text"] == ["first line", "single"]
 
 

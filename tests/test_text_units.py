@@ -39,7 +39,7 @@ def test_units_split_unspaced_scripts_by_character_and_keep_words_elsewhere():
 def test_cjk_answers_of_normal_length_pass_the_default_length_filter():
     short = rows("short_answers_cjk.jsonl")  # complete answers of 50-59 characters
     assert all(has_unspaced(r["output"]) for r in short)
-    ds, prov = curate.select(short + [{"id": "en", "instruction": "Say hi", "output": "Hi there."}],
+    ds, prov = curate.select(short + [{"id": "en", "instruction": "Say hi", "output": "Hi there."}], schema="canonical",
                              method="length_filter", min_words=10, return_provenance=True)
     p = {r["id"]: r for r in prov.to_pylist()}
     assert sorted(ds["id"]) == sorted(r["id"] for r in short)  # every CJK answer kept
@@ -48,7 +48,7 @@ def test_cjk_answers_of_normal_length_pass_the_default_length_filter():
 
 
 def test_english_length_filter_output_has_no_unit_column():
-    _, prov = curate.select([{"text": "one two three"}, {"text": "a b"}], method="length_filter", min_words=3,
+    _, prov = curate.select([{"text": "one two three"}, {"text": "a b"}], schema="canonical", method="length_filter", min_words=3,
                             return_provenance=True)
     assert "length_unit" not in prov.column_names  # English-only pools: provenance as before
 
@@ -66,7 +66,7 @@ def pairs_of(kind: str) -> list[tuple[dict, dict]]:
 @pytest.mark.parametrize("kind", ["char_substitute", "width_swap", "punct"])
 def test_cjk_near_duplicates_are_found(kind):
     for orig, copy in pairs_of(kind):
-        ds, prov = curate.select([orig, copy], method="minhash_dedup", return_provenance=True)
+        ds, prov = curate.select([orig, copy], schema="canonical", method="minhash_dedup", return_provenance=True)
         p = {r["id"]: r for r in prov.to_pylist()}
         assert p[copy["id"]]["status"] == "dropped" and p[copy["id"]]["dup_of"] == orig["id"], (kind, copy["id"])
 
@@ -79,7 +79,7 @@ def test_different_cjk_paragraphs_of_one_page_are_not_duplicates():
     same_page = [v for v in by_page.values() if len(v) >= 2]
     assert len(same_page) >= 3
     flat = [r for v in same_page for r in v]
-    ds = curate.select(flat, method="minhash_dedup", threshold=0.7)
+    ds = curate.select(flat, schema="canonical", method="minhash_dedup", threshold=0.7)
     assert len(ds) == len(flat)
 
 
@@ -96,7 +96,7 @@ def test_one_character_edit_breaks_whitespace_shingles_but_not_units():
 
 
 def test_fullwidth_and_halfwidth_forms_are_one_text_for_exact_dedup():
-    ds = curate.select([{"text": "ＡＢＣ　１２３ カタカナ"}, {"text": "ABC 123 ｶﾀｶﾅ"}], method="exact_dedup")
+    ds = curate.select([{"text": "ＡＢＣ　１２３ カタカナ"}, {"text": "ABC 123 ｶﾀｶﾅ"}], schema="canonical", method="exact_dedup")
     assert len(ds) == 1
 
 

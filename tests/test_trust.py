@@ -147,9 +147,9 @@ def test_quality_model_file_replaced_at_the_same_path_is_scored_again(tmp_path):
     scores (the stale memoised digest made the same cache key)."""
     p = _scorer(tmp_path / "scorer.npz", 0.0)
     cache = str(tmp_path / "cache")
-    first = curate.select(ROWS, method="quality_model", model_path=str(p), cache_dir=cache)["quality"]
+    first = curate.select(ROWS, schema="canonical", method="quality_model", model_path=str(p), cache_dir=cache)["quality"]
     _same_size_and_mtime(p, _scorer(tmp_path / "other.npz", 5.0).read_bytes())
-    second = curate.select(ROWS, method="quality_model", model_path=str(p), cache_dir=cache)["quality"]
+    second = curate.select(ROWS, schema="canonical", method="quality_model", model_path=str(p), cache_dir=cache)["quality"]
     np.testing.assert_allclose(np.array(second) - np.array(first), 5.0)
 
 
@@ -220,9 +220,9 @@ def test_select_on_a_table_and_on_it_read_back_from_parquet_hits_one_cache_entry
     assert str(back.schema.field("tags").type) == "list<element: string>" != str(t.schema.field("tags").type)
     assert table_fingerprint(back) == table_fingerprint(t)
     cache = tmp_path / "cache"
-    first = curate.select(t, method="exact_dedup", cache_dir=str(cache))
+    first = curate.select(t, schema="canonical", method="exact_dedup", cache_dir=str(cache))
     entries = _cache_entries(cache)
-    again = curate.select(back, method="exact_dedup", cache_dir=str(cache))
+    again = curate.select(back, schema="canonical", method="exact_dedup", cache_dir=str(cache))
     assert _cache_entries(cache) == entries and len(entries) == 1
     assert again["id"] == first["id"] and len(first) == 15
     # and the fingerprint still sees content: one changed value is another key
@@ -253,10 +253,10 @@ def test_seed_is_accepted_and_unused_by_methods_with_nothing_random(method, capl
 
 def test_a_loop_over_methods_with_the_same_arguments_runs():
     rows = [{"instruction": f"Question {i}?", "input": "", "output": "word " * (i + 5)} for i in range(30)]
-    got = {m: curate.select(rows, method=m, budget=5, seed=0)["id"] for m in ("random", "longest")}
-    assert got["longest"] == curate.select(rows, method="longest", budget=5)["id"]
-    assert got["random"] == curate.select(rows, method="random", budget=5, seed=0)["id"]
-    assert got["random"] != curate.select(rows, method="random", budget=5, seed=1)["id"]  # seed still used there
+    got = {m: curate.select(rows, schema="canonical", method=m, budget=5, seed=0)["id"] for m in ("random", "longest")}
+    assert got["longest"] == curate.select(rows, schema="canonical", method="longest", budget=5)["id"]
+    assert got["random"] == curate.select(rows, schema="canonical", method="random", budget=5, seed=0)["id"]
+    assert got["random"] != curate.select(rows, schema="canonical", method="random", budget=5, seed=1)["id"]  # seed still used there
     with pytest.raises(ConfigError, match="unknown parameter"):
         build_stage({"type": "exact_dedup", "seed": 0})  # not a selection method: still refused
 

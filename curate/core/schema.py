@@ -5,7 +5,8 @@ null where a format has none); original extra columns are kept after them.
 
 Row ids: taken from an id field when the input has one (``input.id_field``, or a column named
 ``id``), otherwise ``<file>:<line>`` (JSONL/CSV: 1-based line; JSON arrays and Parquet: 1-based
-row). Ids are unique across one run; a repeated id is quarantined with both places named.
+row; in-memory data: the 0-based row index). Ids are unique across one run; a repeated id is
+quarantined with both places named.
 """
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ DUP_OF = "dup_of"
 CLUSTER_ID = "cluster_id"
 
 
+def is_vector_type(t: pa.DataType) -> bool:
+    """True for a list of numbers per row (an embedding, a gradient feature): the columns left
+    out of outputs unless asked for."""
+    return (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) and \
+        (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
+
+
 def embedding_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
     """Wrap an (n, d) float array as a fixed-size-list Arrow column without a Python list.
 
@@ -55,7 +63,7 @@ def embedding_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
     matrix = np.ascontiguousarray(matrix)
     if matrix.ndim != 2:
         raise ValueError(f"embedding matrix must be 2-D (n, d), got shape {matrix.shape}")
-    n, d = matrix.shape
+    _, d = matrix.shape
     values = pa.array(matrix.reshape(-1))
     return pa.FixedSizeListArray.from_arrays(values, d)
 

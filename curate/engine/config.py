@@ -63,15 +63,27 @@ class InputConfig(_Strict):
 class OutputConfig(_Strict):
     """Where results go. ``shard_rows`` bounds rows per ``data/*.parquet`` file.
 
+    ``schema``: ``canonical`` (default: curate's columns ``id``, ``text``, ``instruction``,
+    ``input``, ``output``, ``messages``, ``source``, then the input's other columns and the
+    stages' scores, one schema for a pool that mixes formats) or ``original`` (each kept input
+    record as it was read, in input order, the union of the files' columns; scores stay in
+    ``provenance.parquet`` unless ``scores: true``). See docs/ingest.md "Output schema".
+
     ``drop_columns``: columns left out of ``dataset/`` and ``data/`` (None, the default: every
     vector column such as ``embedding``, which stays in the stage cache; ``[]`` keeps all).
+    Canonical output only: ``original`` never adds curate's columns unless ``scores``.
     """
+
+    # ``schema`` is spelled ``schema_`` in Python: the plain name shadows a BaseModel attribute
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     dir: str = "runs/curate"
     shard_rows: int = Field(default=100_000, gt=0)
     save_dataset: bool = True
     plots: bool = True
     drop_columns: list[str] | None = None
+    schema_: Literal["canonical", "original"] = Field(default="canonical", alias="schema")
+    scores: bool = False  # original schema: add the stages' non-vector columns (scores, cluster ids)
 
 
 class RunConfig(_Strict):

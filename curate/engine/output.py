@@ -31,9 +31,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.core.hashing import stable_hash
+from curate.core.schema import is_vector_type
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +96,12 @@ _OUR_NAMES = {"data", "dataset", "provenance.parquet", "quarantine.jsonl", "repo
               "manifest.json", "minhash_index", "README.md", "datamap.html"}
 
 
-def _is_vector(t: pa.DataType) -> bool:
-    return (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) and \
-        (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
-
-
 def dropped_columns(cfg, table: pa.Table) -> list[str]:
     """Columns left out of ``dataset/`` and ``data/``: ``output.drop_columns``, or by default
     (None) every vector column (a list of numbers per row, e.g. ``embedding``)."""
     spec = cfg.output.drop_columns
     if spec is None:
-        return [f.name for f in table.schema if _is_vector(f.type)]
+        return [f.name for f in table.schema if is_vector_type(f.type)]
     return [c for c in spec if c in table.column_names]
 
 
@@ -193,12 +190,15 @@ def _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        drop = dropped_columns(cfg, table)
+        drop = dropped_columns(cfg, table) if cfg.output.schema_ == "canonical" else \
+            [f.name for f in table.schema if is_vector_type(f.type) and f.name not in ing.table.column_names]
         vectors = _vector_locations(drop, records, store)
         if drop:
             log.info("left out of the dataset: %s (kept in the cache: %s)", drop,
                      {c: v["path"] for c, v in vectors.items()})
         data = table.drop_columns(drop) if drop else table
+        if cfg.output.schema_ == "original":
+            data = original_rows(cfg, ing, data, show_progress)
         (tmp / "data").mkdir()
         shard_rows = cfg.output.shard_rows
         shards = []
@@ -210,8 +210,7 @@ def _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show
         _write_parquet(provenance, tmp / "provenance.parquet")
         if ing.quarantine:
             with open(tmp / "quarantine.jsonl", "w") as f:
-                for r in ing.quarantine:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in ing.quarantine)
         output_hash = _hash_files(shards + [tmp / "provenance.parquet"])
         if cfg.output.save_dataset:
             import datasets
@@ -239,6 +238,7 @@ def _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show
             "stages": [{"label": r.label, "type": r.type, "key": r.key, "params": r.params, "auto": r.auto}
                        for r in records],
             "final_key": final_key,
+            "schema": cfg.output.schema_,
             "output_hash": output_hash,
             "counts": ledger.counts,
             "columns_left_out": vectors,
@@ -253,6 +253,33 @@ def _write_run_locked(cfg, ing, table, ledger, records, final_key, seconds, show
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return RunResult(out, ledger.counts, output_hash, True, report)
+
+
+def original_rows(cfg, ing, table: pa.Table, show_progress: bool = False) -> pa.Table:
+    """``output.schema: original``: the kept input records as they were read, in input order.
+
+    Args:
+        cfg: the run's config (``input`` says how the files were read).
+        ing: the run's ingest step (its table's columns are the input's, not the stages').
+        table: the final canonical table (the kept rows; vector columns already left out).
+        show_progress: a bar over the files read again.
+
+    Returns:
+        The records (``curate.ingest.original.read_original``), plus, with ``output.scores``,
+        the columns the stages added (a name the input already has gets ``curate_``).
+    """
+    from curate.ingest.original import read_original, with_columns
+    from curate.ingest.read import expand_with_names
+
+    inp = cfg.input
+    rows, ids = read_original(expand_with_names(inp.path), table.column("id").to_pylist(), id_field=inp.id_field,
+                              max_row_bytes=inp.max_row_bytes, split=inp.split, extract_timeout=inp.extract_timeout,
+                              show_progress=show_progress)
+    if not cfg.output.scores:
+        return rows
+    added = [c for c in table.column_names if c not in ing.table.column_names]
+    at = pc.index_in(pa.array(ids, pa.string()), value_set=table.column("id").combine_chunks())
+    return with_columns(rows, "arrow", {c: table.column(c).combine_chunks().take(at) for c in added})
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

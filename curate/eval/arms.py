@@ -205,8 +205,9 @@ def make_selection(arm: dict, pool: pa.Table, budget: int, seed: int, *, cache_d
         params["targets"] = {t: queries[t] for t in arm["query_targets"]}
     if _stage_accepts_seed(method) and "seed" not in params:
         params["seed"] = seed
-    ds = curate.select(src, method=method, budget=budget, cache_dir=cache_dir, **params)
-    tab = ds.data.table
+    # the canonical view: the trainer reads curate's columns, whatever the pool's own layout
+    tab = curate.select(src, method=method, budget=budget, cache_dir=cache_dir, schema="canonical", output="arrow",
+                        **params)
     if len(tab) != budget:
         raise ValueError(f"arm {arm['name']!r}: method {method!r} returned {len(tab)} rows, budget is {budget}")
     return tab

@@ -26,17 +26,21 @@ class Collector:
         id_field (str | None): as in :func:`curate.ingest.read.read_input`.
         fields (dict | None): name overrides (:func:`curate.ingest.formats.check_fields`).
         source (str | None): the ``source`` column's value; None uses each file's name.
+        bare_ids (bool): positional ids are the bare record number (in-memory rows, numbered
+            from 0; default False: ``<file>:<line>``).
 
     Raises:
         ValueError: an unknown ``format`` or a bad ``fields``.
     """
 
-    def __init__(self, format: str | None, id_field: str | None, fields: dict | None, source: str | None):
+    def __init__(self, format: str | None, id_field: str | None, fields: dict | None, source: str | None,
+                 bare_ids: bool = False):
         self.format = format or "auto"
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
         self.fields = check_fields(fields)
         self.id_field = id_field
+        self.bare_ids = bare_ids
         self.source = source
         self.builder = TableBuilder()
         self.quarantine: list[dict] = []
@@ -77,7 +81,7 @@ class Collector:
             try:
                 if not isinstance(rec, dict):
                     raise RowError("wrong_type", f"row must be a JSON object, got {type(rec).__name__}")
-                rid, id_key = row_id(rec, self.id_field, name, line)
+                rid, id_key = row_id(rec, self.id_field, name, line, self.bare_ids)
                 canon, consumed = adapt(rec)
             except RowError as e:
                 self._bad(name, line, rid, e, raw[:RAW_CHARS] if raw is not None else raw_of(rec))

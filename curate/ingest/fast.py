@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 def adapt_table(records: list, fmt: str, fields: dict, *, name: str, source: str, id_field: str | None,
                 seen: dict | None, lines: np.ndarray, raws: list | None = None,
-                span_check: tuple[bytes, int] | None = None) -> tuple[pa.Table, list[dict]] | None:
+                span_check: tuple[bytes, int] | None = None, bare_ids: bool = False) -> tuple[pa.Table, list[dict]] | None:
     """Vectorised adapt of one input's records, or None when the per-row path must be used.
 
     Args:
@@ -67,18 +67,19 @@ def adapt_table(records: list, fmt: str, fields: dict, *, name: str, source: str
         span_check (tuple[bytes, int] | None): (file bytes after the BOM, max_row_bytes) for a
             JSON array, to measure every element's raw span as the per-row reader does; None
             (default) when there is nothing to check.
+        bare_ids (bool): positional ids are the bare line numbers (in-memory rows; default False).
 
     Returns:
         (table with the canonical columns then extras, quarantine records) or None.
     """
     try:
-        return _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span_check)
+        return _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span_check, bare_ids)
     except Fallback as e:
         log.debug("vectorised ingest not used for %s: %s", name, e)
         return None
 
 
-def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span_check):
+def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span_check, bare_ids=False):
     n = len(records)
     if n == 0 or not all(type(r) is dict for r in records):
         raise Fallback("empty input or non-object rows")
@@ -87,7 +88,7 @@ def _adapt(records, fmt, fields, name, source, id_field, seen, lines, raws, span
         if fmt is None:
             raise Fallback("format not detected")
     keys = set().union(*records)
-    ids, id_key, no_id = id_column(records, keys, id_field, name, lines)
+    ids, id_key, no_id = id_column(records, keys, id_field, name, lines, bare_ids)
     cols = record_format(fmt, fields).adapt_columns(records, keys, ~no_id)
     # Errors in the per-row path's order: id, then the format's checks; a row's first failing check wins.
     checks = ([Check(no_id, missing_id_error(id_key))] if id_key else []) + cols.checks
@@ -229,5 +230,5 @@ def records_fast(records: list, *, format: str | None, id_field: str | None, sou
     if fmt not in FORMATS:
         return None
     got = adapt_table(records, fmt, {}, name=source, source=source, id_field=id_field, seen=None,
-                      lines=np.arange(1, len(records) + 1))
+                      lines=np.arange(len(records)), bare_ids=True)
     return _ingested(got, source, [source], len(records))

@@ -1,7 +1,8 @@
 """Row ids, the same rules on both ingest paths (per row and vectorised).
 
 ``id_field`` if given (a row lacking it is ``missing_field``), else a non-null ``id`` field, else
-``<file>:<line>``. Ids become strings. A repeated id quarantines the later row
+``<file>:<line>`` (in-memory rows: the bare 0-based row index, ``"7"``, so ids match the
+positions ``datasets.Dataset.select`` takes). Ids become strings. A repeated id quarantines the later row
 (``duplicate_id``), naming both places.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ def duplicate_id_error(row_id: str, place: str, first: str) -> RowError:
     return RowError("duplicate_id", f"id {row_id!r} at {place} repeats the id of {first}")
 
 
-def row_id(rec: dict, id_field: str | None, name: str, line: int) -> tuple[str, str | None]:
+def row_id(rec: dict, id_field: str | None, name: str, line: int, bare: bool = False) -> tuple[str, str | None]:
     """The id of one row and the record key it came from (None for a ``<file>:<line>`` id).
 
     Args:
@@ -32,7 +33,8 @@ def row_id(rec: dict, id_field: str | None, name: str, line: int) -> tuple[str, 
         id_field (str | None): as in :func:`curate.ingest.read.read_input`; None uses ``id`` when
             the row has a non-null one.
         name (str): the input's relative name.
-        line (int): the row's 1-based line or row number.
+        line (int): the row's 1-based line or row number (in-memory rows: 0-based row index).
+        bare (bool): positional ids are ``str(line)`` without the name (in-memory rows; default False).
 
     Raises:
         RowError: the id field is missing (``missing_field``), holds a list/dict (``wrong_type``)
@@ -40,7 +42,7 @@ def row_id(rec: dict, id_field: str | None, name: str, line: int) -> tuple[str, 
     """
     key = id_field or ("id" if rec.get("id") is not None else None)
     if key is None:
-        return f"{name}:{line}", None
+        return (str(line) if bare else f"{name}:{line}"), None
     val = rec.get(key)
     if val is None:
         raise missing_id_error(key)
@@ -55,7 +57,7 @@ def row_id(rec: dict, id_field: str | None, name: str, line: int) -> tuple[str, 
 
 
 def id_column(records: list[dict], keys: set[str], id_field: str | None, name: str,
-              lines: np.ndarray) -> tuple[pa.Array, str | None, np.ndarray]:
+              lines: np.ndarray, bare: bool = False) -> tuple[pa.Array, str | None, np.ndarray]:
     """:func:`row_id` over all rows at once.
 
     Args:
@@ -63,7 +65,8 @@ def id_column(records: list[dict], keys: set[str], id_field: str | None, name: s
         keys (set[str]): every key of any row.
         id_field (str | None): as in :func:`row_id`.
         name (str): the input's relative name.
-        lines (np.ndarray): (n,) int, the rows' 1-based line numbers.
+        lines (np.ndarray): (n,) int, the rows' 1-based line numbers (in-memory: 0-based indices).
+        bare (bool): as in :func:`row_id` (default False).
 
     Returns:
         (ids, key, missing): the (n,) string ids (null where missing), the id key (None for
@@ -75,7 +78,9 @@ def id_column(records: list[dict], keys: set[str], id_field: str | None, name: s
     """
     key = id_field or ("id" if "id" in keys else None)
     if key is None:
-        ids = pc.binary_join_element_wise(pa.scalar(f"{name}:"), pa.array(lines, pa.int64()).cast(pa.string()), "")
+        ids = pa.array(lines, pa.int64()).cast(pa.string())
+        if not bare:
+            ids = pc.binary_join_element_wise(pa.scalar(f"{name}:"), ids, "")
         return ids, None, np.zeros(len(records), bool)
     col = column_array(records, key)
     if not (pa.types.is_string(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):

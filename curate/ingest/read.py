@@ -25,7 +25,8 @@ list of dicts in a format with a column adapter takes the vectorised path
 Row ids: ``id_field`` if given (a row lacking it is ``missing_field``), else a non-null ``id``
 column, else ``<file>:<line>``: file relative to the input root (the file name for a single
 file; for a list, relative to the common folder), line 1-based (JSONL/CSV: the physical line
-where the record starts; JSON arrays, Parquet, datasets: the row number). Ids become strings.
+where the record starts; JSON arrays, Parquet, datasets: the row number); in-memory data
+(:func:`from_records`): the 0-based row index. Ids become strings.
 A repeated id quarantines the later row (``duplicate_id``) naming both places; the run goes on.
 
 Quarantine records are ``{"file", "line", "id", "reason", "error", "raw"}`` (raw <= 500
@@ -62,7 +63,7 @@ from curate.ingest.readers.hf import dataset_table, is_hf_dir
 from curate.ingest.readers.table import iter_table
 from curate.ingest.result import Counted, Ingested, check_file_count
 
-__all__ = ["expand_paths", "from_records", "input_fingerprint", "read_input"]
+__all__ = ["expand_paths", "expand_with_names", "from_records", "input_fingerprint", "read_input"]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ def expand_paths(path: str | Path | list) -> list[Path]:
     return out
 
 
-def _expand_with_names(path) -> list[tuple[Path | str, str]]:
+def expand_with_names(path) -> list[tuple[Path | str, str]]:
+    """``[(entry, relative name)]`` of an input spec: the names ids and ``source`` use (a file's
+    path relative to the inputs' common folder; a hub dataset's name)."""
     specs = path if isinstance(path, (list, tuple)) else [path]
     if not specs:
         raise InputError("input: empty list of paths")
@@ -143,7 +146,7 @@ def input_fingerprint(path: str | Path | list) -> str:
     entries are sorted by relative name. A hub dataset is identified by its name only.
     """
     files: list[tuple[str, Path | None]] = []
-    for entry, name in _expand_with_names(path):
+    for entry, name in expand_with_names(path):
         if isinstance(entry, str):
             files.append((name, None))
         elif entry.is_dir():
@@ -199,7 +202,7 @@ def read_input(path: str | Path | list, format: str | None = None, id_field: str
         fields["text"] = text_field
         format = format if format not in (None, "auto") else "text"
     col = Collector(format, id_field, fields, source)
-    entries = _expand_with_names(path)
+    entries = expand_with_names(path)
     # The vectorised path for one JSON/JSONL file; None = per row.
     if (fast := read_fast(entries, format=format, fields=fields, id_field=id_field, source=source,
                           max_row_bytes=max_row_bytes)) is not None:
@@ -261,7 +264,9 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
     A table (or DataFrame/Dataset) that already has ``id`` and ``text`` columns (e.g. the output
     of a previous ingest) passes through: its text is used as is, missing canonical columns are
     added as nulls (``source`` as the ``source`` argument), canonical columns are moved first.
-    Otherwise rows go through the format adapters; ids default to ``<source>:<row>`` (1-based).
+    Otherwise rows go through the format adapters; ids default to the row's 0-based index as a
+    string (``"0"``, ``"1"``, ...: the positions ``ds.select`` takes), and a quarantine record's
+    ``line`` is that index.
 
     Args:
         data: the records.
@@ -275,7 +280,7 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
         # The vectorised path for alpaca/text/messages; None = per row.
         if (fast := records_fast(data, format=format, id_field=id_field, source=source)) is not None:
             return fast
-        records = (Record(i, rec, None) for i, rec in enumerate(data, 1))
+        records = (Record(i, rec, None) for i, rec in enumerate(data))
     else:
         if not isinstance(data, pa.Table):
             if type(data).__module__.startswith("pandas"):
@@ -288,8 +293,8 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
         if {schema.ID, schema.TEXT} <= set(data.column_names) and id_field is None and format in (None, "auto"):
             return Ingested(table=canonical_passthrough(data, source), files=[source],
                             record_counts={source: data.num_rows})
-        records = iter_table(data, 2**62)
-    col = Collector(format, id_field, None, source)
+        records = iter_table(data, 2**62, start=0)
+    col = Collector(format, id_field, None, source, bare_ids=True)
     counted = Counted(records)
     n_ok, n_bad = col.add_file(source, counted)
     check_file_count(source, counted.n, n_ok, n_bad)
