@@ -256,11 +256,13 @@ class QualityModel:
         return self._z(X) @ self.coef_ + self.intercept_
 
     def score(self, f: RowFields, *, batch_size: int | None = None, device: str | None = None,
-              embeddings: np.ndarray | None = None) -> np.ndarray:
-        """(n,) scores for rows, computing their features first (``embeddings``: precomputed, (n, d))."""
+              embeddings: np.ndarray | None = None, show_progress: bool = False) -> np.ndarray:
+        """(n,) scores for rows, computing their features first (``embeddings``: precomputed, (n, d);
+        ``show_progress``: the embedder's per-batch bar, default False)."""
         if len(f) == 0:
             return np.zeros(0)
-        return self.decision(self.featurize(f, batch_size=batch_size, device=device, embeddings=embeddings))
+        return self.decision(self.featurize(f, batch_size=batch_size, device=device, embeddings=embeddings,
+                                            show_progress=show_progress))
 
     def save(self, path: str | Path) -> Path:
         """Write one .npz (arrays + JSON spec); returns the path."""
