@@ -36,6 +36,17 @@ RECORDED = json.loads((Path(__file__).parent / "data" / "stage_keys_before_restr
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def recorded_cpu(monkeypatch):
+    """The keys were recorded on a CPU without int8 dot products (VNNI). On one with them, embed's
+    default precision is int8 (issue 33): other vectors, deliberately under another key."""
+    import curate.models.loading
+    from curate.embed.quantize import INT8_DOT_FLAGS
+
+    flags = curate.models.loading.cpu_flags() - set(INT8_DOT_FLAGS)
+    monkeypatch.setattr(curate.models.loading, "cpu_flags", lambda: flags)
+
+
 def as_recorded(stage, monkeypatch):
     """``stage`` as the recorded code saw it: old version, without parameters added since."""
     if stage.name in DELIBERATE:

@@ -92,8 +92,9 @@ def test_cache_key_follows_backend_precision_and_weights(tmp_path, monkeypatch):
     from curate.core.hashing import stage_key
 
     keys = {stage_key("p", Embed(backend=b, precision=p)) for b, p in
-            [("onnx", "float32"), ("onnx", "int8"), ("static", None), ("sentence_transformers", None)]}
-    assert len(keys) == 4
+            [("onnx", "float32"), ("onnx", "int8"), ("onnx", "int8_mixed"), ("static", None),
+             ("sentence_transformers", None)]}
+    assert len(keys) == 5
     # same YAML, another device: bf16 autocast on a GPU is another result, so another key
     e = Embed(backend="sentence_transformers")
     cpu = e.cache_params()

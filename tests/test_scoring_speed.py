@@ -121,11 +121,38 @@ def test_legacy_scorer_files_keep_their_embedder(tmp_path):
     assert QualityModel.load(p).embedding_text == "text"
 
 
-def test_shipped_scorer_embeds_like_the_default_embed_stage():
+def _cpu_with(monkeypatch, vnni: bool) -> None:
+    import curate.models.loading
+    from curate.embed.quantize import INT8_DOT_FLAGS
+
+    flags = (curate.models.loading.cpu_flags() - set(INT8_DOT_FLAGS)) | ({"avx512_vnni"} if vnni else set())
+    monkeypatch.setattr(curate.models.loading, "cpu_flags", lambda: flags)
+
+
+def test_shipped_scorer_embeds_like_the_default_embed_stage(monkeypatch):
     from curate.score.quality_model import default_model_path
 
+    _cpu_with(monkeypatch, vnni=False)  # no int8 dot products: the default is the scorer's own fp32
     m = QualityModel.load(default_model_path())
     assert m.embedding_text == "text" and m.resolved_embed_params() == default_embed_params()
+
+
+def test_shipped_scorer_reuses_the_int8_column_a_vnni_cpu_embeds_by_default(monkeypatch):
+    """On a CPU with int8 dot products the embed stage's default column is int8 (issue 33); the
+    fp32-fitted scorer accepts it (measured: same APE accuracy) instead of embedding the pool again,
+    and still refuses a column of another text layout."""
+    from curate.score.quality_model import default_model_path, embedding_strings
+
+    _cpu_with(monkeypatch, vnni=True)
+    m = QualityModel.load(default_model_path())
+    f = _fields([f"Answer number {i}: the capital of country {i} is city {i * 7}." for i in range(12)])
+    assert Embed().effective_precision() == "int8"
+    col = Embed().encode(embedding_strings(f, m.embedding_text))
+    ok, why = m.embeddings_match(f, col)
+    assert ok and "int8 variant" in why, why
+    templated = Embed().encode([f"Instruction: {a} Input: {b} Response: {c}" for a, b, c in
+                                zip(f.instruction, f.input, f.output)])
+    assert not m.embeddings_match(f, templated)[0]
 
 
 def test_quality_model_cache_key_follows_the_scorer_file(scorer, tmp_path):

@@ -3,8 +3,9 @@
 The packaged all-MiniLM-L6-v2 (or any local/hub sentence-transformers model with a BERT-style
 encoder and mean or CLS pooling) is exported once with ``torch.onnx.export`` (TorchScript
 exporter, opset 17, dynamic batch and sequence axes) and cached under
-``$CURATE_CACHE/models/onnx/<name>-<weights hash>/``; ``precision="int8"`` adds a copy with
-dynamic int8 quantisation of the MatMul weights (``onnxruntime.quantization.quantize_dynamic``).
+``$CURATE_CACHE/models/onnx/<name>-<weights hash>/``; ``precision="int8"`` and ``"int8_mixed"``
+add dynamically int8-quantised copies (:mod:`curate.embed.quantize`, which also says what
+``precision=None`` runs on this CPU).
 Inference needs only onnxruntime and the ``tokenizers`` library: the tokenizer, pooling mode and
 sequence limit are saved beside the graph, so later runs never load torch for this backend.
 
@@ -37,7 +38,7 @@ from curate.models.onnx_runtime import (
 
 log = logging.getLogger(__name__)
 
-ONNX_PRECISIONS = (None, "float32", "int8")
+ONNX_PRECISIONS = (None, "float32", "int8", "int8_mixed")
 OPSET = 17
 
 
@@ -54,11 +55,13 @@ def ensure_export(model: str | None = None, revision: str | None = None, precisi
     Args:
         model: alias, HF id or local sentence-transformers folder (default all-MiniLM-L6-v2).
         revision: HF revision for hub models (default None).
-        precision: None/"float32" (the exported graph) or "int8" (dynamic int8 quantisation
-            of it, made on first use).
+        precision: None/"float32" (the exported graph), or "int8" / "int8_mixed" (dynamic int8
+            quantisation of every MatMul / of the weight MatMuls that tolerate it, made on first
+            use; :func:`curate.embed.quantize.quantize_graph`). None here is the fp32 graph: the
+            stage resolves its own None with :func:`curate.embed.quantize.default_precision`.
 
     Returns:
-        Path to ``model.onnx`` or ``model_int8.onnx`` inside :func:`export_dir`.
+        Path to ``model.onnx`` or ``model_<precision>.onnx`` inside :func:`export_dir`.
     """
     if precision not in ONNX_PRECISIONS:
         raise ValueError(f"precision must be one of {ONNX_PRECISIONS} for the onnx backend, got {precision!r}")
@@ -66,16 +69,15 @@ def ensure_export(model: str | None = None, revision: str | None = None, precisi
     fp32 = out / "model.onnx"
     if not (fp32.is_file() and (out / "curate_onnx.json").is_file()):
         _export(local_model_dir(model or DEFAULT_EMBEDDER, revision), out)
-    if precision != "int8":
+    if precision in (None, "float32"):
         return fp32
-    q = out / "model_int8.onnx"
+    q = out / f"model_{precision}.onnx"
     if not q.is_file():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from curate.embed.quantize import quantize_graph
 
         tmp = q.with_suffix(f".tmp{os.getpid()}.onnx")
-        log.info("quantising %s to int8 (dynamic, weights per channel)", fp32)
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, q)
+        quantize_graph(fp32, tmp, precision)
+        os.replace(tmp, q)  # readers see the whole graph or none
     return q
 
 
@@ -135,7 +137,7 @@ def _tokenizer(path: str):
 def encode_onnx(texts: list[str], model: str | None = None, *, revision: str | None = None,
                 max_length: int | None = None, normalize: bool = True, precision: str | None = None,
                 batch_size: int = 64, threads: int | None = None, workers: int | None = None,
-                show_progress: bool = False) -> np.ndarray:
+                show_progress: bool = False, graph: str | Path | None = None) -> np.ndarray:
     """Embed texts with the ONNX export of a sentence-transformers model.
 
     Args:
@@ -144,7 +146,8 @@ def encode_onnx(texts: list[str], model: str | None = None, *, revision: str | N
         revision: HF revision for hub models (default None).
         max_length: token limit (default None = the model's ``max_seq_length``, 256 for MiniLM).
         normalize: L2-normalise rows (default True; a model with a Normalize module always is).
-        precision: None/"float32" or "int8" (dynamic int8 quantised graph).
+        precision: None/"float32", "int8" or "int8_mixed" (:func:`ensure_export`; None is fp32
+            here, the stage resolves the CPU's default before calling).
         batch_size: texts per run (default 64).
         threads: onnxruntime intra-op threads per run (default None = cores / workers).
         workers: batches run at once from a thread pool on one session (onnxruntime releases the
@@ -152,6 +155,9 @@ def encode_onnx(texts: list[str], model: str | None = None, *, revision: str | N
             thread, so on few cores several single-threaded runs at once are faster. Each row's
             vector does not depend on it (rows never share a batch differently).
         show_progress: tqdm bar over batches.
+        graph: run this ``.onnx`` file instead of ``model`` at ``precision`` (default None); it
+            must sit in an export folder (tokenizer and ``curate_onnx.json`` beside it). For
+            measurements of other quantisations (:func:`curate.embed.quantize.matmul_sensitivity`).
 
     Returns:
         (n, d) float32 array.
@@ -160,7 +166,7 @@ def encode_onnx(texts: list[str], model: str | None = None, *, revision: str | N
 
     from tqdm.auto import tqdm
 
-    graph = ensure_export(model, revision, precision)
+    graph = Path(graph) if graph is not None else ensure_export(model, revision, precision)
     meta = json.loads((graph.parent / "curate_onnx.json").read_text())
     workers = max(1, int(workers or usable_cores()))
     if threads is None and workers > 1:

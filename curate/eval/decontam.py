@@ -98,7 +98,10 @@ def decontaminate(pool: pa.Table, eval_prompts: list[str], *, exact: bool = True
     if embed_threshold is not None:
         from curate.embed.stage import Embed
 
-        enc = Embed(backend=embed_backend, model=embedder, batch_size=batch_size, show_progress=False)
+        # fp32 on every CPU: an evaluation's pool (and so its committed unit records) must not
+        # depend on whether the host has int8 dot products (the onnx default's choice, issue 33)
+        enc = Embed(backend=embed_backend, model=embedder, batch_size=batch_size, show_progress=False,
+                    precision="float32" if embed_backend == "onnx" else None)
         e_pool = enc.encode(prompts, show_progress=show_progress)
         e_eval = enc.encode(list(eval_prompts))
         best = np.full(n, -1.0, dtype=np.float32)
