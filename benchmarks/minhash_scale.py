@@ -181,9 +181,20 @@ def jaccards(texts, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for lo in range(0, len(a), 100_000):
         aa, bb = a[lo:lo + 100_000], b[lo:lo + 100_000]
         rows = np.unique(np.concatenate([aa, bb]))
-        sh, off = shingle_hashes(texts.take(pa.array(rows)), ngram=5, ngram_unspaced=None)
+        sh, off = shingle_hashes(take_strings(texts, rows), ngram=5, ngram_unspaced=None)
         out[lo:lo + len(aa)] = pair_jaccard(sh, off, np.searchsorted(rows, aa), np.searchsorted(rows, bb))
     return out
+
+
+def take_strings(col, rows: np.ndarray):
+    """``col.take(rows)`` (rows ascending) chunk by chunk: a plain ``take`` first concatenates the
+    chunks into one array with 32-bit offsets, which overflows past 2 GiB of text (3M+ documents)."""
+    import pyarrow as pa
+
+    bounds = np.cumsum([0] + [len(c) for c in col.chunks])
+    which = np.searchsorted(bounds, rows, side="right") - 1
+    parts = [col.chunk(k).take(pa.array(rows[which == k] - bounds[k])) for k in np.unique(which)]
+    return pa.chunked_array(parts, type=col.type)
 
 
 def decision_of(job: dict, work: Path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
