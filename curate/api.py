@@ -5,7 +5,6 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate.core.schema import SELECTED, is_vector_type
 from curate.engine.config import build_stage
@@ -13,6 +12,7 @@ from curate.engine.execute import execute_table, run
 from curate.engine.pipeline import plan
 from curate.ingest import read as cio
 from curate.ingest.original import (
+    columns_by_id,
     input_kind,
     read_original,
     selected_positions,
@@ -98,10 +98,10 @@ def select(data, method: str, budget=None, *, format: str | None = None, id_fiel
             output = output or "dataset"
         elif kind == "path":
             rows, ids = read_original(cio.expand_with_names(data), kept, id_field=id_field, show_progress=show_progress)
-            rows, kind = with_columns(rows, "arrow", _columns_for(ex.table, names, ids)), "arrow"
+            rows, kind = with_columns(rows, "arrow", columns_by_id(ex.table, names, ids)), "arrow"
             output = output or "dataset"
         else:
-            rows = with_columns(take_rows(data, kind, indices), kind, _columns_for(ex.table, names, kept))
+            rows = with_columns(take_rows(data, kind, indices), kind, columns_by_id(ex.table, names, kept))
         rows = _convert(rows, kind, output)
         extra = ([indices] if return_indices else []) + ([ex.ledger.to_table()] if return_provenance else [])
         return (rows, *extra) if extra else rows
@@ -124,14 +124,6 @@ def _score_names(table: pa.Table, input_columns: list[str], with_scores) -> list
     return names
 
 
-def _columns_for(table: pa.Table, names: list[str], ids: list[str]) -> dict[str, pa.Array]:
-    """{name: the column's values for the rows ``ids``, in that order} (joined on ``id``)."""
-    if not names:
-        return {}
-    at = pc.index_in(pa.array(ids, pa.string()), value_set=table.column("id").combine_chunks())
-    return {c: table.column(c).combine_chunks().take(at) for c in names}
-
-
 def _canonical_rows(table, with_scores):
     """The canonical view, vector columns left out unless ``with_scores`` names them."""
     named = set(with_scores) if isinstance(with_scores, (list, tuple)) else set()
@@ -141,7 +133,7 @@ def _canonical_rows(table, with_scores):
 
 def _convert(rows, kind: str, output: str | None):
     """``rows`` of ``kind`` as ``output`` asks (None: unchanged)."""
-    if output is None or output == {"dataset": "dataset", "arrow": "arrow"}.get(kind):
+    if output is None or output == kind:
         return rows
     if kind == "dataset":
         table = rows.flatten_indices().data.table

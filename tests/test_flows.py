@@ -37,6 +37,20 @@ def _pool(tmp_path, n=30):
     return data
 
 
+def _refresh_recipe(tmp_path, *, n_rows: int, budget: int, seed: int, versions: str, cache: str):
+    """A refresh recipe (exact dedup, then ``budget`` random rows) over a pool of ``n_rows`` in
+    ``tmp_path/src``, written to ``tmp_path/refresh.yaml``; returns (recipe dict, its path)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _pool(src, n_rows)
+    recipe = {"refresh": {"source": str(src), "versions_dir": str(tmp_path / versions)}, "input": {"path": "x"},
+              "stages": [{"type": "exact_dedup"}, {"type": "random", "budget": budget, "seed": seed}],
+              "output": {"plots": False, "save_dataset": False}, "cache_dir": str(tmp_path / cache)}
+    cfg = tmp_path / "refresh.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    return recipe, cfg
+
+
 def _task_run_names(flow_run_id) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -119,14 +133,7 @@ def test_flow_publishes_funnel_and_stage_artifacts_under_the_recipe_key(prefect_
 def test_refresh_flow_versions_then_noop(prefect_server, tmp_path):
     from flows.curate_flow import refresh_flow
 
-    src = tmp_path / "src"
-    src.mkdir()
-    _pool(src, 20)
-    recipe = {"refresh": {"source": str(src), "versions_dir": str(tmp_path / "v")}, "input": {"path": "x"},
-              "stages": [{"type": "exact_dedup"}, {"type": "random", "budget": 3, "seed": 1}],
-              "output": {"plots": False, "save_dataset": False}, "cache_dir": str(tmp_path / "cache")}
-    cfg = tmp_path / "refresh.yaml"
-    cfg.write_text(yaml.safe_dump(recipe))
+    _, cfg = _refresh_recipe(tmp_path, n_rows=20, budget=3, seed=1, versions="v", cache="cache")
     first = refresh_flow(str(cfg))
     assert (first["version"], first["noop"], first["added"]) == ("v0001", False, 3)
     again = refresh_flow(str(cfg))
@@ -200,14 +207,12 @@ def test_evaluate_flow_one_task_per_seed_then_report(prefect_server, tmp_path):
     """curate/evaluate's flow on a tiny LM saved to a folder: the same results as `run_eval`,
     tasks named by seed, and a second flow run trains nothing (every unit cached)."""
     pytest.importorskip("peft")
-    from tiny_lm import tiny_lm
+    from tiny_lm import save_tiny_lm
 
     from curate.eval.runner import run_eval
     from flows.evaluate_flow import evaluate_flow
 
-    lm, tok = tiny_lm(seed=0, n_layers=2, hidden=32)
-    lm.save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
+    save_tiny_lm(tmp_path / "lm", seed=0, n_layers=2, hidden=32)
     rows = [{"instruction": f"Say the word number {i}.", "input": "", "output": "word " * (1 + i % 7)} for i in range(40)]
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ev = [{"instruction": f"Repeat {i}.", "input": "", "output": "word word"} for i in range(6)]
@@ -275,14 +280,7 @@ def test_refresh_flow_equals_run_refresh(prefect_server, tmp_path):
     from curate.ops.refresh import run_refresh
     from flows.curate_flow import refresh_flow
 
-    src = tmp_path / "src"
-    src.mkdir()
-    _pool(src, 25)
-    recipe = {"refresh": {"source": str(src), "versions_dir": str(tmp_path / "v_flow")}, "input": {"path": "x"},
-              "stages": [{"type": "exact_dedup"}, {"type": "random", "budget": 4, "seed": 2}],
-              "output": {"plots": False, "save_dataset": False}, "cache_dir": str(tmp_path / "cache_flow")}
-    cfg = tmp_path / "refresh.yaml"
-    cfg.write_text(yaml.safe_dump(recipe))
+    recipe, cfg = _refresh_recipe(tmp_path, n_rows=25, budget=4, seed=2, versions="v_flow", cache="cache_flow")
     flow_out = refresh_flow(str(cfg))
     direct = run_refresh({**recipe, "refresh": {**recipe["refresh"], "versions_dir": str(tmp_path / "v_direct")},
                           "cache_dir": str(tmp_path / "cache_direct")}, show_progress=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from tiny_lm import tiny_lm, toy_rows
+from tiny_lm import save_tiny_lm, tiny_lm, toy_rows
 
 import curate
 import curate.train.less_warmup as warm_mod
@@ -90,11 +90,7 @@ def test_batched_per_example_gradients_equal_one_row_backward(prefix):
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    lm, tok = tiny_lm()
-    root = tmp_path_factory.mktemp("less") / "lm"
-    lm.save_pretrained(root)
-    tok.save_pretrained(root)
-    return str(root)
+    return save_tiny_lm(tmp_path_factory.mktemp("less") / "lm")
 
 
 def feats(path: str, **kw) -> dict:

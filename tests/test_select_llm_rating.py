@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from tiny_lm import tiny_lm, toy_rows
+from tiny_lm import save_tiny_lm, tiny_lm, toy_rows
 
 import curate
 from curate.core.stage import StageContext
@@ -111,11 +111,7 @@ def test_expected_score_by_hand_and_padding_invariant():
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    lm, tok = tiny_lm()
-    root = tmp_path_factory.mktemp("rater") / "lm"
-    lm.save_pretrained(root)
-    tok.save_pretrained(root)
-    return str(root)
+    return save_tiny_lm(tmp_path_factory.mktemp("rater") / "lm")
 
 
 def test_annotator_columns_plain_rows_and_resume(tiny_path, tmp_path, monkeypatch):

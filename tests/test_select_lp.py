@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 import yaml
 from select_toys import REPO, SESSION_CACHE, blobs, dolly_rows, planted_table
-from tiny_lm import tiny_lm, toy_rows
+from tiny_lm import save_tiny_lm, tiny_lm, toy_rows
 
 import curate
 import curate.train.learning_percentage as lp_mod
@@ -74,11 +74,7 @@ def test_exact_budgets_determinism_and_own_clustering():
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    lm, tok = tiny_lm()
-    root = tmp_path_factory.mktemp("lp") / "lm"
-    lm.save_pretrained(root)
-    tok.save_pretrained(root)
-    return str(root)
+    return save_tiny_lm(tmp_path_factory.mktemp("lp") / "lm")
 
 
 def test_response_ppl_by_hand():

@@ -35,6 +35,14 @@ def tiny_lm(seed: int = 0, n_layers: int = 4, hidden: int = 32):
     return lm, tok
 
 
+def save_tiny_lm(root, **kw) -> str:
+    """:func:`tiny_lm` (``kw`` passed on) saved with its tokenizer under ``root``; returns the folder as str."""
+    lm, tok = tiny_lm(**kw)
+    lm.save_pretrained(root)
+    tok.save_pretrained(root)
+    return str(root)
+
+
 def toy_rows(n: int = 24, seed: int = 0):
     """n canonical instruction rows of varied lengths (a pa.Table)."""
     import numpy as np

@@ -31,7 +31,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.core.hashing import stable_hash
@@ -268,7 +267,7 @@ def original_rows(cfg, ing, table: pa.Table, show_progress: bool = False) -> pa.
         The records (``curate.ingest.original.read_original``), plus, with ``output.scores``,
         the columns the stages added (a name the input already has gets ``curate_``).
     """
-    from curate.ingest.original import read_original, with_columns
+    from curate.ingest.original import columns_by_id, read_original, with_columns
     from curate.ingest.read import expand_with_names
 
     inp = cfg.input
@@ -278,8 +277,7 @@ def original_rows(cfg, ing, table: pa.Table, show_progress: bool = False) -> pa.
     if not cfg.output.scores:
         return rows
     added = [c for c in table.column_names if c not in ing.table.column_names]
-    at = pc.index_in(pa.array(ids, pa.string()), value_set=table.column("id").combine_chunks())
-    return with_columns(rows, "arrow", {c: table.column(c).combine_chunks().take(at) for c in added})
+    return with_columns(rows, "arrow", columns_by_id(table, added, ids))
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

@@ -28,8 +28,9 @@ from curate.core.errors import InputError
 from curate.core.schema import SELECTED
 from curate.ingest.formats import RowError
 from curate.ingest.ids import row_id
+from curate.ingest.read import is_path_spec
 
-__all__ = ["input_kind", "read_original", "selected_positions", "take_rows", "with_columns"]
+__all__ = ["columns_by_id", "input_kind", "read_original", "selected_positions", "take_rows", "with_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def input_kind(data) -> str:
         InputError: a ``datasets.DatasetDict`` (select one split, or loop over the splits).
         TypeError: anything else.
     """
-    if isinstance(data, (str, Path)) or (isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, Path))):
+    if is_path_spec(data):
         return "path"
     if isinstance(data, list):
         return "list"
@@ -129,6 +130,17 @@ def with_columns(rows, kind: str, columns: dict[str, pa.Array]):
         return rows
     values = {k: v.to_pylist() for k, v in named.items()}
     return [{**r, **{k: vals[j] for k, vals in values.items()}} for j, r in enumerate(rows)]
+
+
+def columns_by_id(table: pa.Table, names: list[str], ids: list[str]) -> dict[str, pa.Array]:
+    """{name: ``table``'s column for the rows ``ids``, in that order} (joined on ``id``): the
+    stages' scores lined up with original rows for :func:`with_columns`."""
+    if not names:
+        return {}
+    import pyarrow.compute as pc
+
+    at = pc.index_in(pa.array(ids, pa.string()), value_set=table.column("id").combine_chunks())
+    return {c: table.column(c).combine_chunks().take(at) for c in names}
 
 
 def _names(rows, kind: str) -> list[str]:

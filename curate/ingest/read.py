@@ -63,7 +63,7 @@ from curate.ingest.readers.hf import dataset_table, is_hf_dir
 from curate.ingest.readers.table import iter_table
 from curate.ingest.result import Counted, Ingested, check_file_count
 
-__all__ = ["expand_paths", "expand_with_names", "from_records", "input_fingerprint", "read_input"]
+__all__ = ["expand_paths", "expand_with_names", "from_records", "input_fingerprint", "is_path_spec", "read_input"]
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,11 @@ def _head_repr(entry: Path) -> str:
         return ""
 
 
+def is_path_spec(data) -> bool:
+    """True for what :func:`read_input` reads (a path, or a list of paths), not in-memory rows."""
+    return isinstance(data, (str, Path)) or (isinstance(data, list) and bool(data) and isinstance(data[0], (str, Path)))
+
+
 def from_records(data, format: str | None = None, id_field: str | None = None, source: str = "memory") -> Ingested:
     """Ingest in-memory data: a list of dicts, ``pa.Table``, pandas DataFrame, ``datasets.Dataset``, or a path.
 
@@ -274,7 +279,7 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
         id_field: as in :func:`read_input`.
         source: name used for the ``source`` column and in ids (default ``memory``).
     """
-    if isinstance(data, (str, Path)) or (isinstance(data, list) and data and isinstance(data[0], (str, Path))):
+    if is_path_spec(data):
         return read_input(data, format=format, id_field=id_field)
     if isinstance(data, list):
         # The vectorised path for alpaca/text/messages; None = per row.

@@ -71,7 +71,7 @@ def _cpu_default_variant(embedder: str, params: dict) -> str | None:
         return None
     from curate.embed.quantize import default_precision
 
-    alt = default_precision(None if embedder == "all-MiniLM-L6-v2" else embedder)
+    alt = default_precision(embedder)
     return None if alt == "float32" else alt
 
 
