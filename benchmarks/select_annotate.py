@@ -5,10 +5,11 @@ Per row: the all-MiniLM-L6-v2 embedding of CaR's string (``curate.embed.stage.CA
 and the shipped learned quality score (``quality``), computed from that same embedding plus the
 heuristics through ``QualityModel.decision`` so the pool is embedded once.
 
-Caveat, measured by ``--check-template``: the shipped scorer was fitted on ``car_string`` (which
-drops " Input: " when the input is empty) while clustering uses CAR_TEMPLATE (CaR's clustering
-string, which always has it). The check embeds a seeded sample both ways and reports how much
-the quality scores differ (Spearman, top-10% overlap).
+Caveat: this default mode predates the shipped scorer's switch to the rows' canonical text (its
+``embedding_text`` is ``text`` since issue 12), so its quality comes from an embedding of another
+layout; ``--via-curate`` (below) annotates as curate does. ``--check-template`` embeds a seeded
+sample as CAR_TEMPLATE and as ``car_string`` (the scorer's layout before issue 12) and reports how
+much the quality scores differ (Spearman, top-10% overlap).
 
 Work is split into resumable units of ``--shard-size`` rows; each unit is one process, meant to run
 under ``flock /work/heavy.lock``, and writes ``shard_<i>.npz`` atomically, so a kill loses at most
