@@ -54,6 +54,24 @@ def test_only_variants_that_passed_are_eligible(monkeypatch):
     assert quantize.default_precision() == "float32"  # passed, but this CPU lacks what it needs
 
 
+def test_environment_pins_the_default_on_every_host(monkeypatch):
+    """$CURATE_ONNX_PRECISION overrides what the CPU would choose, for MiniLM only, and is checked."""
+    monkeypatch.setattr(curate.models.loading, "cpu_flags", lambda: AVX2 | {"avx512_vnni"})
+    fast = {"int8": quantize.Variant("int8", ("avx512_vnni",), 9.0, True, "toy")}
+    monkeypatch.setattr(quantize, "VARIANTS", fast)
+    assert quantize.default_precision() == "int8"
+    monkeypatch.setenv(quantize.PRECISION_ENV, "float32")
+    assert quantize.default_precision() == Embed().effective_precision() == "float32"
+    assert Embed().cache_params()["resolved"]["precision"] == "float32"
+    monkeypatch.setattr(curate.models.loading, "cpu_flags", lambda: AVX2)
+    monkeypatch.setenv(quantize.PRECISION_ENV, "int8")
+    assert quantize.default_precision() == "int8"  # pinned even where the CPU would not choose it
+    assert quantize.default_precision("sentence-transformers/all-mpnet-base-v2") == "float32"
+    monkeypatch.setenv(quantize.PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match="CURATE_ONNX_PRECISION='fp16'"):
+        quantize.default_precision()
+
+
 def test_int8_flags_in_key_for_explicit_int8(monkeypatch):
     keys = set()
     for flags in (AVX2, AVX2 | {"avx512_vnni"}, AVX2 | {"avx_vnni"}):

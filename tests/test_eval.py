@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -211,6 +212,28 @@ def test_controls_length_matched_and_shuffled():
     assert mix.column("source").to_pylist().count("a") == 10 and len(mix) == 40
     with pytest.raises(ValueError, match="fractions"):
         make_selection({"name": "d", "method": "mixture", "fractions": {"a": 0.5}}, src, 40, 0)
+
+
+def test_arm_selections_embed_in_fp32_on_every_host(tmp_path, monkeypatch):
+    """An arm's MiniLM vectors are fp32 even where the CPU default would be int8, so its rows and
+    unit key do not depend on the machine; the environment is restored after."""
+    import curate.models.loading
+    from curate.embed import quantize
+
+    monkeypatch.setattr(curate.models.loading, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    monkeypatch.setattr(quantize, "VARIANTS", {"int8": quantize.Variant("int8", ("avx512_vnni",), 9.0, True, "toy")})
+    monkeypatch.delenv(quantize.PRECISION_ENV, raising=False)
+    assert quantize.default_precision() == "int8"
+    n = 30
+    q = [f"Question {i} about topic {i % 5}" for i in range(n)]
+    a = [f"Answer {i} " * (i % 7 + 1) for i in range(n)]
+    pool = pa.table({"id": [f"p{i}" for i in range(n)], "text": [f"{x}\n\n{y}" for x, y in zip(q, a)],
+                     "instruction": q, "input": [""] * n, "output": a})
+    sel = make_selection({"name": "kc", "method": "kcenter"}, pool, 5, 0, cache_dir=tmp_path / "cache")
+    assert len(sel) == 5 and quantize.PRECISION_ENV not in os.environ
+    manifests = [json.loads(m.read_text()) for m in (tmp_path / "cache").glob("*/manifest.json")]
+    embed = [m for m in manifests if m["stage"].endswith(":embed")]
+    assert len(embed) == 1 and embed[0]["params"]["resolved"]["precision"] == "float32"
 
 
 def test_eval_set_layouts(tmp_path):

@@ -24,6 +24,9 @@ The default follows the CPU, like the causal-LM dtype (:func:`curate.models.load
 the fastest variant in :data:`VARIANTS` whose quality check passed and whose instructions this CPU
 has, else fp32. int8 pays only with int8 dot-product instructions (VNNI): without them onnxruntime
 multiplies u8 x s8 with ``vpmaddubsw``, which measured no faster than fp32 on an AVX2 CPU.
+``$CURATE_ONNX_PRECISION`` (:data:`PRECISION_ENV`) pins the default on every host (an
+environment variable, so shard worker processes see it too); the evaluation sets it to fp32 so
+that an arm's rows, and so its unit key, do not depend on the machine.
 """
 from __future__ import annotations
 
@@ -88,6 +91,10 @@ def int8_dot_flags() -> tuple[str, ...]:
     return tuple(sorted(f for f in INT8_DOT_FLAGS if f in loading.cpu_flags()))
 
 
+PRECISION_ENV = "CURATE_ONNX_PRECISION"
+PINNABLE = ("float32", "int8", "int8_mixed")
+
+
 def default_precision(model: str | None = None) -> str:
     """What ``precision=None`` means for the onnx backend on this CPU.
 
@@ -96,13 +103,22 @@ def default_precision(model: str | None = None) -> str:
             measured on MiniLM only, so any other model runs fp32.
 
     Returns:
-        The fastest :data:`VARIANTS` entry that passed its quality check and whose ``needs`` this
-        CPU has, else ``"float32"``.
+        ``"float32"`` for another model than MiniLM; ``$CURATE_ONNX_PRECISION`` when set (one of
+        :data:`PINNABLE`); else the fastest :data:`VARIANTS` entry that passed its quality check
+        and whose ``needs`` this CPU has, else ``"float32"``.
+
+    Raises:
+        ValueError: ``$CURATE_ONNX_PRECISION`` is set to something else than :data:`PINNABLE`.
     """
     from curate.models.loading import DEFAULT_EMBEDDER, resolve_embedder
 
     if model is not None and resolve_embedder(model) != resolve_embedder(DEFAULT_EMBEDDER):
         return "float32"
+    pinned = os.environ.get(PRECISION_ENV)
+    if pinned:
+        if pinned not in PINNABLE:
+            raise ValueError(f"${PRECISION_ENV}={pinned!r}: must be one of {PINNABLE}")
+        return pinned
     have = set(int8_dot_flags())
     ok = [v for v in VARIANTS.values() if v.passed and have.intersection(v.needs)]
     return max(ok, key=lambda v: v.speedup).name if ok else "float32"

@@ -32,6 +32,8 @@ pool's response-length deciles (:mod:`curate.select.length_bins`).
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +41,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.core.hashing import stable_hash
+from curate.embed.quantize import PRECISION_ENV
 from curate.score.rows import row_fields
 
 CONTROL_METHODS = ("length_matched_random", "shuffled_responses", "mixture")
+
+
+@contextmanager
+def pinned_env(name: str, value: str):
+    """``os.environ[name] = value`` inside the block (child processes inherit it), restored after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def selection_hash(table: pa.Table) -> str:
@@ -205,9 +222,11 @@ def make_selection(arm: dict, pool: pa.Table, budget: int, seed: int, *, cache_d
         params["targets"] = {t: queries[t] for t in arm["query_targets"]}
     if _stage_accepts_seed(method) and "seed" not in params:
         params["seed"] = seed
-    # the canonical view: the trainer reads curate's columns, whatever the pool's own layout
-    tab = curate.select(src, method=method, budget=budget, cache_dir=cache_dir, schema="canonical", output="arrow",
-                        **params)
+    # the canonical view: the trainer reads curate's columns, whatever the pool's own layout; MiniLM
+    # in fp32 whatever the CPU, so the rows (and the unit key) are the same on every host
+    with pinned_env(PRECISION_ENV, "float32"):
+        tab = curate.select(src, method=method, budget=budget, cache_dir=cache_dir, schema="canonical",
+                            output="arrow", **params)
     if len(tab) != budget:
         raise ValueError(f"arm {arm['name']!r}: method {method!r} returned {len(tab)} rows, budget is {budget}")
     return tab
