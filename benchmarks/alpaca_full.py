@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
+from results_io import add_record_flag, data_dir, output_dir
 
 
 def cpu_info() -> str:
@@ -40,7 +40,8 @@ def cpu_info() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("pool", nargs="?", default="/work/shared/data/instruct/alpaca_44k.json")
+    ap.add_argument("pool", nargs="?", default=str(data_dir() / "instruct" / "alpaca_44k.json"),
+                    help="pool, default: $CURATE_DATA/instruct/alpaca_44k.json (docs/data.md)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/curate-alpaca-full"))
     ap.add_argument("--no-progress", action="store_true")
     add_record_flag(ap)

@@ -9,10 +9,10 @@ Nothing is downloaded here. Get the sources first (Debian 12 "bookworm" packages
 
 then, from the repository root (``groff`` and ``col`` must be installed to render man pages)::
 
-    python benchmarks/build_sample_web.py --data /work/shared/data \\
+    python benchmarks/build_sample_web.py --data "$CURATE_DATA" \\
         --handbook /tmp/debs/x_debian-handbook --manpages /tmp/debs/x_manpages-*
 
-``--data`` is the project's shared data folder (DCLM human-labelled pages, Dolly). Running it
+``--data`` is the folder of public datasets, ``$CURATE_DATA`` (docs/data.md: DCLM human-labelled pages, Dolly). Running it
 again with the same sources gives byte-identical files (seeded sampling, gzip and WARC headers
 without timestamps). ``sample_web/README.md`` is hand-written: keep its tables in sync with the
 constants below. The ~10 MB page and the slow page are made by the tests, not stored here.
@@ -237,7 +237,7 @@ def planted_html(dolly: list[dict], png: bytes) -> dict[str, bytes]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="the shared data folder (quality/, instruct/)")
+    ap.add_argument("--data", type=Path, required=True, help="the public datasets folder, $CURATE_DATA (quality/, instruct/; docs/data.md)")
     ap.add_argument("--handbook", type=Path, required=True, help="dpkg-deb -x root of debian-handbook")
     ap.add_argument("--manpages", type=Path, nargs="+", required=True, help="dpkg-deb -x roots of manpages-XX")
     ap.add_argument("--out", type=Path, default=REPO / "sample_web")

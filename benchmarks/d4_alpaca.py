@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_CACHE, DEFAULT_DATA, alpaca_texts, embed_cached  # noqa: E402
-from results_io import add_record_flag, output_dir
+from embed_cache import DEFAULT_CACHE, alpaca_texts, embed_cached  # noqa: E402
+from results_io import add_record_flag, data_dir, output_dir
 
 
 def nn_similarity(x: np.ndarray) -> float:
@@ -52,7 +52,7 @@ def main() -> None:
     from curate.dedup.d4 import D4
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    ap.add_argument("data", nargs="?", default=str(data_dir()))
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     add_record_flag(ap)
     a = ap.parse_args()

@@ -1,6 +1,6 @@
 """Train the shipped ``doc_quality`` fastText classifier and measure it on DCLM's human labels.
 
-Data (DATA = /work/shared/data by default):
+Data (DATA = $CURATE_DATA by default, see docs/data.md):
   * evaluation: DCLM's human-labelled web pages (label 1 = good). ``agreement`` (281 pages, both
     annotators agree) is the TEST set: no agreement page is used for training or for any
     choice. ``majority-only`` (the 218 pages of the majority file that are not agreement pages)
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
+from results_io import add_record_flag, data_dir, output_dir
 
 from curate.score.doc_quality import (
     default_model_path,
@@ -53,7 +53,6 @@ from curate.score.perplexity_bucket import (
 )
 
 log = logging.getLogger("benchmarks.doc_quality")
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 N_BOOT = 2000
 
 
@@ -209,7 +208,7 @@ def ppl_section(ta: list[str], ya: np.ndarray, scores: dict[str, np.ndarray], n:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir(), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/curate_doc_quality"))
     ap.add_argument("--recipe", default="wiki_plus_labels")
     ap.add_argument("--ppl-rows", type=int, default=128, help="agreement pages scored by SmolLM2 (seeded sample)")

@@ -52,8 +52,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_DATA, qqp_subset  # noqa: E402
-from results_io import add_record_flag, write_results
+from embed_cache import qqp_subset  # noqa: E402
+from results_io import add_record_flag, data_dir, write_results
 
 log = logging.getLogger("embed_backends")
 BACKENDS = {"torch": {"backend": "sentence_transformers"}, "onnx": {"backend": "onnx"},
@@ -348,7 +348,7 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir())
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/curate-embed-backends"))
     ap.add_argument("--units", default="speed,qqp,ape,alpaca,report",
                     help="comma list of speed, sensitivity, report, or DATASET[:BACKEND] with DATASET in qqp/ape/alpaca")

@@ -19,7 +19,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import data_dir
+
 DEFAULT_CACHE = Path("/tmp/curate-bench-cache")
 log = logging.getLogger("bench")
 
@@ -54,8 +56,8 @@ def qqp_subset(data: Path, n: int = QQP_QUESTIONS, seed: int = 0) -> tuple[list[
 
 
 def mrpc_pairs(data: Path, split: str = "test") -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(unique sentences, pair index (m, 2), label (m,)) of MRPC; the test copy is repaired as
-    data/README.md says (csv with tab delimiter and '"' quotes, then ' \\t ' -> ', ')."""
+    """(unique sentences, pair index (m, 2), label (m,)) of MRPC; the test copy is repaired
+    (docs/data.md; csv with tab delimiter and '"' quotes, then ' \\t ' -> ', ')."""
     import csv
 
     path = data / "dedup" / f"mrpc_{split}.tsv"
@@ -104,7 +106,7 @@ def embed_cached(texts: list[str], cache_dir: Path = DEFAULT_CACHE, max_length: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    ap.add_argument("data", nargs="?", default=str(data_dir()), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     ap.add_argument("--only", default="alpaca,qqp,mrpc,toolformer")
     a = ap.parse_args()

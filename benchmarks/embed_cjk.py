@@ -31,7 +31,7 @@ English, the same statistics where the data folder has them (``--data``; skipped
 
 Usage::
 
-    python benchmarks/embed_cjk.py [--data ../shared/data] [--max-pairs 300] [--out runs/embed_cjk] [--record]
+    python benchmarks/embed_cjk.py [--data "$CURATE_DATA"] [--max-pairs 300] [--out runs/embed_cjk] [--record]
 
 Writes ``<out>/embed_cjk.{md,json}``; ``--record`` also writes ``benchmarks/results/embed_cjk.{md,json}``.
 """
@@ -50,7 +50,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from results_io import write_results
+from results_io import data_dir, write_results
 
 EPS = (0.05, 0.1, 0.2, 0.3)
 _ASCII_WORD = re.compile(r"[A-Za-z0-9]+")
@@ -328,7 +328,7 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+    ap.add_argument("--data", default=str(data_dir()),
                     help="folder with dedup/mrpc_test.tsv, dedup/qqp_*.{csv,jsonl}, instruct/dolly_15k.json")
     ap.add_argument("--pairs", default=None, help="labelled pairs (default runs/cjk/cjk_pairs.jsonl if present, "
                                                   "else the committed benchmarks/data/cjk_pairs.jsonl)")

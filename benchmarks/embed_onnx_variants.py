@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alpaca_full import cpu_info  # noqa: E402
 from embed_backends import EPS, TOL_F1, semdedup_groups  # noqa: E402
-from embed_cache import DEFAULT_DATA, qqp_subset  # noqa: E402
-from results_io import add_record_flag, write_results
+from embed_cache import qqp_subset  # noqa: E402
+from results_io import add_record_flag, data_dir, write_results
 
 GROUPS = ("all", "ffn", "ffn1", "no_ffn2", "middle")
 
@@ -105,7 +105,7 @@ def encode_with(graph: Path, texts: list[str]) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir())
     ap.add_argument("--rows", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/curate-onnx-variants"))

@@ -37,8 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alpaca_full import cpu_info  # noqa: E402
-from embed_cache import DEFAULT_DATA  # noqa: E402
-from results_io import add_record_flag, write_results
+from results_io import add_record_flag, data_dir, write_results
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
 VARIANTS = {"ov_latency": ({**F32, "PERFORMANCE_HINT": "LATENCY"}, 1, 1),
@@ -74,7 +73,7 @@ def ov_encode(compiled, encs: list, meta: dict, workers: int, batch: int) -> np.
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir())
     ap.add_argument("--rows", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=2)
     add_record_flag(ap)

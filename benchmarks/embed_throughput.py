@@ -25,13 +25,13 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_DATA, MAX_LENGTH, alpaca_texts  # noqa: E402
-from results_io import add_record_flag, output_dir
+from embed_cache import MAX_LENGTH, alpaca_texts  # noqa: E402
+from results_io import add_record_flag, data_dir, output_dir
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    ap.add_argument("data", nargs="?", default=str(data_dir()))
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)

@@ -42,9 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results_io import add_record_flag, write_results
-
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from results_io import add_record_flag, data_dir, write_results
 
 
 def _norm(r: dict) -> tuple:
@@ -220,7 +218,7 @@ def render(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", nargs="?", help="units folder of the sample mode")
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--data", default=str(data_dir()), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--unit-size", type=int, default=100)

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
+from results_io import add_record_flag, data_dir, output_dir
 
 import curate.ingest.fast as aa
 from curate.ingest import read as cio
@@ -48,7 +48,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.repeats = 1
-    data = Path("/work/shared/data/instruct")
+    data = data_dir() / "instruct"
     files = a.files or ([data / "alpaca_44k.json", data / "dolly_15k.json"] if a.quick else [data / "alpaca_44k.json"])
     rows = []
     for f in files:

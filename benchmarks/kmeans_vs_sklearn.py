@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_cache import DEFAULT_CACHE, DEFAULT_DATA, alpaca_texts, embed_cached  # noqa: E402
-from results_io import add_record_flag, output_dir
+from embed_cache import DEFAULT_CACHE, alpaca_texts, embed_cached  # noqa: E402
+from results_io import add_record_flag, data_dir, output_dir
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     from curate.cluster.faiss_utils import assign, default_k, inertia, train_kmeans
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    ap.add_argument("data", nargs="?", default=str(data_dir()))
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     ap.add_argument("--niter", type=int, default=25)
     ap.add_argument("--seed", type=int, default=1234)

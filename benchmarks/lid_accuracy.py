@@ -23,7 +23,7 @@ Measured on that sample, in one run:
 
 Usage:
     python benchmarks/lid_accuracy.py --manpages /tmp/lid-debs/x/manpages-* \\
-        [--data /work/shared/data] [--per-lang 200] [--datatrove-python /tmp/dt-lid-venv/bin/python] \\
+        [--data "$CURATE_DATA"] [--per-lang 200] [--datatrove-python /tmp/dt-lid-venv/bin/python] \\
         [--out runs/lid_accuracy] [--write-test-slice tests/data/lid] [--record]
 
 Writes ``<out>/results.{md,json}`` and ``<out>/sample.jsonl``; ``--record`` also writes
@@ -42,6 +42,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import data_dir
+
 THRESHOLD = 0.65
 LENGTH_BUCKETS = ((0, 200), (200, 500), (500, 1000), (1000, 10**9))
 
@@ -187,7 +190,8 @@ def throughput(texts: list[str], reps: int, datatrove_python: str | None, model_
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--manpages", type=Path, nargs="+", help="dpkg-deb -x roots of manpages-XX packages")
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data"), help="shared data folder (English)")
+    ap.add_argument("--data", type=Path, default=data_dir(),
+                    help="public datasets folder for English, default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--per-lang", type=int, default=200, help="documents per language and English source")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=3, help="timing repetitions (best is reported)")

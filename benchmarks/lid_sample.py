@@ -186,7 +186,7 @@ def build_sample(manpages: list[Path], data: Path | None, per_lang: int = 200, s
 
     Args:
         manpages: ``dpkg-deb -x`` roots of ``manpages-XX`` packages.
-        data: the shared data folder for English (DCLM, Dolly), or None for none.
+        data: the public datasets folder for English (DCLM, Dolly; ``$CURATE_DATA``, docs/data.md), or None for none.
         per_lang: documents per language and per English source (default 200).
         seed: sample seed (default 0).
         workers: groff processes at once (default 2).

@@ -34,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
+from results_io import add_record_flag, data_dir, output_dir
 
 from curate.score import lm as lmlib  # noqa: E402
 
@@ -124,7 +124,7 @@ def main() -> None:
     from curate.models.loading import load_causal_lm
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir(), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)

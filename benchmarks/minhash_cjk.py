@@ -53,7 +53,7 @@ holding a character that sends a shard from the fused numpy path to the Arrow ke
 
 Usage::
 
-    python benchmarks/minhash_cjk.py [--data ../shared/data] [--out runs/minhash_cjk] [--record]
+    python benchmarks/minhash_cjk.py [--data "$CURATE_DATA"] [--out runs/minhash_cjk] [--record]
 
 Writes ``<out>/minhash_cjk.{md,json}``; ``--record`` also writes
 ``benchmarks/results/minhash_cjk.{md,json}``.
@@ -76,7 +76,7 @@ import pyarrow.compute as pc
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from results_io import write_results
+from results_io import data_dir, write_results
 
 from curate.core.stage import StageContext
 from curate.core.text_units import has_unspaced, unspaced_mask
@@ -522,7 +522,7 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+    ap.add_argument("--data", default=str(data_dir()),
                     help="folder with instruct/dolly_15k.json and alpaca_44k.json (English parts)")
     ap.add_argument("--pairs", nargs="*", default=None,
                     help="labelled pair files (default: runs/cjk/cjk_pairs.jsonl if present, and the committed "

@@ -38,8 +38,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minhash_common import DEFAULT_DATA, PERTURBATIONS, build_labelled, load_real_texts  # noqa: E402
-from results_io import add_record_flag, write_results
+from minhash_common import PERTURBATIONS, build_labelled, load_real_texts  # noqa: E402
+from results_io import add_record_flag, data_dir, write_results
 
 from curate.core.stage import StageContext  # noqa: E402
 from curate.dedup.minhash import MinHashDedup  # noqa: E402
@@ -90,7 +90,7 @@ def evaluate(cluster: np.ndarray, pairs, pair_j: np.ndarray, sets: Sets, t: floa
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    ap.add_argument("data", nargs="?", default=str(data_dir()))
     ap.add_argument("--per-type", type=int, default=500)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.7, 0.8, 0.9])
     ap.add_argument("--num-perm", type=int, default=128)

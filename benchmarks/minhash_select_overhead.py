@@ -46,8 +46,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from minhash_common import DEFAULT_DATA, build_labelled, datasketch_dedup, load_real_texts  # noqa: E402
-from results_io import add_record_flag, output_dir
+from minhash_common import build_labelled, datasketch_dedup, load_real_texts  # noqa: E402
+from results_io import add_record_flag, data_dir, output_dir
 
 PER_TYPE = 200
 
@@ -100,7 +100,7 @@ def child_datasketch(texts: list[str], t: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--data", default=str(data_dir()))
     ap.add_argument("--jobs", nargs="+", default=["curate", "curate_arrow", "datasketch"])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=0.8)

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minhash_common import DEFAULT_DATA, _typos, load_real_texts, peak_rss_mb  # noqa: E402
-from results_io import RESULTS, add_record_flag, output_dir
+from minhash_common import _typos, load_real_texts, peak_rss_mb  # noqa: E402
+from results_io import RESULTS, add_record_flag, data_dir, output_dir
 
 WORDS = 200
 
@@ -207,7 +207,7 @@ def extrapolate(runs: list[dict], n10: int = 10_000_000) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    ap.add_argument("data", nargs="?", default=str(data_dir()))
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--peer-n", type=int, default=20_000)
     ap.add_argument("--corpus-dir", default="/tmp/curate_minhash_bench")

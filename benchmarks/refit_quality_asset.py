@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
+from results_io import add_record_flag, data_dir, output_dir
 from score_common import load_pairs, load_scores, pairwise_accuracy  # noqa: E402
 
 from curate.score.quality_model import QualityModel, default_model_path  # noqa: E402
@@ -62,7 +62,7 @@ def select_accuracy(pos, neg, model_path: str) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir(), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--save", action="store_true", help="overwrite the shipped scorer (needs --record or --force)")
     ap.add_argument("--force", action="store_true", help="with --save: overwrite the shipped asset without --record")
     ap.add_argument("--old", type=Path, default=None, help="previous asset (default: the committed one, from git)")

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"
+_FALLBACK_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def data_dir() -> Path:
+    """The folder with the public datasets the benchmarks read (``instruct/``, ``eval/``, ``quality/``, ``dedup/``).
+
+    Returns:
+        ``$CURATE_DATA`` when set; see docs/data.md for what goes in it and where each file comes from.
+    """
+    env = os.environ.get("CURATE_DATA")
+    return Path(env).expanduser() if env else _FALLBACK_DATA
 
 
 def add_record_flag(ap: argparse.ArgumentParser) -> None:

@@ -2,7 +2,8 @@
 # Annotate the selection benchmark's pools in resumable units, each under the shared heavy lock.
 #   benchmarks/run_select_annotate.sh OUT_ROOT POOL [POOL ...]
 # e.g. nohup benchmarks/run_select_annotate.sh "$CURATE_CACHE/annotations" \
-#        ../shared/data/instruct/alpaca_44k.json ../shared/data/instruct/dolly_15k.json > annotate.log 2>&1 &
+#        "$CURATE_DATA"/instruct/alpaca_44k.json "$CURATE_DATA"/instruct/dolly_15k.json > annotate.log 2>&1 &
+# ($CURATE_DATA: your copy of the public datasets, see docs/data.md.)
 # Progress: OUT_ROOT/<pool>/progress.log. Rerunning skips finished shards.
 set -euo pipefail
 PY=${PYTHON:-python}

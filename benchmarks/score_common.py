@@ -17,7 +17,6 @@ from curate.score import lm as lmlib
 from curate.score.rows import RowFields, parse_car_string
 
 log = logging.getLogger("benchmarks.score")
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 CAR_ACC = 0.8425  # CaR's IQS pairwise accuracy on the APE test split (Ge et al. 2024)
 
 

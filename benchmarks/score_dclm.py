@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
-from score_common import DEFAULT_DATA, auc, lm_losses, load_dclm, pair_sample, subset  # noqa: E402
+from results_io import add_record_flag, data_dir, output_dir
+from score_common import auc, lm_losses, load_dclm, pair_sample, subset  # noqa: E402
 
 from curate.score.heuristics import HEURISTIC_COLUMNS, heuristics_matrix  # noqa: E402
 from curate.score.quality_model import QualityModel, default_model_path  # noqa: E402
@@ -32,7 +32,7 @@ from curate.score.quality_model import QualityModel, default_model_path  # noqa:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir())
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/curate_score_bench"))
     ap.add_argument("--lm-rows", type=int, default=60, help="agreement rows scored by SmolLM2 (seeded sample)")
     ap.add_argument("--no-quality", action="store_true", help="skip the learned scorer (MiniLM embeddings)")

@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
-from score_common import (CAR_ACC, DEFAULT_DATA, lm_pairs, load_pairs,  # noqa: E402
-                          load_scores, pairwise_accuracy)
+from results_io import add_record_flag, data_dir, output_dir
+from score_common import CAR_ACC, lm_pairs, load_pairs, load_scores, pairwise_accuracy  # noqa: E402
 
 from curate.score.heuristics import HEURISTIC_COLUMNS  # noqa: E402
 from curate.score.quality_model import QualityModel, default_model_path  # noqa: E402
@@ -56,7 +55,7 @@ def columns_of(groups) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir())
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/curate_score_bench"))
     ap.add_argument("--lm-test-pairs", type=int, default=64)
     ap.add_argument("--lm-valid-pairs", type=int, default=40)

@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
-from score_common import DEFAULT_DATA, load_scores  # noqa: E402
+from results_io import add_record_flag, data_dir, output_dir
+from score_common import load_scores  # noqa: E402
 
 from curate.core.stage import StageContext  # noqa: E402
 from curate.score import lm as lmlib  # noqa: E402
@@ -50,7 +50,7 @@ def bare_loop(model, tok, texts, batch_size, max_length):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("data", nargs="?", type=Path, default=data_dir())
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default=None)

@@ -15,7 +15,7 @@ size before the real annotations exist; it is labelled "planted" in the output. 
 coverage columns describe duplicated rows: use them for timing only.
 
     flock /work/heavy.lock python benchmarks/select_cluster_timing.py \\
-        --annotations DIR --pool ../shared/data/instruct/alpaca_44k.json --budgets 1000 5000 \\
+        --annotations DIR --pool "$CURATE_DATA"/instruct/alpaca_44k.json --budgets 1000 5000 \\
         [--scale 44657] [--record]
 
 Writes select_cluster_timing.{json,md} under runs/bench/select_cluster_timing/ (``--record``:

@@ -43,9 +43,8 @@ import numpy as np
 # this checkout's curate (or CURATE_ROOT's, to measure another branch's methods)
 sys.path.insert(0, os.environ.get("CURATE_ROOT", str(Path(__file__).resolve().parent.parent)))
 
-from results_io import add_record_flag, output_dir, write_results
+from results_io import add_record_flag, data_dir, output_dir, write_results
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 POOLS = {"alpaca_44k": "instruct/alpaca_44k.json", "dolly_15k": "instruct/dolly_15k.json"}
 BUDGETS = (1000, 5000)
 N_TARGETS = 8  # GSM8K test questions used as targets by rds/zipfit (timing only; see module doc)
@@ -420,7 +419,7 @@ def render(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data dir (default ../shared/data)")
+    ap.add_argument("--data", default=str(data_dir()), help="the public datasets folder (default: $CURATE_DATA, docs/data.md)")
     ap.add_argument("--annotations", required=True, help="OUT_ROOT of benchmarks/run_select_annotate.sh")
     ap.add_argument("--work", default=None, help="unit results (default ANNOTATIONS/select_methods)")
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="rows (default 1000 5000)")

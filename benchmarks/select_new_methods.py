@@ -24,7 +24,7 @@ through the curate stage cache in ``OUT/cache``, so a killed unit resumes shard 
 ``--pool-rows N`` runs ``pool44k`` on a seeded N-row sample (this session: 10,000; the whole pool's
 MiniLM embedding would have taken about 28 minutes on the loaded CPU).
 
-    python benchmarks/select_new_methods.py --unit pool44k [--pool-rows 10000] [--data ../shared/data] [--out runs/bench_new_methods]
+    python benchmarks/select_new_methods.py --unit pool44k [--pool-rows 10000] [--data "$CURATE_DATA"] [--out runs/bench_new_methods]
     python benchmarks/select_new_methods.py --report
 
 Writes select_new_methods.{md,json} (+ select_new_methods_overlap.{md,png}) under
@@ -45,10 +45,9 @@ import numpy as np
 sys.path.insert(0, os.environ.get("CURATE_ROOT", str(Path(__file__).resolve().parent.parent)))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results_io import add_record_flag, output_dir, write_results
+from results_io import add_record_flag, data_dir, output_dir, write_results
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 EMBED_QUALITY = [{"type": "embed", "show_progress": False}, {"type": "quality_model", "show_progress": False}]
 POOL44K_METHODS = {
     "random": {"type": "random", "seed": 0},
@@ -365,7 +364,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--unit", choices=sorted(UNITS))
     ap.add_argument("--report", action="store_true")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=data_dir(), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--pool-rows", type=int, default=0, help="pool44k on a seeded sample of this many rows (0: all)")
     add_record_flag(ap)

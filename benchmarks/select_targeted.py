@@ -12,7 +12,7 @@ Each ``--step`` is one resumable unit (embedding shards and stage outputs are ca
 runs/bench/select_targeted/select_targeted/; ``--record``: benchmarks/results/select_targeted/) and
 ``summary`` merges them. Run each step under the shared lock, e.g.::
 
-    flock /work/heavy.lock python benchmarks/select_targeted.py --step cost --data ../shared/data
+    flock /work/heavy.lock python benchmarks/select_targeted.py --step cost --data "$CURATE_DATA"
 
 Steps:
     cost         rows/s of the two rds embedders (MiniLM vs lm_pooling) on the same 200-row sample
@@ -44,7 +44,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
+from results_io import add_record_flag, data_dir, output_dir
 
 from curate.cache.store import StageStore
 from curate.core.hashing import table_fingerprint
@@ -228,7 +228,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--step", required=True, choices=["cost", "zipfit", "rds_minilm", "sub_minilm",
                                                       "sub_zipfit", "small", "sae", "sae_curve", "summary"])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=data_dir(), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--cache", type=Path, default=None, help="stage cache (default $CURATE_CACHE)")
     ap.add_argument("--out", type=Path, default=None,
                     help="step results folder (default select_targeted/ in the run folder or, with --record, "

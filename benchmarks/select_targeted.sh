@@ -5,12 +5,13 @@
 # embedding shards resume inside a step.
 # Step results go to runs/bench/select_targeted/select_targeted/; a first argument --record writes
 # them to the committed benchmarks/results/select_targeted/ instead.
-# Usage: bash benchmarks/select_targeted.sh [--record] DATA_DIR [GROUP ...]
-#   e.g. bash benchmarks/select_targeted.sh ../shared/data zipfit,cost,sub_zipfit rds_minilm,sub_minilm small small sae
+# Usage: bash benchmarks/select_targeted.sh [--record] [DATA_DIR [GROUP ...]]
+# DATA_DIR: the public datasets folder, default $CURATE_DATA (docs/data.md).
+#   e.g. bash benchmarks/select_targeted.sh "$CURATE_DATA" zipfit,cost,sub_zipfit rds_minilm,sub_minilm small small sae
 set -u
 OUT=runs/bench/select_targeted/select_targeted
 if [ "${1:-}" = "--record" ]; then OUT=benchmarks/results/select_targeted; shift; fi
-DATA=${1:-../shared/data}; shift || true
+DATA=${1:-$(python -c 'import sys; sys.path.insert(0, "benchmarks"); import results_io; print(results_io.data_dir())')}; shift || true
 GROUPS_=${*:-"zipfit,cost,sub_zipfit rds_minilm,sub_minilm small small sae"}
 LOCK=${HEAVY_LOCK:-/work/heavy.lock}
 mkdir -p "$OUT"

@@ -27,14 +27,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embed_cache import (  # noqa: E402
     DEFAULT_CACHE,
-    DEFAULT_DATA,
     embed_cached,
     mrpc_pairs,
     qqp_subset,
     row_text,
     toolformer,
 )
-from results_io import add_record_flag, write_results
+from results_io import add_record_flag, data_dir, write_results
 
 EPS = (0.01, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3)
 
@@ -81,7 +80,7 @@ def main() -> None:
     from curate.cluster.faiss_utils import default_k
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    ap.add_argument("data", nargs="?", default=str(data_dir()))
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     add_record_flag(ap)
     a = ap.parse_args()

@@ -40,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import data_dir
+
 LENGTHS = (30, 50, 100, 200)
 
 
@@ -397,7 +399,7 @@ def markdown(rs: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=data_dir(), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--out", type=Path, default=Path("runs") / "benchmarks")
     ap.add_argument("--per-length", type=int, default=25)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4456])

@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import add_record_flag, output_dir
+from results_io import add_record_flag, data_dir, output_dir
 
 CONFIGS = [
     ("pilot", dict(layers=None, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), group_by_length=False,
@@ -44,7 +44,8 @@ CONFIGS = [
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pool", default="/work/shared/data/instruct/alpaca_44k.json")
+    ap.add_argument("--pool", default=str(data_dir() / "instruct" / "alpaca_44k.json"),
+                    help="default: $CURATE_DATA/instruct/alpaca_44k.json (docs/data.md)")
     ap.add_argument("--eval", default=str(ROOT / "sample_eval" / "self_instruct_60.jsonl"))
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=8)

@@ -39,7 +39,10 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path("/work/shared/data")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import data_dir
+
+DATA = data_dir()  # $CURATE_DATA, see docs/data.md
 STAGES = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
 #: datatrove's reason strings -> curate's reason codes
 DT_REASONS = {

@@ -13,7 +13,7 @@ agreement pages kept, 75.3% of them good (pool 54.1%), 84.2% of good pages kept;
 file 300 of 499, 70.7% good, 77.9% of good kept. With ``--dt-python`` datatrove's chain is rerun
 (through ``web_rules_parity.py --datatrove-side``) and its figures reported beside curate's.
 
-Usage: python benchmarks/web_rules_vs_humans.py [--data /work/shared/data] [--dt-python PY] [--out DIR] [--record]
+Usage: python benchmarks/web_rules_vs_humans.py [--data "$CURATE_DATA"] [--dt-python PY] [--out DIR] [--record]
 
 Writes ``<out>/web_rules_vs_humans.{md,json}``; ``--record`` also writes
 ``benchmarks/results/web_rules_vs_humans.{md,json}``.
@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import data_dir
 
 from curate.core.stage import StageContext
 from curate.filters.c4 import C4Quality
@@ -145,7 +147,7 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--data", type=Path, default=data_dir(), help="default: $CURATE_DATA (docs/data.md)")
     ap.add_argument("--dt-python", default=None, help="python of a venv with datatrove==0.10.1 (optional)")
     ap.add_argument("--out", type=Path, default=Path("runs/web_rules_vs_humans"))
     ap.add_argument("--record", action="store_true", help="also write benchmarks/results/web_rules_vs_humans.{md,json}")
