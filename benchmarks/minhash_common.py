@@ -1,6 +1,6 @@
 """Shared pieces of the MinHash benchmarks: real rows, labelled perturbations, the datasketch peer.
 
-Real rows come from ../shared/data/instruct/{dolly_15k,alpaca_44k}.json (rendered with curate's
+Real rows come from $CURATE_DATA/instruct/{dolly_15k,alpaca_44k}.json (docs/data.md; rendered with curate's
 canonical ``render_text``). Nothing here is a test; see minhash_quality.py / minhash_speed.py.
 """
 from __future__ import annotations
@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from curate.ingest.formats import render_text
-
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
             "the request.\n\n### Instruction:\n{text}\n\n### Response:")

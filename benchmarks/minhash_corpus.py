@@ -39,7 +39,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minhash_common import DEFAULT_DATA, _typos, load_real_texts  # noqa: E402
+from minhash_common import _typos, load_real_texts  # noqa: E402
+from results_io import data_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = 200
@@ -86,13 +87,13 @@ class Docs:
         return text if cut < 0 else text[:cut]
 
 
-def build(kind: str, n: int, out: Path, data: Path = DEFAULT_DATA, seed: int = 0) -> Path:
+def build(kind: str, n: int, out: Path, data: Path | None = None, seed: int = 0) -> Path:
     """Write the corpus (module docstring) to ``out`` unless it exists; returns ``out``."""
     if out.exists():
         return out
     t0 = time.perf_counter()
     if kind == "short":
-        units = [t.split() for t in load_real_texts(data)]
+        units = [t.split() for t in load_real_texts(data or data_dir())]
     elif kind == "web":
         units = web_paragraphs()
     else:
@@ -133,7 +134,7 @@ def main() -> None:
     ap.add_argument("kind", choices=["short", "web"])
     ap.add_argument("n", type=int)
     ap.add_argument("out")
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--data", default=str(data_dir()), help="default: $CURATE_DATA (docs/data.md)")
     args = ap.parse_args()
     p = build(args.kind, args.n, Path(args.out), Path(args.data))
     t = open_corpus(p)

@@ -59,6 +59,9 @@ JOBS: dict[str, tuple[str, int, str, dict]] = {
     "short-1M-curate-fineweb": ("short", 1_000_000, "curate", FINEWEB),
     "short-1M-prev-fineweb": ("short", 1_000_000, "curate_prev", {**FINEWEB, "num_proc": 2}),
     "short-1M-datatrove": ("short", 1_000_000, "datatrove", {}),
+    # datatrove's bands (14 x 8, word 5-grams) with curate's exact check at 0.7, the threshold of the F1
+    "short-1M-curate-14x8-check": ("short", 1_000_000, "curate",
+                                   {"num_perm": 112, "bands": 14, "rows": 8, "ngram": 5, "threshold": 0.7}),
     "short-1M-dask-fineweb": ("short", 1_000_000, "curate_dask", FINEWEB),
     "short-1M-curate-default": ("short", 1_000_000, "curate", {}),
     "short-1M-prev-default": ("short", 1_000_000, "curate_prev", {"num_proc": 2}),
