@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.embed.quantize import INT8_PRECISIONS
 from curate.models.loading import DEFAULT_EMBEDDER, model_cache_dir, weights_fingerprint
 from curate.models.onnx_runtime import (
     local_model_dir,
@@ -38,7 +39,7 @@ from curate.models.onnx_runtime import (
 
 log = logging.getLogger(__name__)
 
-ONNX_PRECISIONS = (None, "float32", "int8", "int8_mixed")
+ONNX_PRECISIONS = (None, "float32", *INT8_PRECISIONS)
 OPSET = 17
 
 

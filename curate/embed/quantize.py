@@ -92,7 +92,7 @@ def int8_dot_flags() -> tuple[str, ...]:
 
 
 PRECISION_ENV = "CURATE_ONNX_PRECISION"
-PINNABLE = ("float32", "int8", "int8_mixed")
+PINNABLE = ("float32", *INT8_PRECISIONS)
 
 
 def default_precision(model: str | None = None) -> str:

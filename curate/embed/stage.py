@@ -36,6 +36,7 @@ import pyarrow as pa
 from curate.core.registry import register
 from curate.core.schema import embedding_column
 from curate.core.stage import EXECUTION_PARAMS, Annotator, StageContext
+from curate.embed.quantize import INT8_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ DEFAULT_BACKEND = "onnx"
 # 64 twice as slow), and int8's per-tensor activation scale then depends on the row alone.
 ONNX_BATCH_SIZE = 1
 DTYPES = ("float32", "float16")
-PRECISIONS = (None, "float32", "float16", "bfloat16", "int8", "int8_mixed")
+PRECISIONS = (None, "float32", "float16", "bfloat16", *INT8_PRECISIONS)
 CAR_TEMPLATE = "Instruction: {instruction} Input: {input} Response: {output}"
 
 
@@ -168,7 +169,7 @@ class Embed(Annotator):
         check_runtime(runtime)
         if runtime is not None and backend != "lm_pooling":
             raise ValueError(f"runtime applies to backend='lm_pooling' only, got backend={backend!r}")
-        if precision in ("int8", "int8_mixed") and backend != "onnx":
+        if precision in INT8_PRECISIONS and backend != "onnx":
             raise ValueError(f"precision={precision!r} needs backend='onnx', got backend={backend!r}")
         if backend in ("onnx", "static") and precision in ("float16", "bfloat16"):
             raise ValueError(f"precision={precision!r} is not available for backend={backend!r} "
@@ -261,7 +262,7 @@ class Embed(Annotator):
             from curate.models.loading import pick_device
 
             p["resolved"]["runtime"] = resolve_runtime(self.runtime, pick_device(self.device), p["resolved"]["precision"])
-        if p["resolved"]["precision"] in ("int8", "int8_mixed"):
+        if p["resolved"]["precision"] in INT8_PRECISIONS:
             from curate.embed.quantize import int8_dot_flags
 
             # dynamic int8 quantises a whole batch with one scale: the batch changes the vectors
