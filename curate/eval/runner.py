@@ -3,8 +3,10 @@
 Each (arm, seed) is a unit stored under ``<output>/units/<arm>/seed<s>/`` (adapter, per-example
 losses and generation scores, generations, ``unit.json``), written to a temp dir and renamed, so
 a killed eval resumes at the next unfinished unit and an unchanged unit (same selection hash,
-trainer parameters, seed and eval sets) is never retrained or regenerated. The untrained base
-model is one more unit (``base``).
+trainer parameters, seed and eval sets) is never retrained or regenerated. The unit in flight
+saves its progress (:mod:`curate.eval.unit_progress`: training state every few steps, each eval
+set's losses), so a kill loses minutes, not the unit. The untrained base model is one more unit
+(``base``).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from curate.eval.generate import write_generations
 from curate.eval.losses import reference_losses
 from curate.eval.queries import build_sets, query_records, split_summary, write_queries
 from curate.eval.sets import GSM8K_CALC, answer_span
+from curate.eval.unit_progress import TRAIN_CHECKPOINT_EVERY, UnitProgress
 from curate.score.rows import row_fields
 
 log = logging.getLogger(__name__)
@@ -249,15 +252,28 @@ class EvalRun:
                 self._eval_states[name] = st
         return self._eval_states
 
-    def evaluate(self, lm) -> dict[str, dict[str, np.ndarray]]:
+    def evaluate(self, lm, progress: UnitProgress | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Per-example losses of ``lm`` on every eval set: ``{set: {metric: (n,) array}}``.
+
+        With ``progress``, a set whose losses it holds is not evaluated again and each newly
+        evaluated set is saved there before the next one starts.
+        """
         tok = self.trainer.base()[1]
         states = self._states()
         start = self._start_layer()
-        return {name: reference_losses(lm, tok, enc, states=None if states is None else states[name], start=start,
+        out = {}
+        for name, enc in self._encoded().items():
+            got = progress.eval_losses(name) if progress is not None else None
+            if got is None:
+                t0 = time.perf_counter()
+                got = reference_losses(lm, tok, enc, states=None if states is None else states[name], start=start,
                                        batch_size=self.cfg.eval.get("batch_size", 16),
                                        content_skip=self.cfg.eval.get("content_skip", 8),
                                        show_progress=self.show_progress, desc=f"eval {name}")
-                for name, enc in self._encoded().items()}
+                if progress is not None:
+                    progress.save_eval_losses(name, got, time.perf_counter() - t0)
+            out[name] = got
+        return out
 
     def generate(self, lm) -> tuple[dict, dict, dict]:
         """Greedy generation and 0/1 scores for every set with a ``generate`` option.
@@ -283,9 +299,9 @@ class EvalRun:
                 metric=g.metric, max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, eos_token_id=stops)
         return scores, records, meta
 
-    def _evaluate_all(self, lm) -> tuple[dict, dict, dict]:
+    def _evaluate_all(self, lm, progress: UnitProgress | None = None) -> tuple[dict, dict, dict]:
         """Losses, then generation scores merged into the same {set: {metric: array}} dict."""
-        losses = self.evaluate(lm)
+        losses = self.evaluate(lm, progress)
         scores, records, meta = self.generate(lm)
         for name, d in scores.items():
             losses[name].update(d)
@@ -348,16 +364,19 @@ class EvalRun:
             return got
         log.info("unit %s seed %d: training on %d rows", arm["name"], seed, len(sel))
         t = self.trainer
-        t.fit(sel, seed=seed)
+        progress = UnitProgress(self.out / "partial" / arm["name"] / f"seed{seed}", key)
+        t.fit(sel, seed=seed, resume=progress.train_state(), checkpoint_every=TRAIN_CHECKPOINT_EVERY,
+              checkpoint_callback=progress.save_train_state)
         t0 = time.perf_counter()
-        losses, gens, gen_meta = self._evaluate_all(t.model_.get_base_model())
+        losses, gens, gen_meta = self._evaluate_all(t.model_.get_base_model(), progress)
         meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_,
                 "rows_end_cut": t.rows_end_cut_, "steps": t.steps_,
                 "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": t.prefix_seconds_,
-                "eval_seconds": time.perf_counter() - t0, "train_losses": t.losses_.tolist(), "layers": t.layers_}
+                "eval_seconds": time.perf_counter() - t0 + progress.resumed_eval_seconds, "train_losses": t.losses_.tolist(), "layers": t.layers_}
         if gen_meta:  # eval_seconds includes generation; its own share is here
             meta["generate"] = gen_meta
         self._commit_unit(udir, meta, losses, t, sel, generations=gens)
+        progress.clear()
         meta["losses"], meta["cached"] = losses, False
         t.model_ = None  # free the adapted copy before the next unit
         return meta

@@ -1,4 +1,4 @@
-"""Per-epoch LoRA checkpoints: what a fit looks like after each epoch, saved and restored.
+"""LoRA checkpoints: what a fit looks like after an epoch (or any step), saved and restored.
 
 LESS (Xia et al., ICML 2024) needs the adapter *and* Adam's moments at the end of every warm-up
 epoch; learning percentage (Mekala et al., ACL Findings 2024) needs the model after every epoch,
@@ -6,7 +6,9 @@ and both are long enough on a CPU that a killed run must resume from the last fi
 :meth:`curate.train.lora.LoRATrainer.fit` calls ``epoch_callback(EpochInfo)``; this module turns
 that into a plain dict of tensors (:func:`training_state`), writes it atomically
 (:func:`save_state`), reads it back (:func:`load_state`) and restores it into a fresh fit
-(:func:`restore_training_state`, used by ``fit(resume=...)``).
+(:func:`restore_training_state`, used by ``fit(resume=...)``). ``fit``'s ``checkpoint_callback``
+receives the same :class:`EpochInfo` every few steps, so an evaluation unit killed mid-epoch
+resumes at its last saved step (:mod:`curate.eval.runner`).
 """
 from __future__ import annotations
 
@@ -23,12 +25,16 @@ class EpochInfo:
 
     Attributes:
         epochs_done: 0 before the first step, e after epoch e (1-based count of epochs done).
+        batches_done: batches of epoch ``epochs_done + 1`` already trained (default 0: an epoch
+            boundary; > 0 only for a mid-epoch ``checkpoint_callback``).
         model: the peft model being trained.
         optimizer: its ``torch.optim.AdamW`` (``optimizer.state[p]`` holds ``exp_avg``/``exp_avg_sq``).
         scheduler: the learning-rate schedule (``LambdaLR``).
         states: the prefix-cache block inputs of the training rows (list), or None.
         losses: mean response-token NLL of every step so far.
         lrs: learning rate of every step so far.
+        tokens: ``{"target", "real", "padded"}`` token counts of the steps so far.
+        seconds: training seconds so far (prefix cache excluded), across resumed segments.
     """
 
     epochs_done: int
@@ -38,6 +44,9 @@ class EpochInfo:
     states: list | None
     losses: list
     lrs: list
+    batches_done: int = 0
+    tokens: dict | None = None
+    seconds: float = 0.0
 
 
 def trainable(model) -> list[tuple[str, Any]]:
@@ -49,8 +58,8 @@ def training_state(info: EpochInfo) -> dict:
     """A resumable snapshot of a fit at ``info.epochs_done`` (CPU tensors and plain lists).
 
     Returns:
-        ``{"epochs_done", "adapter": {name: tensor}, "optimizer": state_dict, "scheduler":
-        state_dict, "losses": list, "lrs": list}``.
+        ``{"epochs_done", "batches_done", "adapter": {name: tensor}, "optimizer": state_dict,
+        "scheduler": state_dict, "losses": list, "lrs": list, "tokens": dict, "seconds": float}``.
     """
     def cpu(v):
         if hasattr(v, "detach"):
@@ -61,17 +70,19 @@ def training_state(info: EpochInfo) -> dict:
             return type(v)(cpu(x) for x in v)
         return v
 
-    return {"epochs_done": int(info.epochs_done),
+    return {"epochs_done": int(info.epochs_done), "batches_done": int(info.batches_done),
             "adapter": {n: p.detach().cpu().clone() for n, p in trainable(info.model)},
             "optimizer": cpu(info.optimizer.state_dict()), "scheduler": dict(info.scheduler.state_dict()),
-            "losses": list(info.losses), "lrs": list(info.lrs)}
+            "losses": list(info.losses), "lrs": list(info.lrs),
+            "tokens": dict(info.tokens or {}), "seconds": float(info.seconds)}
 
 
 def restore_training_state(model, optimizer, scheduler, state: dict) -> int:
     """Load a :func:`training_state` into a fresh fit's model, optimizer and schedule.
 
     Returns:
-        the epochs already done (training continues with the next one).
+        the epochs already done (training continues in the next one, after its
+        ``state["batches_done"]`` first batches).
 
     Raises:
         ValueError: the adapter's parameter names differ (another trainer configuration).

@@ -206,7 +206,8 @@ class LoRATrainer:
         return fn(lm, x, att, need)
 
     def fit(self, rows, seed: int = 0, step_callback=None, epoch_callback=None,
-            resume: dict | None = None, states=None) -> "LoRATrainer":
+            resume: dict | None = None, states=None, checkpoint_every: int = 0,
+            checkpoint_callback=None) -> "LoRATrainer":
         """Train a fresh adapter on ``rows`` (canonical ``pa.Table`` or :class:`Encoded`).
 
         Args:
@@ -219,15 +220,21 @@ class LoRATrainer:
                 the prefix-cache states or None; the losses and learning rates so far). Training
                 goes on in train mode after it. Default None: nothing is called (same training).
             resume: None (default), or a checkpoint from :func:`curate.train.checkpoints.training_state`
-                taken at the end of an epoch of a fit with the same trainer, rows and seed: the
-                adapter, optimizer and schedule are restored and training goes on from the next
-                epoch (the batch order of epoch e depends on (seed, e) only, so the result equals
-                an uninterrupted fit's).
+                taken at the end of an epoch (``epoch_callback``) or after any step
+                (``checkpoint_callback``) of a fit with the same trainer, rows and seed: the
+                adapter, optimizer, schedule, losses and token counts are restored and training
+                goes on from the next batch (the batch order of epoch e depends on (seed, e) only
+                and nothing else is random, so the result equals an uninterrupted fit's).
             states: None (default: the trainer builds the prefix cache itself when
                 ``prefix_cache``), or the rows' block inputs computed beforehand, indexable by row
                 (e.g. :class:`curate.train.prefix_store.PrefixStore`, kept on disk for pools whose
                 cache does not fit in memory); they must be what ``prefix_states`` gives for
                 these rows and this trainer's lowest adapted block.
+            checkpoint_every: call ``checkpoint_callback`` after every this many steps (default
+                0: never), and once more after the last step.
+            checkpoint_callback: optional ``f(info)`` with a
+                :class:`curate.train.checkpoints.EpochInfo` whose ``batches_done`` says where in
+                the epoch it was taken; pass ``training_state(info)`` back as ``resume``.
         """
         import torch
         from tqdm.auto import tqdm
@@ -260,14 +267,16 @@ class LoRATrainer:
                 return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-            done = 0
+            done, skip = 0, 0
             if resume is not None:
                 from curate.train.checkpoints import restore_training_state
 
                 done = restore_training_state(model, opt, sched, resume)
+                skip = int(resume.get("batches_done", 0))
             tok = self.base()[1]
             t0 = time.perf_counter()
-            if states is None and self.prefix_cache:
+            finished = resume is not None and len(resume.get("losses", [])) >= total
+            if states is None and self.prefix_cache and not finished:  # a finished fit needs no inputs
                 states = prefix_states(lm, enc.ids, self.layers_[0], tok.pad_token_id or 0, self.batch_size,
                                        self.show_progress)
             self.prefix_seconds_ = time.perf_counter() - t0
@@ -275,26 +284,38 @@ class LoRATrainer:
             n_tgt = np.array([int(m[1:].sum()) for m in enc.target])
             losses, real, padded, target = [], 0, 0, 0
             lrs = []
+            seconds_before = 0.0
             if resume is not None:
                 losses, lrs = list(resume.get("losses", [])), list(resume.get("lrs", []))
+                counts = resume.get("tokens") or {}
+                real, padded, target = (int(counts.get(k, 0)) for k in ("real", "padded", "target"))
+                seconds_before = float(resume.get("seconds", 0.0))
             model.train()
             bar = tqdm(total=total, desc="lora train", disable=not self.show_progress, unit="step", leave=False)
             t1 = time.perf_counter()
             step = len(losses)
             bar.update(step)
 
+            def info(epochs_done: int, batches_done: int = 0):
+                from curate.train.checkpoints import EpochInfo
+
+                return EpochInfo(epochs_done, model, opt, sched, states, losses, lrs, batches_done,
+                                 {"target": target, "real": real, "padded": padded},
+                                 seconds_before + time.perf_counter() - t1)
+
             def at_epoch(epochs_done: int) -> None:
                 if epoch_callback is not None:
-                    from curate.train.checkpoints import EpochInfo
-
-                    epoch_callback(EpochInfo(epochs_done, model, opt, sched, states, losses, lrs))
+                    epoch_callback(info(epochs_done))
                     model.train()
 
-            if done == 0:
+            if done == 0 and skip == 0:
                 at_epoch(0)
             for epoch in range(done, self.epochs):
                 rng = np.random.default_rng([seed, epoch])
-                for b in length_grouped_batches(lengths, self.batch_size, rng, self.group_size, self.group_by_length):
+                batches = length_grouped_batches(lengths, self.batch_size, rng, self.group_size, self.group_by_length)
+                for j, b in enumerate(batches):
+                    if epoch == done and j < skip:  # trained before the checkpoint this fit resumed from
+                        continue
                     if step >= total:
                         break
                     with self._autocast(device):
@@ -318,7 +339,12 @@ class LoRATrainer:
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
                     if step_callback is not None:
                         step_callback(step, losses[-1])
+                    if checkpoint_callback is not None and checkpoint_every and step % checkpoint_every == 0:
+                        checkpoint_callback(info(epoch, j + 1))
+                        model.train()
                 at_epoch(epoch + 1)
+            if checkpoint_callback is not None:  # the finished fit: a kill after this skips training
+                checkpoint_callback(info(self.epochs))
             bar.close()
             model.eval()
         finally:
@@ -331,7 +357,7 @@ class LoRATrainer:
         self.n_rows_ = len(enc)
         self.rows_end_cut_ = int((~enc.has_end).sum())  # Encoded.has_end is a bool ndarray
         self.tokens_ = {"target": target, "real": real, "padded": padded}
-        self.seconds_ = time.perf_counter() - t1
+        self.seconds_ = seconds_before + time.perf_counter() - t1
         log.info("lora fit: %d rows, %d steps, %d target / %d real / %d padded tokens, %.1f s (+%.1f s prefix cache)",
                  len(enc), step, target, real, padded, self.seconds_, self.prefix_seconds_)
         return self
