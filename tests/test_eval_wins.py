@@ -229,11 +229,14 @@ def test_ifeval_prompt_response_layout(tmp_path):
                                                             ["ife.jsonl:1", "ife.jsonl:2"])
 
 
-def test_shipped_wins_config_validates_and_splits_as_documented():
+def test_shipped_wins_config_validates_and_splits_as_documented(monkeypatch):
     """configs/eval/alpaca_1k_wins.yaml loads; with its data present, the split is the documented one."""
+    import os
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    # its data paths are under $CURATE_DATA; unset, the benchmarks' default folder (results_io.data_dir)
+    monkeypatch.setenv("CURATE_DATA", os.environ.get("CURATE_DATA") or str(root.parent / "shared" / "data"))
     cfg = load_eval_config(root / "configs" / "eval" / "alpaca_1k_wins.yaml")
     assert cfg.out_of_target == ["ifeval"] and "ifeval" not in cfg.verdict_sets
     assert [a["name"] for a in cfg.arms if not a.get("selection_only")] == [

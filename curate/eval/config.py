@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from curate.core.errors import ConfigError
+from curate.core.paths import expand_path
 
 
 class _Strict(BaseModel):
@@ -28,6 +29,11 @@ class PoolConfig(_Strict):
     holdout: dict[str, int] = {}           # rows of a source kept OUT of the pool, written to
                                            # <output>/pool/holdout_<source>.jsonl (e.g. selection queries)
     strip_calculator: bool = False         # remove GSM8K <<...>> annotations in the pool
+
+    @field_validator("paths")
+    @classmethod
+    def _expand(cls, v: list[str]) -> list[str]:  # "$CURATE_DATA/..." and "~" (docs/data.md)
+        return [expand_path(s) for s in v]
 
 
 class DecontamConfig(_Strict):
@@ -59,6 +65,11 @@ class QueriesConfig(_Strict):
     # queries_first: queries first (rows no scored_first set scores), scored sample from the rest
     draw: Literal["scored_first", "queries_first"] = "scored_first"
 
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else expand_path(v)
+
 
 class EvalSetConfig(_Strict):
     name: str
@@ -71,6 +82,11 @@ class EvalSetConfig(_Strict):
     stratify: Optional[str] = None
     generate: Optional[GenerateConfig] = None  # greedy generation + per-example 0/1 score (slow)
     queries: Optional[QueriesConfig] = None    # selection queries held out of the scored sample
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return expand_path(v)
 
 
 class EvalConfig(_Strict):
@@ -115,7 +131,8 @@ class EvalConfig(_Strict):
 
 
 def load_eval_config(path_or_dict, arms: list[str] | None = None) -> EvalConfig:
-    """Read and validate; errors name the key path. Relative paths stay relative to the CWD.
+    """Read and validate; errors name the key path. Relative paths stay relative to the CWD;
+    ``~`` and environment variables in data paths are expanded (``$CURATE_DATA/eval/...``).
 
     Args:
         path_or_dict: YAML path or dict.

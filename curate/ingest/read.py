@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from curate.core import schema
 from curate.core.errors import InputError
+from curate.core.paths import expand_path
 from curate.ingest.build import canonical_passthrough
 from curate.ingest.collect import Collector
 from curate.ingest.fast import read_fast, records_fast
@@ -72,7 +73,7 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def _expand_one(path: str | Path) -> tuple[list[Path | str], Path | None]:
     """Return (entries, root) for one input spec; hub names come back as strings, paths as Path."""
-    s = str(path)
+    s = expand_path(str(path), "input") if isinstance(path, str) else str(path)
     p = Path(s).expanduser()
     if p.is_file():
         return [p], p.parent

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate.core.hashing import stable_hash
+from curate.core.paths import expand_path
 
 DEFAULT_TASK = "target"
 
@@ -69,7 +70,7 @@ def read_targets(targets, name: str = "targets") -> dict[str, pa.Table]:
                 raise ValueError(f"{name}: task names must be non-empty strings, got {task!r}")
             out[task] = _read_one(spec, f"{name}[{task!r}]")
         return out
-    task = Path(targets).stem if isinstance(targets, (str, Path)) else DEFAULT_TASK
+    task = Path(expand_path(str(targets), name)).stem if isinstance(targets, (str, Path)) else DEFAULT_TASK
     return {task: _read_one(targets, name)}
 
 
@@ -90,7 +91,7 @@ def validate_targets_spec(targets, name: str = "targets") -> None:
 def _check_spec(spec, where: str) -> None:
     """Raise ValueError (naming ``where``) unless ``spec`` is an existing path, rows, or a table."""
     if isinstance(spec, (str, Path)):
-        if not Path(spec).exists():
+        if not Path(expand_path(str(spec), where)).exists():  # "$CURATE_DATA/..." as in inputs
             raise ValueError(f"{where}: no such file or folder: {str(spec)!r}")
     elif isinstance(spec, (list, tuple)):
         if not spec:
@@ -122,8 +123,9 @@ def targets_sha(targets, name: str = "targets") -> str:
     """
     def stamp(spec):
         if isinstance(spec, (str, Path)):
-            st = Path(spec).stat()
-            return (str(Path(spec).resolve()), st.st_size, st.st_mtime_ns)
+            path = Path(expand_path(str(spec), name))
+            st = path.stat()
+            return (str(path.resolve()), st.st_size, st.st_mtime_ns)
         return None
 
     specs = targets.items() if isinstance(targets, Mapping) else [(None, targets)]
