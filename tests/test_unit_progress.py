@@ -155,3 +155,40 @@ def test_damaged_or_foreign_progress_is_ignored_with_the_same_result(tiny, tmp_p
         assert steps["n"] == 8
     np.testing.assert_array_equal(got["train_losses"], want["train_losses"])
     np.testing.assert_allclose(got["losses"]["a"]["full"], want["losses"]["a"]["full"], rtol=0, atol=1e-6)
+
+
+def test_units_on_the_same_rows_share_the_training_prefix_cache_with_identical_results(tiny, tmp_path, monkeypatch):
+    from curate.eval import train_prefix
+    from curate.train import forward
+
+    def config(out):
+        cfg = _config(tmp_path, tiny, out)
+        cfg["seeds"] = [0, 1]
+        cfg["arms"] = [{"name": "random", "method": "random"},
+                       {"name": "longest", "method": "top_k", "params": {"score": "h_chars"}}]  # same rows every seed
+        return cfg
+
+    real = forward.prefix_states
+    built = []
+
+    def counting(lm, ids, *a, **k):
+        if k.get("desc", "prefix cache") == "prefix cache":  # training rows, not an eval set
+            built.append(len(ids))
+        return real(lm, ids, *a, **k)
+
+    monkeypatch.setattr(forward, "prefix_states", counting)
+    shared = run_eval(config(tmp_path / "shared"), show_progress=False)
+    # random's two seeds train on different rows; longest's second seed reads its first seed's states
+    assert len(built) == 3
+    files = list((tmp_path / "shared" / "train_cache").glob("*.npy"))
+    assert len(files) == train_prefix.KEEP  # the oldest selection's states were pruned
+    # the same run with fit building every cache itself: the same numbers, bit for bit
+    monkeypatch.setattr(eval_runner, "train_states", lambda *a, **k: (None, 0.0, False))
+    built.clear()
+    alone = run_eval(config(tmp_path / "alone"), show_progress=False)
+    assert len(built) == 4
+    for u, v in zip(shared["units"], alone["units"]):
+        assert (u["arm"], u["seed"]) == (v["arm"], v["seed"])
+        np.testing.assert_array_equal(u["train_losses"], v["train_losses"])
+        for s in ("a", "b"):
+            np.testing.assert_array_equal(u["losses"][s]["full"], v["losses"][s]["full"])

@@ -5,8 +5,9 @@ losses and generation scores, generations, ``unit.json``), written to a temp dir
 a killed eval resumes at the next unfinished unit and an unchanged unit (same selection hash,
 trainer parameters, seed and eval sets) is never retrained or regenerated. The unit in flight
 saves its progress (:mod:`curate.eval.unit_progress`: training state every few steps, each eval
-set's losses), so a kill loses minutes, not the unit. The untrained base model is one more unit
-(``base``).
+set's losses), so a kill loses minutes, not the unit; the training rows' prefix cache is kept for
+the next unit on the same rows (:mod:`curate.eval.train_prefix`). The untrained base model is one
+more unit (``base``).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from curate.eval.generate import write_generations
 from curate.eval.losses import reference_losses
 from curate.eval.queries import build_sets, query_records, split_summary, write_queries
 from curate.eval.sets import GSM8K_CALC, answer_span
+from curate.eval.train_prefix import train_states, train_states_key
 from curate.eval.unit_progress import TRAIN_CHECKPOINT_EVERY, UnitProgress
 from curate.score.rows import row_fields
 
@@ -365,13 +367,21 @@ class EvalRun:
         log.info("unit %s seed %d: training on %d rows", arm["name"], seed, len(sel))
         t = self.trainer
         progress = UnitProgress(self.out / "partial" / arm["name"] / f"seed{seed}", key)
-        t.fit(sel, seed=seed, resume=progress.train_state(), checkpoint_every=TRAIN_CHECKPOINT_EVERY,
+        resume = progress.train_state()
+        enc = t.encode(sel)
+        states, prefix_seconds = None, 0.0
+        if t.prefix_cache and not (resume is not None and len(resume["losses"]) >= t.n_steps(len(enc))):
+            start = self._start_layer()
+            states, prefix_seconds, _ = train_states(self.out / "train_cache", t, enc, start,
+                                                     train_states_key(t, enc, start, self._autocast_key()),
+                                                     self.show_progress)
+        t.fit(enc, seed=seed, resume=resume, states=states, checkpoint_every=TRAIN_CHECKPOINT_EVERY,
               checkpoint_callback=progress.save_train_state)
         t0 = time.perf_counter()
         losses, gens, gen_meta = self._evaluate_all(t.model_.get_base_model(), progress)
         meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_,
                 "rows_end_cut": t.rows_end_cut_, "steps": t.steps_,
-                "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": t.prefix_seconds_,
+                "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": prefix_seconds,
                 "eval_seconds": time.perf_counter() - t0 + progress.resumed_eval_seconds, "train_losses": t.losses_.tolist(), "layers": t.layers_}
         if gen_meta:  # eval_seconds includes generation; its own share is here
             meta["generate"] = gen_meta
