@@ -61,7 +61,8 @@ def test_eval_config_expands_data_paths_and_names_the_key_of_an_unset_one(tmp_pa
     assert got.eval_sets[0].path == "/data/curate/eval/a.jsonl"
     assert got.eval_sets[0].queries.path == "/data/curate/instruct/q.jsonl"
     # the expanded config is what cache keys see: the same as writing the absolute paths
-    absolute = json.loads(json.dumps(cfg).replace("${CURATE_DATA}", "/data/curate").replace("$CURATE_DATA", "/data/curate"))
+    text = json.dumps(cfg).replace("${CURATE_DATA}", "/data/curate").replace("$CURATE_DATA", "/data/curate")
+    absolute = json.loads(text)
     assert load_eval_config(absolute).model_dump() == got.model_dump()
     monkeypatch.delenv("CURATE_DATA")
     with pytest.raises(ConfigError, match=r"pool\.paths: .*\$CURATE_DATA, which is not set"):

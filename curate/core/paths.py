@@ -35,7 +35,8 @@ def expand_path(value: str, where: str | None = None) -> str:
     named = {a or b for a, b in _VARIABLE.findall(value)}
     unset = sorted(v for v in named if v not in os.environ)
     if unset:
-        raise ConfigError(f"{where + ': ' if where else ''}{value!r} names the environment variable {', '.join('$' + v for v in unset)}, "
-                          f"which is not set; export it first (e.g. `export CURATE_DATA=~/data/curate`, the folder "
-                          f"with the public datasets, docs/data.md)")
+        names = ", ".join("$" + v for v in unset)
+        raise ConfigError(f"{where + ': ' if where else ''}{value!r} names the environment variable {names}, "
+                          f"which is not set; export it first (e.g. `export CURATE_DATA=~/data/curate`, "
+                          f"the folder with the public datasets, docs/data.md)")
     return os.path.expanduser(os.path.expandvars(value))

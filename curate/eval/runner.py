@@ -382,7 +382,8 @@ class EvalRun:
         meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_,
                 "rows_end_cut": t.rows_end_cut_, "steps": t.steps_,
                 "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": prefix_seconds,
-                "eval_seconds": time.perf_counter() - t0 + progress.resumed_eval_seconds, "train_losses": t.losses_.tolist(), "layers": t.layers_}
+                "eval_seconds": time.perf_counter() - t0 + progress.resumed_eval_seconds,
+                "train_losses": t.losses_.tolist(), "layers": t.layers_}
         if gen_meta:  # eval_seconds includes generation; its own share is here
             meta["generate"] = gen_meta
         self._commit_unit(udir, meta, losses, t, sel, generations=gens)

@@ -42,7 +42,8 @@ def train_states_key(trainer, enc, start: int, extra: dict | None = None) -> str
                         "ids": stable_hash([x.tolist() for x in enc.ids]), **(extra or {})})
 
 
-def train_states(folder: Path, trainer, enc, start: int, key: str, show_progress: bool = False) -> tuple[list, float, bool]:
+def train_states(folder: Path, trainer, enc, start: int, key: str,
+                 show_progress: bool = False) -> tuple[list, float, bool]:
     """``enc``'s prefix-cache states for ``trainer.fit(enc, states=...)``, from disk when present.
 
     Args:
@@ -70,7 +71,8 @@ def train_states(folder: Path, trainer, enc, start: int, key: str, show_progress
                 os.utime(f)  # recently used: pruned last
                 log.info("training prefix cache: %d rows read from %s", len(enc), f)
                 return [flat[offsets[i]:offsets[i + 1]] for i in range(len(enc))], time.perf_counter() - t0, True
-            log.warning("%s holds %d token states, these rows need %d; computing them again", f, flat.shape[0], offsets[-1])
+            log.warning("%s holds %d token states, these rows need %d; computing them again",
+                        f, flat.shape[0], offsets[-1])
         except (OSError, ValueError) as e:
             log.warning("%s is damaged (%s: %s); computing the training prefix cache again", f, type(e).__name__, e)
     lm, tok = trainer.base()
