@@ -192,3 +192,24 @@ def test_units_on_the_same_rows_share_the_training_prefix_cache_with_identical_r
         np.testing.assert_array_equal(u["train_losses"], v["train_losses"])
         for s in ("a", "b"):
             np.testing.assert_array_equal(u["losses"][s]["full"], v["losses"][s]["full"])
+
+
+def test_damaged_or_foreign_prefix_caches_are_computed_again_with_the_same_results(tiny, tmp_path, caplog):
+    cfg = _config(tmp_path, tiny, tmp_path / "out")
+    cfg["seeds"] = [0]
+    want = _unit(run_eval(cfg, show_progress=False))
+    evals = sorted((tmp_path / "out" / "eval_cache").glob("*.npy"))
+    trains = sorted((tmp_path / "out" / "train_cache").glob("*.npy"))
+    assert evals and trains
+    evals[0].write_bytes(evals[0].read_bytes()[:40])  # a cut-off write: no valid header
+    np.save(trains[0], np.zeros((3, 32), np.float32))  # a valid file holding other rows' states
+    import shutil
+    shutil.rmtree(tmp_path / "out" / "units")  # so the unit trains and evaluates again
+    with caplog.at_level("WARNING"):
+        got = _unit(run_eval(cfg, show_progress=False))
+    assert "is damaged" in caplog.text and "token states, these rows need" in caplog.text
+    np.testing.assert_array_equal(got["train_losses"], want["train_losses"])
+    for s in ("a", "b"):
+        np.testing.assert_array_equal(got["losses"][s]["full"], want["losses"][s]["full"])
+    # both caches were written again, whole
+    assert np.load(evals[0]).shape[0] > 3 and np.load(trains[0]).shape[0] > 3

@@ -227,6 +227,7 @@ class EvalRun:
     def _states(self):
         """Inputs of the lowest adapted block for every eval row, computed once from the base model."""
         from curate.train.forward import prefix_states
+        from curate.train.prefix_store import load_flat_states, save_flat_states
 
         if not self.trainer.prefix_cache:
             return None
@@ -240,17 +241,11 @@ class EvalRun:
                 key = stable_hash({"model": self.trainer.fingerprint()["model"], "start": start,
                                    "ids": stable_hash([x.tolist() for x in enc.ids]), **self._autocast_key()})
                 f = self.out / "eval_cache" / f"{name}-{key}.npy"
-                if f.exists():
-                    flat = np.load(f, mmap_mode="r")
-                    off = np.concatenate([[0], np.cumsum(enc.lengths)])
-                    self._eval_states[name] = [flat[off[i]:off[i + 1]] for i in range(len(enc))]
-                    continue
-                st = prefix_states(lm, enc.ids, start, tok.pad_token_id or 0, self.cfg.eval.get("batch_size", 16),
-                                   self.show_progress, desc=f"eval prefix {name}")
-                f.parent.mkdir(parents=True, exist_ok=True)
-                tmp = f.with_name(f.name + ".tmp.npy")
-                np.save(tmp, np.concatenate(st))
-                os.replace(tmp, f)
+                st = load_flat_states(f, enc.lengths)
+                if st is None:
+                    st = prefix_states(lm, enc.ids, start, tok.pad_token_id or 0, self.cfg.eval.get("batch_size", 16),
+                                       self.show_progress, desc=f"eval prefix {name}")
+                    save_flat_states(f, st)
                 self._eval_states[name] = st
         return self._eval_states
 

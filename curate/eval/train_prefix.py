@@ -17,8 +17,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from curate.core.hashing import stable_hash
 
 log = logging.getLogger(__name__)
@@ -59,28 +57,19 @@ def train_states(folder: Path, trainer, enc, start: int, key: str,
         from disk), the seconds spent here, and whether they came from disk.
     """
     from curate.train.forward import prefix_states
+    from curate.train.prefix_store import load_flat_states, save_flat_states
 
     t0 = time.perf_counter()
     folder = Path(folder)
     f = folder / f"{key}.npy"
-    offsets = np.concatenate([[0], np.cumsum(enc.lengths)])
-    if f.exists():
-        try:
-            flat = np.load(f, mmap_mode="r")
-            if flat.shape[0] == offsets[-1]:
-                os.utime(f)  # recently used: pruned last
-                log.info("training prefix cache: %d rows read from %s", len(enc), f)
-                return [flat[offsets[i]:offsets[i + 1]] for i in range(len(enc))], time.perf_counter() - t0, True
-            log.warning("%s holds %d token states, these rows need %d; computing them again",
-                        f, flat.shape[0], offsets[-1])
-        except (OSError, ValueError) as e:
-            log.warning("%s is damaged (%s: %s); computing the training prefix cache again", f, type(e).__name__, e)
+    states = load_flat_states(f, enc.lengths)
+    if states is not None:
+        os.utime(f)  # recently used: pruned last
+        log.info("training prefix cache: %d rows read from %s", len(enc), f)
+        return states, time.perf_counter() - t0, True
     lm, tok = trainer.base()
     states = prefix_states(lm, enc.ids, start, tok.pad_token_id or 0, trainer.batch_size, show_progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, np.concatenate(states) if states else np.zeros((0, 0), np.float32))
-    os.replace(tmp, f)
+    save_flat_states(f, states)
     _prune(folder, KEEP)
     return states, time.perf_counter() - t0, False
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,3 +101,47 @@ def build_prefix_store(folder: str | Path, lm, ids: list, start: int, pad_id: in
         tmp.write_text(json.dumps(meta))
         tmp.replace(meta_path)  # the shard counts as done only once its values are flushed
     return store
+
+
+def save_flat_states(path: str | Path, states: list) -> None:
+    """Write per-row (L_i, d) float32 states as one ``.npy`` of their concatenation, atomically.
+
+    The file appears only once complete (temporary name in the same folder, then ``os.replace``), so
+    a killed write leaves no half file that :func:`load_flat_states` would take for a cache.
+
+    Args:
+        path: the ``.npy`` file to write; its folder is created.
+        states: n arrays of shape (L_i, d).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # dot name: not taken for a finished file
+    np.save(tmp, np.concatenate(states) if states else np.zeros((0, 0), np.float32))
+    os.replace(tmp, path)
+
+
+def load_flat_states(path: str | Path, lengths) -> list | None:
+    """Per-row states written by :func:`save_flat_states`, as memory-mapped slices, or None.
+
+    Args:
+        path: the ``.npy`` file.
+        lengths: (n,) tokens per row, in the order they were written.
+
+    Returns:
+        n (L_i, d) read-only arrays, or None when the file is absent, damaged (warned) or holds a
+        different number of token states than ``lengths`` sum to (warned): the caller computes them again.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))])
+    try:
+        flat = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        log.warning("%s is damaged (%s: %s); computing its prefix states again", path, type(e).__name__, e)
+        return None
+    if flat.shape[0] != offsets[-1]:
+        log.warning("%s holds %d token states, these rows need %d; computing them again",
+                    path, flat.shape[0], offsets[-1])
+        return None
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
