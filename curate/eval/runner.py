@@ -365,7 +365,7 @@ class EvalRun:
         resume = progress.train_state()
         enc = t.encode(sel)
         states, prefix_seconds = None, 0.0
-        if t.prefix_cache and not (resume is not None and len(resume["losses"]) >= t.n_steps(len(enc))):
+        if t.prefix_cache and not t.resume_finished(resume, len(enc)):  # as fit decides: no states to read
             start = self._start_layer()
             states, prefix_seconds, _ = train_states(self.out / "train_cache", t, enc, start,
                                                      train_states_key(t, enc, start, self._autocast_key()),

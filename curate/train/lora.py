@@ -162,6 +162,11 @@ class LoRATrainer:
         total = self.epochs * math.ceil(n_rows / self.batch_size)
         return min(total, self.max_steps) if self.max_steps else total
 
+    def resume_finished(self, resume: dict | None, n_rows: int) -> bool:
+        """Whether ``resume`` (a :func:`~curate.train.checkpoints.training_state`) already ran every
+        step of a fit on ``n_rows`` rows, so resuming it trains nothing and needs no prefix states."""
+        return resume is not None and len(resume.get("losses", [])) >= self.n_steps(n_rows)
+
     def new_model(self, seed: int):
         """A fresh copy of the base with LoRA adapters initialised from ``seed``."""
         import torch
@@ -275,8 +280,7 @@ class LoRATrainer:
                 skip = int(resume.get("batches_done", 0))
             tok = self.base()[1]
             t0 = time.perf_counter()
-            finished = resume is not None and len(resume.get("losses", [])) >= total
-            if states is None and self.prefix_cache and not finished:  # a finished fit needs no inputs
+            if states is None and self.prefix_cache and not self.resume_finished(resume, len(enc)):  # none needed
                 states = prefix_states(lm, enc.ids, self.layers_[0], tok.pad_token_id or 0, self.batch_size,
                                        self.show_progress)
             self.prefix_seconds_ = time.perf_counter() - t0
