@@ -361,6 +361,19 @@ def test_from_records_variants():
         from_records([])
 
 
+def test_from_records_rows_without_ids_beside_rows_with_ids_keep_every_row():
+    # a bare position id ("1") would collide with another row's own id 1 and quarantine a row that is no duplicate
+    mixed = [{"id": 1, "instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"},
+             {"instruction": "e", "output": "f"}]
+    for data in (mixed, pa.Table.from_pylist(mixed)):
+        r = from_records(data)
+        assert r.table.column("id").to_pylist() == ["1", "memory:1", "memory:2"] and r.quarantine == []
+    # a real repeat is still quarantined, and rows that all lack ids keep their bare positions
+    r = from_records(mixed + [{"id": 1, "instruction": "g", "output": "h"}])
+    assert [q["reason"] for q in r.quarantine] == ["duplicate_id"] and r.table.num_rows == 3
+    assert from_records(mixed[1:]).table.column("id").to_pylist() == ["0", "1"]
+
+
 # ---------------------------------------------------------------- sample_data (what its README promises)
 
 def test_sample_data_counts_match_readme():

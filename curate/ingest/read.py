@@ -264,6 +264,17 @@ def is_path_spec(data) -> bool:
     return isinstance(data, (str, Path)) or (isinstance(data, list) and bool(data) and isinstance(data[0], (str, Path)))
 
 
+def _some_rows_lack_ids(data: list | pa.Table) -> bool:
+    """Whether some rows of ``data`` have a non-null ``id`` and others none (then positional ids name the source)."""
+    if isinstance(data, pa.Table):
+        if "id" not in data.column_names:
+            return False
+        nulls = data.column("id").null_count
+        return 0 < nulls < data.num_rows
+    has = [isinstance(r, dict) and r.get("id") is not None for r in data]
+    return any(has) and not all(has)
+
+
 def from_records(data, format: str | None = None, id_field: str | None = None, source: str = "memory") -> Ingested:
     """Ingest in-memory data: a list of dicts, ``pa.Table``, pandas DataFrame, ``datasets.Dataset``, or a path.
 
@@ -272,7 +283,9 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
     added as nulls (``source`` as the ``source`` argument), canonical columns are moved first.
     Otherwise rows go through the format adapters; ids default to the row's 0-based index as a
     string (``"0"``, ``"1"``, ...: the positions ``ds.select`` takes), and a quarantine record's
-    ``line`` is that index.
+    ``line`` is that index. When some rows carry an ``id`` and others do not, the others get
+    ``<source>:<index>`` ids (``"memory:7"``, like a file's ``<file>:<line>``), so a bare index
+    cannot collide with another row's own id (``{"id": 1}`` beside the row at index 1).
 
     Args:
         data: the records.
@@ -300,7 +313,7 @@ def from_records(data, format: str | None = None, id_field: str | None = None, s
             return Ingested(table=canonical_passthrough(data, source), files=[source],
                             record_counts={source: data.num_rows})
         records = iter_table(data, 2**62, start=0)
-    col = Collector(format, id_field, None, source, bare_ids=True)
+    col = Collector(format, id_field, None, source, bare_ids=not (id_field is None and _some_rows_lack_ids(data)))
     counted = Counted(records)
     n_ok, n_bad = col.add_file(source, counted)
     check_file_count(source, counted.n, n_ok, n_bad)
