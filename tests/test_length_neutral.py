@@ -20,6 +20,7 @@ from curate.select.length_bins import (
     fill_bins,
     length_edges,
     response_chars,
+    response_tokens,
 )
 
 
@@ -165,6 +166,47 @@ def test_response_chars_reads_output_last_assistant_message_or_text():
     assert response_chars(t).tolist() == [len("plain text row"), 4, 7]
 
 
+def test_token_bins_hold_the_pools_token_deciles_where_character_bins_do_not(tmp_path, monkeypatch):
+    # Planted: prose and code-like responses of the same character lengths; the score prefers code,
+    # which tokenises denser, so character bins let top_k take more tokens than the pool's share.
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    from curate.models.tokenizers import load_tokenizer
+
+    rng = np.random.default_rng(0)
+    lens = rng.integers(20, 400, size=300)
+    prose = ["the cat sat on the warm mat and looked outside " * 20]
+    code = ["{x[0]=>y;};<a/>#!=%&" * 40]
+    outs = [(prose[0] if i % 2 else code[0])[:n] for i, n in enumerate(lens)]
+    t = pool(lens, score=np.where(np.arange(300) % 2, 0.0, 1.0) + rng.uniform(0, 0.1, 300))
+    t = t.set_column(t.column_names.index("output"), "output", pa.array(outs))
+    tok = load_tokenizer("SmolLM2-135M-Instruct")
+    truth = np.array([len(tok(o, add_special_tokens=False)["input_ids"]) for o in outs])
+    assert response_tokens(t, "SmolLM2-135M-Instruct").tolist() == truth.tolist()
+    token_bins = assign_bins(truth, length_edges(truth, 5))
+    quota = bin_quotas(np.bincount(token_bins), 60)
+
+    def picked(unit):
+        spec = {"type": "top_k", "budget": 60, "score": "s", "length_neutral": True, "length_bins": 5, "length_unit": unit}
+        st = build_stage(spec)
+        return st, st.select(t, None)
+
+    chars_st, by_chars = picked("chars")
+    tokens_st, by_tokens = picked("tokens")
+    assert np.bincount(token_bins[by_tokens.keep], minlength=len(quota)).tolist() == quota.tolist()
+    assert np.bincount(token_bins[by_chars.keep], minlength=len(quota)).tolist() != quota.tolist()
+    # character bins: the picks' mean tokens well above the pool's; token bins: near it
+    assert truth[by_chars.keep].mean() > 1.3 * truth.mean()
+    assert abs(truth[by_tokens.keep].mean() / truth.mean() - 1) < 0.15
+    assert by_tokens.extras["response_tokens"].tolist() == truth.tolist()
+    assert "response_tokens" not in by_chars.extras
+    # the unit and tokenizer join the key only when counting tokens
+    assert "length_unit" not in chars_st.cache_params()
+    assert tokens_st.cache_params()["length_unit"] == "tokens"
+    assert tokens_st.cache_params()["length_tokenizer"] == "SmolLM2-135M-Instruct"
+    with pytest.raises(ConfigError, match="length_unit"):
+        build_stage({"type": "random", "budget": 5, "length_neutral": True, "length_unit": "words"})
+
+
 def test_cache_key_unchanged_unless_length_neutral_and_bad_values_fail():
     base = build_stage({"type": "top_k", "budget": 5, "score": "s"})
     off = build_stage({"type": "top_k", "budget": 5, "score": "s", "length_neutral": False, "length_bins": 4})
@@ -204,7 +246,8 @@ def test_a_method_that_ranks_too_few_rows_of_a_bin_is_an_error():
         LongOnly(budget=10, length_neutral=True, length_bins=2).select(t, None)
 
 
-def test_run_report_plots_the_selection_lengths_against_the_pool(tmp_path, monkeypatch):
+@pytest.mark.parametrize("unit", ["chars", "tokens"])
+def test_run_report_plots_the_selection_lengths_against_the_pool(tmp_path, monkeypatch, unit):
     import json
 
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
@@ -213,13 +256,16 @@ def test_run_report_plots_the_selection_lengths_against_the_pool(tmp_path, monke
             for i, n in enumerate(rng.integers(1, 300, 200))]
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = {"name": "ln", "input": {"path": str(tmp_path / "pool.jsonl")},
-           "stages": [{"type": "top_k", "score": "h_chars", "budget": 40, "length_neutral": True}],
+           "stages": [{"type": "top_k", "score": "h_chars", "budget": 40, "length_neutral": True, "length_unit": unit}],
            "output": {"dir": str(tmp_path / "out")}}
     res = curate.run(cfg, show_progress=False)
     rep = json.loads((res.output_dir / "report.json").read_text())
     (e,) = rep["selection"]
-    rc = e["response_chars"]
-    # 40 picks of 200 rows: each pool decile's share to within one row of 40
+    col, name, suffix = ("response_chars", "characters", "") if unit == "chars" else ("response_tokens", "tokens", "_tokens")
+    rc = e[col]
+    # 40 picks of 200 rows: each pool decile's share (in the binning unit) to within one row of 40
     assert np.abs(np.array(rc["picked_share"]) - np.array(rc["pool_share"])).max() <= 1 / 40 + 1e-9
-    assert (res.output_dir / "plots" / f"select_{e['label'].replace(':', '_')}_lengths.png").exists()
-    assert "response length (characters)" in (res.output_dir / "report.md").read_text()
+    tag = e["label"].replace(":", "_")
+    assert (res.output_dir / "plots" / f"select_{tag}_lengths{suffix}.png").exists()
+    assert f"response length ({name})" in (res.output_dir / "report.md").read_text()
+    assert ("response_tokens" in e) == (unit == "tokens") and "response_chars" in e  # characters always shown

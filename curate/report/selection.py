@@ -13,7 +13,8 @@ ledger, or that takes a ``budget`` (``d4``). For each one the report gives, over
 * score distributions, pool vs picks, of the method's ``<type>_score`` and of the quality and
   LM scores present (``quality``, ``reward``, ``ifd``, ``ppl_response``, ...);
 * the response-length histogram, pool vs picks, and the picks' share per pool length decile, when
-  the ledger has ``response_chars`` (a ``length_neutral`` step writes it: docs/selection.md).
+  the ledger has ``response_chars`` (a ``length_neutral`` step writes it, and ``response_tokens``
+  with ``length_unit: tokens``: docs/selection.md; one plot per unit).
 
 Where the embeddings come from: they are not in the provenance (a vector per row), and the
 final table holds only the selected rows. The pool's vectors are read back from the stage cache:
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("quality", "reward", "ifd", "ppl_response", "ppl_text")
 MAX_POINTS = 3000
+LENGTH_COLUMNS = {"response_chars": "characters", "response_tokens": "tokens"}  # ledger column -> unit
 
 
 def step_index(label) -> int | None:
@@ -213,10 +215,9 @@ def summarize(steps: list[dict], provenance: pa.Table, *, store_root: str | None
             cs = cluster_stats(np.array(provenance.column("cluster_id").to_pylist(), dtype=object), pool, picks)
             if cs:
                 entry["clusters"] = cs
-        if "response_chars" in cols:
-            lengths = length_summary(_floats(provenance, "response_chars"), pool, picks)
-            if lengths:
-                entry["response_chars"] = lengths
+        for col in LENGTH_COLUMNS:  # written by a length_neutral step (response_tokens when binning tokens)
+            if col in cols and (lengths := length_summary(_floats(provenance, col), pool, picks)):
+                entry[col] = lengths
         emb_col = (s.get("params") or {}).get("embedding_column") or "embedding"
         entry["embeddings"] = find_embeddings(steps, i, store_root, emb_col)
         out.append(entry)
@@ -238,11 +239,12 @@ def render_markdown(entries: list[dict]) -> list[str]:
         src = emb.get("label") or f"none: {emb.get('missing')}"
         lines.append(f"| {e['label']} | {e['pool_rows']} | {e['picked_rows']} | {cov} | {sc} | {src} |")
     for e in entries:
-        rc = e.get("response_chars")
-        if rc:
-            lines += ["", f"{e['label']}: response length (characters) median {rc['pool']['median']:.0f} in the pool, "
-                      f"{rc['picked'].get('median', float('nan')):.0f} picked; picks per pool length decile "
-                      f"{', '.join(f'{v:.3f}' for v in rc['picked_share'])} (pool {', '.join(f'{v:.3f}' for v in rc['pool_share'])})."]
+        for col, unit in LENGTH_COLUMNS.items():
+            if rc := e.get(col):
+                lines += ["", f"{e['label']}: response length ({unit}) median {rc['pool']['median']:.0f} in the pool, "
+                          f"{rc['picked'].get('median', float('nan')):.0f} picked; picks per pool length decile "
+                          f"{', '.join(f'{v:.3f}' for v in rc['picked_share'])} "
+                          f"(pool {', '.join(f'{v:.3f}' for v in rc['pool_share'])})."]
     return lines
 
 
@@ -270,26 +272,31 @@ def make_plots(entries: list[dict], provenance: pa.Table, steps: list[dict], plo
             made.append(_plot_clusters(plt, e, plot_dir / f"select_{tag}_clusters.png"))
         if e["scores"]:
             made.append(_plot_scores(plt, e, provenance, pool, picks, plot_dir / f"select_{tag}_scores.png"))
-        if e.get("response_chars"):
-            made.append(_plot_lengths(plt, e, _floats(provenance, "response_chars"), pool, picks,
-                                      plot_dir / f"select_{tag}_lengths.png"))
+        for col in LENGTH_COLUMNS:
+            if e.get(col):
+                suffix = "" if col == "response_chars" else "_tokens"  # the characters' plot keeps its name
+                made.append(_plot_lengths(plt, e, col, _floats(provenance, col), pool, picks,
+                                          plot_dir / f"select_{tag}_lengths{suffix}.png"))
     return [f"plots/{p.name}" for p in made]
 
 
-def _plot_lengths(plt, e: dict, chars: np.ndarray, pool: np.ndarray, picks: np.ndarray, path: Path) -> Path:
-    """Share of rows per log-spaced response-length bin, pool vs picked, the pool's decile edges dotted."""
-    ok = ~np.isnan(chars)
-    a, b = np.maximum(chars[pool & ok], 1), np.maximum(chars[picks & ok], 1)
+def _plot_lengths(plt, e: dict, col: str, lengths: np.ndarray, pool: np.ndarray, picks: np.ndarray,
+                  path: Path) -> Path:
+    """Share of rows per log-spaced response-length bin, pool vs picked, the pool's decile edges dotted.
+
+    ``col`` is a :data:`LENGTH_COLUMNS` key; ``lengths`` its (n,) values per provenance row (NaN: unseen)."""
+    ok = ~np.isnan(lengths)
+    a, b = np.maximum(lengths[pool & ok], 1), np.maximum(lengths[picks & ok], 1)
     bins = np.unique(np.geomspace(1, a.max() + 1, 41))
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     # share of rows per log-spaced bin (a density per character would inflate the short bins)
     ax.hist(a, bins=bins, weights=np.full(len(a), 1 / len(a)), alpha=0.5, color="#888888", label=f"pool ({len(a)})")
     if len(b):
         ax.hist(b, bins=bins, weights=np.full(len(b), 1 / len(b)), alpha=0.6, color="#d0342c", label=f"picked ({len(b)})")
-    for x in e["response_chars"]["edges"]:
+    for x in e[col]["edges"]:
         ax.axvline(max(x, 1), color="#444444", lw=0.5, ls=":")
     ax.set_xscale("log")
-    ax.set_xlabel("response length (characters); dotted: pool deciles")
+    ax.set_xlabel(f"response length ({LENGTH_COLUMNS[col]}); dotted: pool deciles")
     ax.set_ylabel("share of rows")
     ax.set_title(f"{e['label']}: response length, pool vs picked", fontsize=9)
     ax.legend(fontsize=7)

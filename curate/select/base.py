@@ -25,8 +25,8 @@ long pick order. Methods whose picks depend on k as a whole (per-cluster allocat
 set ``nested = False``; the base then searches for the largest row count whose picks fit the token
 budget (bisection, about log2(n) calls of ``pick``).
 
-**Length-neutral selection** (``length_neutral: true``, ``length_bins: 10``; every subclass takes
-both without code of its own): the budget is split over response-length quantile bins of the pool
+**Length-neutral selection** (``length_neutral: true``, ``length_bins: 10``, ``length_unit: chars``
+or ``tokens``, ``length_tokenizer``: the proxy LM's; every subclass takes them without code of its own): the budget is split over response-length quantile bins of the pool
 (:mod:`curate.select.length_bins`) in the pool's proportions, and the method picks within each bin:
 
 * a nested method (``nested = True``: random, top_k, longest, cherry_ifd, car, rds, zipfit, kcenter,
@@ -42,9 +42,11 @@ both without code of its own): the budget is split over response-length quantile
   bins by mistake). Cluster ids in the ledger are then per bin.
 
 A length-neutral budget must be a row count or a fraction (a token budget is refused: the bins
-would need a token split). The ledger gets ``response_chars`` and ``length_bin``; a row the method
-would have taken but whose bin was full gets the reason ``length_bin_quota``. The two parameters
-join a stage's cache key only when ``length_neutral`` is true, so existing keys do not change.
+would need a token split). The ledger gets ``response_chars`` (and ``response_tokens`` when binning
+by tokens) and ``length_bin``; a row the method would have taken but whose bin was full gets the
+reason ``length_bin_quota``. The length parameters join a stage's cache key only when
+``length_neutral`` is true, the unit and tokenizer only with ``length_unit: tokens``, so existing
+keys do not change.
 """
 from __future__ import annotations
 
@@ -71,13 +73,16 @@ from curate.select.length_bins import (
     fill_bins,
     length_edges,
     response_chars,
+    response_tokens,
     scatter_rows,
 )
 
 log = logging.getLogger(__name__)
 
 NOT_SELECTED = "not_selected_by_budget"
-LENGTH_PARAMS = ("length_neutral", "length_bins")  # added to every subclass's constructor
+LENGTH_PARAMS = ("length_neutral", "length_bins", "length_unit", "length_tokenizer")  # added to every subclass
+LENGTH_UNITS = ("chars", "tokens")
+DEFAULT_LENGTH_TOKENIZER = "SmolLM2-135M-Instruct"  # the proxy LM, the model curate eval trains
 
 
 def is_token_budget(budget) -> bool:
@@ -141,6 +146,8 @@ class BudgetSelector(Selector):
                                          LENGTH_BIN_QUOTA: LENGTH_BIN_QUOTA_MEANING}
     length_neutral: bool = False
     length_bins: int = 10
+    length_unit: str = "chars"
+    length_tokenizer: str = DEFAULT_LENGTH_TOKENIZER
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -156,25 +163,33 @@ class BudgetSelector(Selector):
         self.budget = budget
         self.seed = seed
 
-    def _init_length(self, length_neutral: bool, length_bins: int) -> None:
+    def _init_length(self, length_neutral: bool, length_bins: int, length_unit: str = "chars",
+                     length_tokenizer: str = DEFAULT_LENGTH_TOKENIZER) -> None:
         """Validate and store the length-neutral parameters (called after the subclass's ``__init__``)."""
         if not isinstance(length_neutral, bool):
             raise ValueError(f"length_neutral must be true or false, got {length_neutral!r}")
         if isinstance(length_bins, bool) or not isinstance(length_bins, Integral) or length_bins < 2:
             raise ValueError(f"length_bins must be an int >= 2 (10 = deciles), got {length_bins!r}")
+        if length_unit not in LENGTH_UNITS:
+            raise ValueError(f"length_unit must be one of {list(LENGTH_UNITS)}, got {length_unit!r}")
+        if not isinstance(length_tokenizer, str) or not length_tokenizer:
+            raise ValueError(f"length_tokenizer must be a tokenizer name or path, got {length_tokenizer!r}")
         if length_neutral and is_token_budget(getattr(self, "budget", None)):
             raise ValueError(f"length_neutral needs a row count or a fraction for the budget, got {self.budget!r} "
                              "(tokens would need a token split over the length bins)")
         self.length_neutral = length_neutral
         self.length_bins = int(length_bins)
+        self.length_unit = length_unit
+        self.length_tokenizer = length_tokenizer
 
     def cache_params(self) -> dict:
-        """The stage's parameters; ``length_neutral``/``length_bins`` only when length-neutral, so
-        the cache keys of every selector without it stay what they were."""
+        """The stage's parameters; the length parameters only when length-neutral, and the unit and
+        tokenizer only when counting tokens, so the keys of every existing selector stay what they were."""
         params = super().cache_params()
-        if not self.length_neutral:
-            for p in LENGTH_PARAMS:
-                params.pop(p, None)
+        unused = LENGTH_PARAMS if not self.length_neutral else \
+            ("length_unit", "length_tokenizer") if self.length_unit == "chars" else ()
+        for p in unused:
+            params.pop(p, None)
         return params
 
     # -- what subclasses implement -------------------------------------------------------
@@ -218,15 +233,17 @@ class BudgetSelector(Selector):
 
     def _pick_length_neutral(self, table: pa.Table, ctx, k: int) -> Picks:
         """``k`` picks split over the pool's response-length bins (module docstring)."""
-        lengths = response_chars(table)
+        chars = response_chars(table)
+        lengths = chars if self.length_unit == "chars" else response_tokens(table, self.length_tokenizer)
         edges = length_edges(lengths, self.length_bins)
         bin_of = assign_bins(lengths, edges)
         quota = bin_quotas(np.bincount(bin_of, minlength=len(edges) + 1), k)
         picks = self._nested_in_bins(table, ctx, k, bin_of, quota) if self.nested else \
             self._each_bin(table, ctx, bin_of, quota)
-        picks.extras = {**picks.extras, "response_chars": lengths, "length_bin": bin_of}
-        log.info("%s: length_neutral over %d response-length bins (edges %s chars), quotas %s",
-                 self.name, len(quota), [int(e) for e in edges], quota.tolist())
+        per_unit = {} if self.length_unit == "chars" else {"response_tokens": lengths}
+        picks.extras = {**picks.extras, "response_chars": chars, **per_unit, "length_bin": bin_of}
+        log.info("%s: length_neutral over %d response-length bins (edges %s %s), quotas %s",
+                 self.name, len(quota), [int(e) for e in edges], self.length_unit, quota.tolist())
         return picks
 
     def _nested_in_bins(self, table: pa.Table, ctx, k: int, bin_of: np.ndarray, quota: np.ndarray) -> Picks:
@@ -343,9 +360,9 @@ def _empty_picks(n: int) -> Picks:
 
 
 def _with_length_params(init):
-    """Wrap a subclass's ``__init__`` to also take ``length_neutral``/``length_bins`` (keyword-only).
+    """Wrap a subclass's ``__init__`` to also take the :data:`LENGTH_PARAMS` (keyword-only).
 
-    The wrapper's signature is the original's plus the two parameters, so ``param_names()``,
+    The wrapper's signature is the original's plus those parameters, so ``param_names()``,
     ``get_params()``, config validation and ``curate stages`` see them for every method.
     """
     sig = inspect.signature(init)
@@ -353,15 +370,18 @@ def _with_length_params(init):
     if any(p.name in LENGTH_PARAMS for p in params):
         return init  # already wrapped (or declared by hand)
     extra = [inspect.Parameter("length_neutral", inspect.Parameter.KEYWORD_ONLY, default=False),
-             inspect.Parameter("length_bins", inspect.Parameter.KEYWORD_ONLY, default=10)]
+             inspect.Parameter("length_bins", inspect.Parameter.KEYWORD_ONLY, default=10),
+             inspect.Parameter("length_unit", inspect.Parameter.KEYWORD_ONLY, default="chars"),
+             inspect.Parameter("length_tokenizer", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_LENGTH_TOKENIZER)]
     var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
     rest = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
 
     @functools.wraps(init)
-    def __init__(self, *args, length_neutral: bool = False, length_bins: int = 10, **kwargs):
+    def __init__(self, *args, length_neutral: bool = False, length_bins: int = 10, length_unit: str = "chars",
+                 length_tokenizer: str = DEFAULT_LENGTH_TOKENIZER, **kwargs):
         init(self, *args, **kwargs)
         # a subclass's __init__ calling a wrapped parent's sets the defaults first, then its own values
-        self._init_length(length_neutral, length_bins)
+        self._init_length(length_neutral, length_bins, length_unit, length_tokenizer)
 
     __init__.__signature__ = sig.replace(parameters=rest + extra + var_kw)
     return __init__

@@ -6,7 +6,9 @@ reproduce most of it (Zhao et al. 2024, "Long Is More for Alignment", arXiv 2402
 length effect alone). A length-neutral selection keeps the pool's response-length distribution, so
 whatever a method still gains is not the length prior.
 
-How: the pool's response lengths (characters) are cut at their quantiles into ``bins`` bins
+How: the pool's response lengths (characters, or with ``length_unit: tokens`` the training
+model's tokens: characters do not equalise tokens when a method prefers code or lists, which
+tokenise denser) are cut at their quantiles into ``bins`` bins
 (deciles by default; tied quantiles merge bins), the budget is split over the bins in the pool's
 proportions by largest remainder (exact total), and the method picks within every bin
 (:meth:`~curate.select.base.BudgetSelector.select`).
@@ -26,8 +28,8 @@ LENGTH_BIN_QUOTA_MEANING = ("length_neutral: the method ranks it within the budg
                             "bin's share of the budget is already filled")
 
 
-def response_chars(table: pa.Table) -> np.ndarray:
-    """(n,) int64 response length in characters of every row.
+def response_texts(table: pa.Table) -> list[str]:
+    """Every row's response text.
 
     The response is ``output`` where the row has one, else the *last* assistant message of
     ``messages``, else (a plain-text row) the whole ``text``. Instruction/input/output are read with
@@ -39,18 +41,31 @@ def response_chars(table: pa.Table) -> np.ndarray:
     f = row_fields(table)
     outs = table.column("output").to_pylist() if "output" in table.column_names else [None] * len(table)
     msgs = table.column("messages").to_pylist() if "messages" in table.column_names else [None] * len(table)
-    out = np.empty(len(table), dtype=np.int64)
+    out = []
     for i in range(len(table)):
         last = None
         if outs[i] is None and msgs[i]:
             last = next((m.get("content") or "" for m in reversed(msgs[i]) if m.get("role") == "assistant"), None)
-        if last is not None:
-            out[i] = len(last)
-        elif f.structured[i]:
-            out[i] = len(f.output[i])
-        else:
-            out[i] = len(f.text[i])
+        out.append(last if last is not None else f.output[i] if f.structured[i] else f.text[i])
     return out
+
+
+def response_chars(table: pa.Table) -> np.ndarray:
+    """(n,) int64 response length in characters of every row (:func:`response_texts`)."""
+    return np.array([len(t) for t in response_texts(table)], dtype=np.int64)
+
+
+def response_tokens(table: pa.Table, tokenizer: str) -> np.ndarray:
+    """(n,) int64 response length in ``tokenizer``'s tokens (no special tokens) of every row.
+
+    Args:
+        table: canonical table, as for :func:`response_texts`.
+        tokenizer: tokenizer source (alias, HF id, folder or GGUF path; the proxy LM by default in
+            the selectors), ideally the one of the model that will train on the selection.
+    """
+    from curate.score.tokens import count_tokens
+
+    return count_tokens(response_texts(table), tokenizer)
 
 
 def length_edges(lengths: np.ndarray, bins: int) -> np.ndarray:
