@@ -240,7 +240,7 @@ def test_shipped_wins_config_validates_and_splits_as_documented(monkeypatch):
     cfg = load_eval_config(root / "configs" / "eval" / "alpaca_1k_wins.yaml")
     assert cfg.out_of_target == ["ifeval"] and "ifeval" not in cfg.verdict_sets
     assert [a["name"] for a in cfg.arms if not a.get("selection_only")] == [
-        "random", "length_matched", "rds_multi", "top_k_quality_ln", "car_ln", "rds_multi_ln"]
+        "random", "length_matched", "rds_multi", "top_k_quality_ln", "top_k_quality_lnt", "car_ln", "rds_multi_ln"]
     if not all(Path(p).exists() for s in cfg.eval_sets for p in (s.path, (s.queries and s.queries.path) or s.path)):
         pytest.skip("the eval data files are not on this machine")
     sets, queries = build_sets(cfg.eval_sets)
