@@ -3,6 +3,7 @@ the measured MatMuls in fp32 and stays closer to fp32 than all-int8, and the cac
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,19 @@ def test_matmul_sensitivity_ranks_feed_forward_above_query():
     assert not list(src.parent.glob("sensitivity*"))
     with pytest.raises(ValueError, match="nodes"):
         quantize.quantize_graph(src, src.parent / "unused.onnx", "int8", nodes=[])
+
+
+def test_quantiser_root_logger_records_go_to_debug(tmp_path, caplog):
+    from curate.embed.onnx_backend import ensure_export
+
+    src = ensure_export(precision="float32")
+    with caplog.at_level("DEBUG"):
+        quantize.quantize_graph(src, tmp_path / "q.onnx", "int8", nodes=["/m/encoder/layer.0/output/dense/MatMul"])
+    # onnxruntime writes its per-tensor lines to the root logger; at INFO a curate run would print them
+    assert not [r for r in caplog.records if r.name == "root"]
+    moved = [r for r in caplog.records if r.name == "curate.embed.quantize" and r.getMessage().startswith("onnxruntime: ")]
+    assert moved and {r.levelname for r in moved} == {"DEBUG"}
+    assert logging.getLogger().filters == []  # the filter is removed after the call
 
 
 @pytest.mark.slow

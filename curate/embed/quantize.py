@@ -30,6 +30,7 @@ that an arm's rows, and so its unit key, do not depend on the machine.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -148,13 +149,36 @@ def quantize_graph(src: str | Path, dst: str | Path, precision: str = "int8_mixe
         raise ValueError(f"precision must be one of {INT8_PRECISIONS}, got {precision!r}")
     if nodes is None and precision == "int8_mixed":
         nodes = [n for n in weight_matmuls(onnx.load(str(src), load_external_data=False)) if n not in INT8_MIXED_FP32]
-    log.info("quantising %s to %s (dynamic, weights per channel)", src, precision)
-    if nodes is None:  # int8: onnxruntime's default op types, as int8 graphs were always made
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
-    elif not nodes:
+    if nodes is not None and not nodes:
         raise ValueError(f"nodes must name at least one MatMul (onnxruntime reads [] as all), got {nodes!r}")
-    else:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
+    log.info("quantising %s to %s (dynamic, weights per channel)", src, precision)
+    # nodes None (int8): onnxruntime's default op types, as int8 graphs were always made
+    chosen = {} if nodes is None else {"nodes_to_quantize": nodes}
+    with _quantiser_logs_to_debug():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, **chosen)
+
+
+class _OnnxruntimeToDebug(logging.Filter):
+    """Moves the records onnxruntime's quantiser writes to the *root* logger onto this module's
+    logger at DEBUG: one line per tensor ("Quantization parameters for tensor ... not specified") and
+    advice to pre-process the graph, which a curate run at INFO would otherwise print."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if f"onnxruntime{os.sep}quantization" not in record.pathname:
+            return True
+        log.debug("onnxruntime: %s", record.getMessage())
+        return False
+
+
+@contextlib.contextmanager
+def _quantiser_logs_to_debug():
+    """Within the block, onnxruntime quantiser records on the root logger go to DEBUG (:class:`_OnnxruntimeToDebug`)."""
+    root, quiet = logging.getLogger(), _OnnxruntimeToDebug()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def matmul_sensitivity(src: str | Path, encode, texts: list[str], names: list[str] | None = None,
