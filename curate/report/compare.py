@@ -46,6 +46,7 @@ class RunSelection:
         pool: ids of all readable rows (selected or dropped).
         reached: ids of the rows that reached the run's last selection step (the pool it selected
             from, after dedup and filters); ``pool`` when the run has no report or no selector.
+        report: the run's ``report.json`` (read once), or None when it has none.
     """
 
     name: str
@@ -54,6 +55,7 @@ class RunSelection:
     selected: list[str]
     pool: list[str]
     reached: list[str] | None = None
+    report: dict | None = None
 
     def data(self, columns: list[str] | None = None) -> pa.Table:
         """The selected rows as written in ``data/`` (only ``columns`` that exist, when given)."""
@@ -79,18 +81,19 @@ def load_run(path: str | Path) -> RunSelection:
     status = prov.column("status").to_pylist()
     ids = prov.column("id").to_pylist()
     pool = [i for i, s in zip(ids, status) if s != "quarantined"]
+    rep_path = path / "report.json"
+    report = json.loads(rep_path.read_text()) if rep_path.is_file() else None
     return RunSelection(name, path, prov, [i for i, s in zip(ids, status) if s == "selected"], pool,
-                        _reached_last_selector(path, prov) or pool)
+                        _reached_last_selector(report, prov) or pool, report)
 
 
-def _reached_last_selector(path: Path, prov: pa.Table) -> list[str] | None:
-    """Ids of the rows that entered the run's last Selector step (from report.json), or None."""
+def _reached_last_selector(report: dict | None, prov: pa.Table) -> list[str] | None:
+    """Ids of the rows that entered the run's last Selector step (from its report.json), or None."""
     from curate.report.selection import step_masks
 
-    rep_path = path / "report.json"
-    if not rep_path.is_file():
+    if report is None:
         return None
-    stages = json.loads(rep_path.read_text()).get("stages", [])
+    stages = report.get("stages", [])
     last = next((j for j in range(len(stages) - 1, -1, -1) if stages[j].get("kind") == "selector"), None)
     if last is None:
         return None
@@ -160,10 +163,9 @@ def _sae_features(run: RunSelection) -> tuple[dict, str] | None:
     from curate.report.selection import step_masks
     from curate.select.sae import LATENTS, feature_sets
 
-    rep_path = run.path / "report.json"
-    if not rep_path.is_file():
+    rep = run.report
+    if rep is None:
         return None
-    rep = json.loads(rep_path.read_text())
     for j, s in enumerate(rep.get("stages", [])):
         if s.get("kind") == "annotator" and LATENTS in (s.get("columns_added") or []):
             root = next((e["cache_dir"] for e in rep.get("selection", []) if e.get("cache_dir")), None)
