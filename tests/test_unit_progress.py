@@ -213,3 +213,41 @@ def test_damaged_or_foreign_prefix_caches_are_computed_again_with_the_same_resul
         np.testing.assert_array_equal(got["losses"][s]["full"], want["losses"][s]["full"])
     # both caches were written again, whole
     assert np.load(evals[0]).shape[0] > 3 and np.load(trains[0]).shape[0] > 3
+
+
+def test_a_unit_whose_eval_sets_changed_is_scored_again_from_its_kept_adapter_without_training(tiny, tmp_path,
+                                                                                                 monkeypatch, caplog):
+    cfg = _config(tmp_path, tiny, tmp_path / "out")
+    first = _unit(run_eval(cfg, show_progress=False))
+    # a set added: every unit key changes, but rows, trainer settings and seed do not
+    more = [{"instruction": f"Extra {i}", "input": "", "output": "alpha beta gamma"} for i in range(5)]
+    cfg["eval_sets"].append({"name": "c", "path": _write(tmp_path / "c.jsonl", more), "style": "human"})
+    with monkeypatch.context() as m:
+        fits = _count_calls(m, LoRATrainer, "fit")
+        again = _unit(run_eval(cfg, show_progress=False))
+        assert fits["n"] == 0
+    assert again["rescored_from"] == first["key"] != again["key"]
+    np.testing.assert_array_equal(again["train_losses"], first["train_losses"])
+    assert (again["steps"], again["tokens"]) == (first["steps"], first["tokens"])
+    for s in ("a", "b"):
+        np.testing.assert_array_equal(again["losses"][s]["full"], first["losses"][s]["full"])
+    # what retraining on the three sets gives, bit for bit
+    fresh = _unit(run_eval({**cfg, "output": str(tmp_path / "fresh")}, show_progress=False))
+    for s in ("a", "b", "c"):
+        np.testing.assert_array_equal(again["losses"][s]["full"], fresh["losses"][s]["full"])
+    # a damaged adapter: warned, the unit trains, same numbers
+    adapter = tmp_path / "out" / "units" / "random" / "seed0" / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(b"not a safetensors file")
+    cfg["eval_sets"].pop()
+    with monkeypatch.context() as m, caplog.at_level("WARNING"):
+        fits = _count_calls(m, LoRATrainer, "fit")
+        redone = _unit(run_eval(cfg, show_progress=False))
+        assert fits["n"] == 1
+    assert "cannot load the kept adapter" in caplog.text and "rescored_from" not in redone
+    np.testing.assert_array_equal(redone["losses"]["a"]["full"], first["losses"]["a"]["full"])
+    # other rows (a smaller budget): the kept adapter is not theirs, the unit trains
+    cfg["budget"] = 12
+    with monkeypatch.context() as m:
+        fits = _count_calls(m, LoRATrainer, "fit")
+        other = _unit(run_eval(cfg, show_progress=False))
+        assert fits["n"] == 1 and "rescored_from" not in other

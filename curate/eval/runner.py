@@ -359,9 +359,35 @@ class EvalRun:
         if got is not None:
             got["cached"] = True
             return got
-        log.info("unit %s seed %d: training on %d rows", arm["name"], seed, len(sel))
         t = self.trainer
         progress = UnitProgress(self.out / "partial" / arm["name"] / f"seed{seed}", key)
+        old = self._rescorable(udir, h, seed)
+        if old is not None and self._reload(udir, arm["name"], seed, old):
+            prefix_seconds = old.get("prefix_seconds", 0.0)
+        else:
+            old = None
+            prefix_seconds = self._train(arm["name"], seed, sel, progress)
+        t0 = time.perf_counter()
+        losses, gens, gen_meta = self._evaluate_all(t.model_.get_base_model(), progress)
+        meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_,
+                "rows_end_cut": t.rows_end_cut_, "steps": t.steps_,
+                "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": prefix_seconds,
+                "eval_seconds": time.perf_counter() - t0 + progress.resumed_eval_seconds,
+                "train_losses": t.losses_.tolist(), "layers": t.layers_}
+        if old is not None:
+            meta["rescored_from"] = old["key"]  # the unit's key on the eval sets it was trained and first scored on
+        if gen_meta:  # eval_seconds includes generation; its own share is here
+            meta["generate"] = gen_meta
+        self._commit_unit(udir, meta, losses, t, sel, generations=gens)
+        progress.clear()
+        meta["losses"], meta["cached"] = losses, False
+        t.model_ = None  # free the adapted copy before the next unit
+        return meta
+
+    def _train(self, arm: str, seed: int, sel: pa.Table, progress: UnitProgress) -> float:
+        """Fit the trainer on ``sel`` (resuming ``progress``'s saved state); returns the prefix seconds."""
+        t = self.trainer
+        log.info("unit %s seed %d: training on %d rows", arm, seed, len(sel))
         resume = progress.train_state()
         enc = t.encode(sel)
         states, prefix_seconds = None, 0.0
@@ -372,20 +398,38 @@ class EvalRun:
                                                      self.show_progress)
         t.fit(enc, seed=seed, resume=resume, states=states, checkpoint_every=TRAIN_CHECKPOINT_EVERY,
               checkpoint_callback=progress.save_train_state)
-        t0 = time.perf_counter()
-        losses, gens, gen_meta = self._evaluate_all(t.model_.get_base_model(), progress)
-        meta = {"key": key, "arm": arm["name"], "seed": seed, "selection_hash": h, "rows": t.n_rows_,
-                "rows_end_cut": t.rows_end_cut_, "steps": t.steps_,
-                "tokens": t.tokens_, "train_seconds": t.seconds_, "prefix_seconds": prefix_seconds,
-                "eval_seconds": time.perf_counter() - t0 + progress.resumed_eval_seconds,
-                "train_losses": t.losses_.tolist(), "layers": t.layers_}
-        if gen_meta:  # eval_seconds includes generation; its own share is here
-            meta["generate"] = gen_meta
-        self._commit_unit(udir, meta, losses, t, sel, generations=gens)
-        progress.clear()
-        meta["losses"], meta["cached"] = losses, False
-        t.model_ = None  # free the adapted copy before the next unit
-        return meta
+        return prefix_seconds
+
+    def _reload(self, udir: Path, arm: str, seed: int, old: dict) -> bool:
+        """Load ``udir``'s kept adapter into the trainer (:meth:`_rescorable` said it fits); False if it cannot be read."""
+        log.info("unit %s seed %d: eval sets changed; scoring its kept adapter again (no training)", arm, seed)
+        try:
+            self.trainer.load_adapter(udir / "adapter", seed, old.get("train_losses"))
+        except Exception as e:  # a damaged adapter file: the unit trains, as without one
+            log.warning("%s: cannot load the kept adapter (%s: %s); training the unit again", udir, type(e).__name__, e)
+            return False
+        return True
+
+    def _rescorable(self, udir: Path, h: str, seed: int) -> dict | None:
+        """The finished unit in ``udir`` when only the eval sets changed since it was trained, else None.
+
+        Its kept adapter (``adapter/``, written by every unit; not in committed records) must come
+        from the same selection (hash), seed and trainer settings: then scoring it on the current
+        sets gives what retraining would (the fit is deterministic), without the training. Another
+        unit's adapter is not used; an unreadable record is warned about; either way the unit trains.
+        """
+        f = udir / "adapter" / "train_config.json"
+        if not (f.exists() and (udir / "adapter" / "adapter_model.safetensors").exists()):
+            return None
+        try:
+            old, saved = read_unit(udir), json.loads(f.read_text())
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("%s: cannot read the finished unit (%s); training it again", udir, e)
+            return None
+        if old is None or "train_losses" not in old:
+            return None
+        same = saved.get("selection_hash") == h and saved.get("seed") == seed
+        return old if same and self.trainer.same_settings(saved.get("trainer")) else None
 
     def _selection(self, arm: dict, seed: int) -> pa.Table:
         """Arm ``arm``'s rows for ``seed``, built once per run (``self._pool``, ``self._selections``).

@@ -366,6 +366,50 @@ class LoRATrainer:
                  len(enc), step, target, real, padded, self.seconds_, self.prefix_seconds_)
         return self
 
+    def load_adapter(self, adapter_dir, seed: int, train_losses=None) -> "LoRATrainer":
+        """Put an adapter written by :meth:`save` back as this trainer's fitted model, as after ``fit``.
+
+        The weights are loaded bit for bit into ``new_model(seed)`` (same layers and modules), and
+        the fit's record (steps, rows, token counts, seconds) is read from its ``train_config.json``,
+        so scoring the loaded model gives the losses the original fit's model gave.
+
+        Args:
+            adapter_dir: folder written by :meth:`save` (``adapter_model.safetensors``,
+                ``train_config.json``).
+            seed: the fit's seed (its LoRA-A initialisation; overwritten by the loaded weights).
+            train_losses: (steps,) per-step losses of the fit, for ``losses_`` (train_config.json
+                keeps only the last); default None keeps just the final loss.
+
+        Raises:
+            ValueError: the adapter was trained with other trainer settings (``fingerprint()``).
+        """
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        adapter_dir = Path(adapter_dir)
+        meta = json.loads((adapter_dir / "train_config.json").read_text())
+        if not self.same_settings(meta.get("trainer")):
+            raise ValueError(f"{adapter_dir} was trained with other trainer settings than this trainer's")
+        model = self.new_model(seed)
+        result = set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"{adapter_dir}: adapter holds weights this model has no place for: "
+                             f"{result.unexpected_keys[:3]}")
+        model.eval()
+        self.model_, self.tokenizer_ = model, self.base()[1]
+        final = [] if meta.get("final_loss") is None else [meta["final_loss"]]
+        self.losses_ = np.asarray(final if train_losses is None else train_losses, dtype=np.float64)
+        self.lrs_ = np.zeros(0)
+        self.steps_, self.n_rows_, self.rows_end_cut_ = meta["steps"], meta["rows"], meta["rows_end_cut"]
+        self.tokens_, self.seconds_, self.prefix_seconds_ = meta["tokens"], meta["seconds"], 0.0
+        return self
+
+    def same_settings(self, fingerprint: dict | None) -> bool:
+        """Whether ``fingerprint`` (a saved ``fingerprint()``, read back from JSON) is this trainer's."""
+        if fingerprint is None:
+            return False
+        return json.loads(json.dumps(self.fingerprint(), default=str)) == fingerprint
+
     def save(self, out_dir, selection_hash: str | None = None, extra: dict | None = None) -> Path:
         """Save the adapter (peft format) plus ``train_config.json`` with the selection's hash."""
         out = Path(out_dir)
