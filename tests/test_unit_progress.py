@@ -226,6 +226,7 @@ def test_a_unit_whose_eval_sets_changed_is_scored_again_from_its_kept_adapter_wi
         fits = _count_calls(m, LoRATrainer, "fit")
         again = _unit(run_eval(cfg, show_progress=False))
         assert fits["n"] == 0
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "out" / "eval_cache").glob("*.npy")) == ["a", "b", "c"]
     assert again["rescored_from"] == first["key"] != again["key"]
     np.testing.assert_array_equal(again["train_losses"], first["train_losses"])
     assert (again["steps"], again["tokens"]) == (first["steps"], first["tokens"])
@@ -244,6 +245,8 @@ def test_a_unit_whose_eval_sets_changed_is_scored_again_from_its_kept_adapter_wi
         redone = _unit(run_eval(cfg, show_progress=False))
         assert fits["n"] == 1
     assert "cannot load the kept adapter" in caplog.text and "rescored_from" not in redone
+    # the eval prefix states of the removed set c were deleted, a's and b's kept
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "out" / "eval_cache").glob("*.npy")) == ["a", "b"]
     np.testing.assert_array_equal(redone["losses"]["a"]["full"], first["losses"]["a"]["full"])
     # other rows (a smaller budget): the kept adapter is not theirs, the unit trains
     cfg["budget"] = 12

@@ -66,6 +66,20 @@ def read_unit(udir: Path) -> dict | None:
     return meta
 
 
+def _prune_eval_cache(folder: Path, used: set[str]) -> None:
+    """Delete ``folder``'s finished ``*.npy`` states that no current eval set reads (``used``: file names).
+
+    A changed set (or base model, or lowest adapted block) leaves its old states behind: up to a few
+    hundred MB a set for SmolLM2. Temporary files of a write in flight (dot names) are left alone.
+    """
+    stale = [p for p in folder.glob("*.npy") if p.name not in used and not p.name.startswith(".")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("eval_cache: removed %d states no current eval set reads (%s)", len(stale),
+                 ", ".join(sorted(p.name for p in stale)[:5]))
+
+
 def _decontam_key(d) -> dict:
     """The decontamination settings in the pool's key. ``embed_backend`` joins only when it is not
     torch (sentence_transformers), the only backend before the option existed: pools built then
@@ -234,19 +248,21 @@ class EvalRun:
         if self._eval_states is None:
             lm, tok = self.trainer.base()
             start = self._start_layer()
-            self._eval_states = {}
+            self._eval_states, used = {}, set()
             for name, enc in self._encoded().items():
                 # cached on disk: the lower blocks' outputs on the eval rows are the same for every arm and
                 # every later invocation (a resumed eval does not pay for them again)
                 key = stable_hash({"model": self.trainer.fingerprint()["model"], "start": start,
                                    "ids": stable_hash([x.tolist() for x in enc.ids]), **self._autocast_key()})
                 f = self.out / "eval_cache" / f"{name}-{key}.npy"
+                used.add(f.name)
                 st = load_flat_states(f, enc.lengths)
                 if st is None:
                     st = prefix_states(lm, enc.ids, start, tok.pad_token_id or 0, self.cfg.eval.get("batch_size", 16),
                                        self.show_progress, desc=f"eval prefix {name}")
                     save_flat_states(f, st)
                 self._eval_states[name] = st
+            _prune_eval_cache(self.out / "eval_cache", used)
         return self._eval_states
 
     def evaluate(self, lm, progress: UnitProgress | None = None) -> dict[str, dict[str, np.ndarray]]:
