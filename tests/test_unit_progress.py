@@ -254,3 +254,21 @@ def test_a_unit_whose_eval_sets_changed_is_scored_again_from_its_kept_adapter_wi
         fits = _count_calls(m, LoRATrainer, "fit")
         other = _unit(run_eval(cfg, show_progress=False))
         assert fits["n"] == 1 and "rescored_from" not in other
+
+
+def test_load_adapter_restores_the_fitted_weights_and_refuses_a_partial_or_foreign_one(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    kw = dict(model=tiny, layers=2, batch_size=4, epochs=1, show_progress=False, lr=1e-2)
+    fitted = LoRATrainer(**kw).fit(toy_rows(12), seed=5)
+    fitted.save(tmp_path / "adapter", selection_hash="h")
+    loaded = LoRATrainer(**kw).load_adapter(tmp_path / "adapter", seed=5, train_losses=fitted.losses_)
+    want, got = _adapter(fitted), _adapter(loaded)
+    assert want.keys() == got.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert (loaded.steps_, loaded.tokens_, loaded.n_rows_) == (fitted.steps_, fitted.tokens_, fitted.n_rows_)
+    weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    save_file(dict(list(weights.items())[1:]), str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    with pytest.raises(ValueError, match="missing"):
+        LoRATrainer(**kw).load_adapter(tmp_path / "adapter", seed=5)
+    with pytest.raises(ValueError, match="other trainer settings"):
+        LoRATrainer(**{**kw, "lr": 2e-2}).load_adapter(tmp_path / "adapter", seed=5)

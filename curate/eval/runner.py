@@ -417,7 +417,7 @@ class EvalRun:
         return prefix_seconds
 
     def _reload(self, udir: Path, arm: str, seed: int, old: dict) -> bool:
-        """Load ``udir``'s kept adapter into the trainer (:meth:`_rescorable` said it fits); False if it cannot be read."""
+        """Load ``udir``'s kept adapter into the trainer (:meth:`_rescorable` found it fits); False when unreadable."""
         log.info("unit %s seed %d: eval sets changed; scoring its kept adapter again (no training)", arm, seed)
         try:
             self.trainer.load_adapter(udir / "adapter", seed, old.get("train_losses"))

@@ -26,7 +26,8 @@ set ``nested = False``; the base then searches for the largest row count whose p
 budget (bisection, about log2(n) calls of ``pick``).
 
 **Length-neutral selection** (``length_neutral: true``, ``length_bins: 10``, ``length_unit: chars``
-or ``tokens``, ``length_tokenizer``: the proxy LM's; every subclass takes them without code of its own): the budget is split over response-length quantile bins of the pool
+or ``tokens``, ``length_tokenizer``: the proxy LM's; every subclass takes them without code of its
+own): the budget is split over response-length quantile bins of the pool
 (:mod:`curate.select.length_bins`) in the pool's proportions, and the method picks within each bin:
 
 * a nested method (``nested = True``: random, top_k, longest, cherry_ifd, car, rds, zipfit, kcenter,

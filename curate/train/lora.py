@@ -392,9 +392,10 @@ class LoRATrainer:
             raise ValueError(f"{adapter_dir} was trained with other trainer settings than this trainer's")
         model = self.new_model(seed)
         result = set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"{adapter_dir}: adapter holds weights this model has no place for: "
-                             f"{result.unexpected_keys[:3]}")
+        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+        if getattr(result, "unexpected_keys", None) or missing:  # a partial load would score a half-trained model
+            raise ValueError(f"{adapter_dir}: the adapter's weights do not match this model's LoRA matrices "
+                             f"(unexpected {list(result.unexpected_keys)[:3]}, missing {missing[:3]})")
         model.eval()
         self.model_, self.tokenizer_ = model, self.base()[1]
         final = [] if meta.get("final_loss") is None else [meta["final_loss"]]
