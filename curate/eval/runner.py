@@ -70,9 +70,11 @@ def _prune_eval_cache(folder: Path, used: set[str]) -> None:
     """Delete ``folder``'s finished ``*.npy`` states that no current eval set reads (``used``: file names).
 
     A changed set (or base model, or lowest adapted block) leaves its old states behind: up to a few
-    hundred MB a set for SmolLM2. Temporary files of a write in flight (dot names) are left alone.
+    hundred MB a set for SmolLM2. Temporary files of a write in flight are left alone.
     """
-    stale = [p for p in folder.glob("*.npy") if p.name not in used and not p.name.startswith(".")]
+    from curate.train.prefix_store import finished_flat_states
+
+    stale = [p for p in finished_flat_states(folder) if p.name not in used]
     for p in stale:
         p.unlink(missing_ok=True)
     if stale:
@@ -371,14 +373,13 @@ class EvalRun:
         h = selection_hash(sel)
         key = self._unit_key(sel, seed)
         udir = self._unit_dir(arm["name"], seed)
-        got = self._load_unit(udir, key)
-        if got is not None:
-            got["cached"] = True
-            return got
+        old = read_unit(udir)
+        if old is not None and old.get("key") == key:
+            old["cached"] = True
+            return old
         t = self.trainer
         progress = UnitProgress(self.out / "partial" / arm["name"] / f"seed{seed}", key)
-        old = self._rescorable(udir, h, seed)
-        if old is not None and self._reload(udir, arm["name"], seed, old):
+        if self._rescorable(udir, old, h, seed) and self._reload(udir, arm["name"], seed, old):
             prefix_seconds = old.get("prefix_seconds", 0.0)
         else:
             old = None
@@ -426,26 +427,25 @@ class EvalRun:
             return False
         return True
 
-    def _rescorable(self, udir: Path, h: str, seed: int) -> dict | None:
-        """The finished unit in ``udir`` when only the eval sets changed since it was trained, else None.
+    def _rescorable(self, udir: Path, old: dict | None, h: str, seed: int) -> bool:
+        """Whether ``old`` (``udir``'s finished unit, or None) differs from this unit only in its eval sets.
 
         Its kept adapter (``adapter/``, written by every unit; not in committed records) must come
         from the same selection (hash), seed and trainer settings: then scoring it on the current
         sets gives what retraining would (the fit is deterministic), without the training. Another
-        unit's adapter is not used; an unreadable record is warned about; either way the unit trains.
+        unit's adapter is not used; an unreadable one is warned about; either way the unit trains.
         """
         f = udir / "adapter" / "train_config.json"
-        if not (f.exists() and (udir / "adapter" / "adapter_model.safetensors").exists()):
-            return None
+        kept = f.exists() and f.with_name("adapter_model.safetensors").exists()
+        if old is None or "train_losses" not in old or not kept:
+            return False
         try:
-            old, saved = read_unit(udir), json.loads(f.read_text())
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("%s: cannot read the finished unit (%s); training it again", udir, e)
-            return None
-        if old is None or "train_losses" not in old:
-            return None
+            saved = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("%s: cannot read the kept adapter's train_config.json (%s); training the unit again", udir, e)
+            return False
         same = saved.get("selection_hash") == h and saved.get("seed") == seed
-        return old if same and self.trainer.same_settings(saved.get("trainer")) else None
+        return same and self.trainer.same_settings(saved.get("trainer"))
 
     def _selection(self, arm: dict, seed: int) -> pa.Table:
         """Arm ``arm``'s rows for ``seed``, built once per run (``self._pool``, ``self._selections``).

@@ -76,7 +76,8 @@ def train_states(folder: Path, trainer, enc, start: int, key: str,
 
 def _prune(folder: Path, keep: int) -> None:
     """Delete all but the ``keep`` most recently used ``*.npy`` files of ``folder``."""
-    files = sorted((p for p in folder.glob("*.npy") if not p.name.startswith(".")),  # not a write in flight
-                   key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    from curate.train.prefix_store import finished_flat_states
+
+    files = sorted(finished_flat_states(folder), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for old in files[keep:]:
         old.unlink(missing_ok=True)

@@ -120,6 +120,11 @@ def save_flat_states(path: str | Path, states: list) -> None:
     os.replace(tmp, path)
 
 
+def finished_flat_states(folder: str | Path) -> list[Path]:
+    """The ``.npy`` files :func:`save_flat_states` finished in ``folder`` (not a write in flight's temporary)."""
+    return [p for p in Path(folder).glob("*.npy") if not p.name.startswith(".")]
+
+
 def load_flat_states(path: str | Path, lengths) -> list | None:
     """Per-row states written by :func:`save_flat_states`, as memory-mapped slices, or None.
 
