@@ -34,7 +34,8 @@ def tables(results: dict, metrics: list[str]) -> str:
         arms = comp["arms"]
         sets = list(dict.fromkeys(s for a in arms.values() for s in a["sets"]))
         for metric in metrics:
-            out.append(f"**{metric} loss, arm − {ref}** ({seeds.get(ref, 0)} seeds of {ref}; 95% CI)\n")
+            n_ref = seeds.get(ref, 0)
+            out.append(f"**{metric} loss, arm − {ref}** ({n_ref} seed{'' if n_ref == 1 else 's'} of {ref}; 95% CI)\n")
             head = ["arm", "seeds", *sets, f"verdict ({', '.join(verdict_sets)})"]
             if oot:
                 head.append(f"out of target ({', '.join(oot)})")
