@@ -16,6 +16,20 @@ log = logging.getLogger(__name__)
 ALL_METRICS = METRICS + (SPAN_METRIC,) + GEN_METRICS  # report order
 
 
+
+def better_side_p(stat: dict) -> float:
+    """One-sided p for "the arm's loss is lower" from a two-sided paired-difference record.
+
+    The intersection-union test of "better on every verdict set" takes the largest of these over the
+    sets; a two-sided p would count a significant *worse* set as evidence (half the two-sided p when
+    the difference points the better way, one minus half otherwise).
+
+    Args:
+        stat: a :func:`~curate.eval.stats.paired_delta` record of a loss (``delta``, ``p``).
+    """
+    p = float(stat.get("p", 1.0))
+    return p / 2 if stat.get("delta", 0.0) < 0 else 1.0 - p / 2
+
 def set_metrics(units: list, set_name: str) -> list[str]:
     """Metrics some unit has for ``set_name`` (losses of every set; ``answer`` and generation scores of some)."""
     return [m for m in ALL_METRICS if any(m in u["losses"].get(set_name, {}) for u in units)]
@@ -55,7 +69,7 @@ def compare(cfg, units: list, sets: list, reference: str) -> dict:
                                            n_boot=cfg.n_boot, higher_is_better=m in HIGHER_IS_BETTER)
                            for m in metrics[s.name]}
         full = {k: v["full"] for k, v in per.items()}
-        ps = [full[s].get("p", 1.0) for s in vsets]
+        ps = [better_side_p(full[s]) for s in vsets]
         p_iut[arm] = float(max(ps)) if ps else 1.0
         # a metric's verdict is over the verdict sets that carry it: a generation or GSM8K-only metric
         # counts only when its set is listed in verdict_sets ("not evaluated" otherwise)
