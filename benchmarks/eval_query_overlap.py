@@ -4,8 +4,10 @@
 (:func:`curate.eval.queries.check_disjoint`: exact match after lower-casing and collapsing
 whitespace). This script shows the split from the outside, for docs: per query set, how many of
 its rows share an id or a normalised prompt with a scored example of any set (both must be 0),
-and the nearest scored prompt by character 5-gram Jaccard similarity, so a near-duplicate (a
-paraphrase with a changed word) would show as a high maximum. Reads the data files only; no model.
+and the nearest scored prompt by character 5-gram Jaccard similarity (the shingles and exact
+Jaccard of the MinHash dedup stage: :func:`curate.dedup.minhash_core.shingle_hashes`,
+:func:`curate.dedup.minhash_jaccard.jaccard`), so a near-duplicate (a paraphrase with a changed
+word) would show as a high maximum. Reads the data files only; no model.
 
 Usage:
     CURATE_DATA=~/data/curate python benchmarks/eval_query_overlap.py configs/eval/alpaca_1k_wins.yaml
@@ -13,9 +15,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
+from itertools import pairwise
 
 import numpy as np
+import pyarrow as pa
 
+from curate.dedup.minhash_core import shingle_hashes
+from curate.dedup.minhash_jaccard import jaccard
 from curate.eval.config import load_eval_config
 from curate.eval.queries import build_sets
 from curate.eval.sets import normalize_prompt
@@ -24,16 +30,10 @@ NGRAM = 5
 NEAR = 0.5  # Jaccard at or above which a pair is counted as a near-duplicate
 
 
-def shingles(text: str, n: int = NGRAM) -> frozenset[str]:
-    """Character ``n``-grams of the normalised prompt (the whole prompt when shorter than ``n``)."""
-    t = normalize_prompt(text)
-    return frozenset(t[i:i + n] for i in range(max(1, len(t) - n + 1)))
-
-
-def jaccard(a: frozenset, b: frozenset) -> float:
-    """|a ∩ b| / |a ∪ b| (0 for two empty sets)."""
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
+def shingle_sets(prompts: list[str]) -> list[np.ndarray]:
+    """Each prompt's unique character ``NGRAM``-gram hashes, as the dedup stage shingles it."""
+    h, off = shingle_hashes(pa.array(prompts, pa.string()), ngram=NGRAM, shingle="char")
+    return [np.unique(h[a:b]) for a, b in pairwise(off)]
 
 
 def overlap_rows(config) -> list[dict]:
@@ -44,16 +44,17 @@ def overlap_rows(config) -> list[dict]:
     """
     cfg = load_eval_config(config)
     sets, queries = build_sets(cfg.eval_sets)
-    scored = [(s.name, i, p) for s in sets for i, p in zip(s.ids, s.prompts())]
-    scored_ids = {(name, i) for name, i, _ in scored} | {i for _, i, _ in scored}
-    scored_keys = {normalize_prompt(p) for _, _, p in scored}
-    scored_sh = [shingles(p) for _, _, p in scored]
+    scored_ids = {i for s in sets for i in s.ids}
+    scored_prompts = [p for s in sets for p in s.prompts()]
+    scored_keys = {normalize_prompt(p) for p in scored_prompts}
+    scored_sh = shingle_sets(scored_prompts)
     out = []
     for name, q in queries.items():
-        best = np.array([max(jaccard(shingles(p), s) for s in scored_sh) for p in q.prompts()])
-        out.append({"set": name, "queries": len(q), "scored_all_sets": len(scored),
+        prompts = q.prompts()
+        best = np.array([max(jaccard(qs, s) for s in scored_sh) for qs in shingle_sets(prompts)])
+        out.append({"set": name, "queries": len(q), "scored_all_sets": len(scored_prompts),
                     "shared_ids": sum(i in scored_ids for i in q.ids),
-                    "shared_prompts": sum(normalize_prompt(p) in scored_keys for p in q.prompts()),
+                    "shared_prompts": sum(normalize_prompt(p) in scored_keys for p in prompts),
                     "nearest_median": float(np.median(best)), "nearest_max": float(best.max()),
                     "near_duplicates": int((best >= NEAR).sum())})
     return out

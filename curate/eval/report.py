@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 ALL_METRICS = METRICS + (SPAN_METRIC,) + GEN_METRICS  # report order
 
 
-
 def better_side_p(stat: dict) -> float:
     """One-sided p for "the arm's loss is lower" from a two-sided paired-difference record.
 
@@ -29,6 +28,7 @@ def better_side_p(stat: dict) -> float:
     """
     p = float(stat.get("p", 1.0))
     return p / 2 if stat.get("delta", 0.0) < 0 else 1.0 - p / 2
+
 
 def set_metrics(units: list, set_name: str) -> list[str]:
     """Metrics some unit has for ``set_name`` (losses of every set; ``answer`` and generation scores of some)."""
